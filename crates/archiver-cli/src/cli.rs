@@ -1,0 +1,124 @@
+//! The command line, as agreed in CLI.md. Scripts drive `archiver` by these names: add, never rename.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Fast, deterministic, verified archives: tar, tar.gz and tar.zst.
+#[derive(Debug, Parser)]
+#[command(
+    name = "archiver",
+    version,
+    about,
+    after_help = "Examples:\n  \
+        archiver pack src/ -o src.tar.zst        pack a directory (format from the extension)\n  \
+        archiver pack app/ | ssh pi 'tar xf - -C /opt/app'\n  \
+        archiver list src.tar.zst --long         show what an archive holds\n\n\
+        Exit status: 0 success, 1 finished with warnings, 2 error, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more (-v: info, -vv: debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pack files and directories into an archive
+    #[command(
+        after_help = "Paths inside the archive are relative to each PATH: `archiver pack app/` stores \
+        app/src/x as src/x.\nEntries are sorted by name; the output is byte-identical for any -j.\n\n\
+        Examples:\n  archiver pack . -o ../site.tar.gz --exclude '*.o' --exclude target/\n  \
+        SOURCE_DATE_EPOCH=1700000000 archiver pack --reproducible dist/ -o dist.tar"
+    )]
+    Pack(PackArgs),
+    /// List the entries of an archive (tar, tar.gz, tar.zst)
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// Files and directories to pack
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Write the archive here; '-' = stdout (the default when stdout is not a terminal)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// tar | tar.gz | tar.zst (default: from the -o extension, else tar)
+    #[arg(short, long, value_name = "FMT")]
+    pub format: Option<String>,
+    /// Worker threads (default: all cores); the output is identical for every value
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3)
+    #[arg(short, long, value_name = "N")]
+    pub level: Option<u32>,
+    /// Leave out paths matching GLOB (gitignore syntax; repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Honour .gitignore and .ignore files (default: pack everything, hidden files too)
+    #[arg(long)]
+    pub ignore_files: bool,
+    /// Store what symbolic links point to instead of the links
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// Every mtime = SOURCE_DATE_EPOCH (or 0), uid/gid 0, no user/group names
+    #[arg(long)]
+    pub reproducible: bool,
+    /// Do not append the BLAKE3 manifest .archiver/MANIFEST.b3
+    #[arg(long)]
+    pub no_manifest: bool,
+    /// Treat warnings (vanished, changed or unreadable files) as errors
+    #[arg(long)]
+    pub strict: bool,
+    /// Print per-stage statistics to stderr at the end
+    #[arg(long)]
+    pub stats: bool,
+    /// Write the statistics as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+    /// Show a progress bar (default: when stderr is a terminal)
+    #[arg(long, overrides_with = "no_progress")]
+    pub progress: bool,
+    /// Never show a progress bar
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Memory for file data in flight, in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub memory: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The archive; '-' or omitted = stdin
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: Option<PathBuf>,
+    /// Type, mode, owner, size, mtime, name and link target, like `tar tv`
+    #[arg(long)]
+    pub long: bool,
+    /// One JSON array of entry objects
+    #[arg(long, conflicts_with = "long")]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

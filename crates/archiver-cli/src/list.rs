@@ -1,0 +1,154 @@
+//! `archiver list`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use archiver::EntryInfo;
+
+use crate::cli::ListArgs;
+use crate::Outcome;
+
+pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
+    let input: Box<dyn Read> = match args.archive.as_deref() {
+        None => Box::new(io::stdin().lock()),
+        Some(p) if p == Path::new("-") => Box::new(io::stdin().lock()),
+        Some(p) => {
+            Box::new(File::open(p).with_context(|| format!("{}: cannot open", p.display()))?)
+        }
+    };
+    let name = args
+        .archive
+        .as_deref()
+        .map_or_else(|| "<stdin>".to_string(), |p| p.display().to_string());
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(64 << 10, stdout.lock());
+    let mut first = true;
+    let result = archiver::list(io::BufReader::with_capacity(256 << 10, input), |e| {
+        let line = if args.json {
+            let mut s = if first {
+                "[\n".to_string()
+            } else {
+                ",\n".to_string()
+            };
+            s.push_str(&serde_json::to_string(e).expect("entry serialises"));
+            s
+        } else if args.long {
+            format!("{}\n", long_line(e))
+        } else {
+            format!("{}\n", e.path)
+        };
+        first = false;
+        out.write_all(line.as_bytes())
+            .map_err(archiver::Error::Output)
+    });
+    let finish = |out: &mut BufWriter<_>| -> io::Result<()> {
+        if args.json {
+            out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
+        }
+        out.flush()
+    };
+    match result {
+        Ok(_) => match finish(&mut out) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Outcome::Success),
+            other => {
+                other.context("writing the listing")?;
+                Ok(Outcome::Success)
+            }
+        },
+        // The reader of the listing went away (`| head`): a quiet success, like other Unix tools.
+        Err(e) if e.is_broken_pipe() => Ok(Outcome::Success),
+        Err(e) => Err(anyhow::Error::new(e).context(name)),
+    }
+}
+
+/// `-rw-r--r-- user/group   1234 2024-05-01 12:00 name -> target`, as `tar tv` prints it (UTC).
+fn long_line(e: &EntryInfo) -> String {
+    let owner = format!(
+        "{}/{}",
+        e.user.clone().unwrap_or_else(|| e.uid.to_string()),
+        e.group.clone().unwrap_or_else(|| e.gid.to_string())
+    );
+    let mut s = format!(
+        "{}{} {:<17} {:>10} {} {}",
+        e.kind.letter(),
+        mode_string(e.mode),
+        owner,
+        e.size,
+        utc(e.mtime),
+        e.path
+    );
+    if let Some(t) = &e.link_target {
+        s.push_str(if e.kind == archiver::EntryKind::Hardlink {
+            " link to "
+        } else {
+            " -> "
+        });
+        s.push_str(t);
+    }
+    s
+}
+
+fn mode_string(mode: u32) -> String {
+    let mut s = String::with_capacity(9);
+    for (i, c) in ['r', 'w', 'x', 'r', 'w', 'x', 'r', 'w', 'x']
+        .into_iter()
+        .enumerate()
+    {
+        let bit = 1 << (8 - i);
+        let mut ch = if mode & bit != 0 { c } else { '-' };
+        let special = match i {
+            2 => mode & 0o4000 != 0,
+            5 => mode & 0o2000 != 0,
+            8 => mode & 0o1000 != 0,
+            _ => false,
+        };
+        if special {
+            ch = match (i, ch) {
+                (8, 'x') => 't',
+                (8, _) => 'T',
+                (_, 'x') => 's',
+                _ => 'S',
+            };
+        }
+        s.push(ch);
+    }
+    s
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC (Howard Hinnant's civil-from-days).
+fn utc(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_modes() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13");
+        assert_eq!(utc(-86_400), "1969-12-31 00:00");
+        assert_eq!(mode_string(0o755), "rwxr-xr-x");
+        assert_eq!(mode_string(0o4755), "rwsr-xr-x");
+        assert_eq!(mode_string(0o1777), "rwxrwxrwt");
+    }
+}

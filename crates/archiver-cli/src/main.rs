@@ -1,0 +1,110 @@
+//! The `archiver` binary: the command-line definition plus glue around the `archiver` library.
+//! Exit codes: 0 success, 1 finished with warnings, 2 fatal, 130 interrupted.
+
+mod cli;
+mod list;
+mod output;
+mod pack;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// How a command ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Finished, but something was skipped or differed (exit 1).
+    Warnings,
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli.global);
+    let cancel = archiver::Cancel::new();
+    {
+        let cancel = cancel.clone();
+        // SIGINT and SIGTERM: ask the pipeline to stop; it cleans up and we exit 130. A second signal
+        // while cleanup is stuck (a blocked write to a pipe, say) ends the process at once.
+        let _ = ctrlc::set_handler(move || {
+            if cancel.is_cancelled() {
+                std::process::exit(130);
+            }
+            cancel.cancel();
+        });
+    }
+    match run(cli, &cancel) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Warnings) => ExitCode::from(1),
+        Err(err) => {
+            if let Some(archiver::Error::Cancelled) = err.downcast_ref::<archiver::Error>() {
+                eprintln!("archiver: interrupted");
+                return ExitCode::from(130);
+            }
+            eprintln!("archiver: {}", chain(&err));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
+    match cli.command {
+        cli::Command::Pack(args) => pack::run(args, cancel),
+        cli::Command::List(args) => list::run(args),
+    }
+}
+
+/// `outer: inner: innermost`, each cause once.
+fn chain(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if !s.is_empty() && parts.last() != Some(&s) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn init_tracing(global: &cli::Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .event_format(Plain)
+        .try_init();
+}
+
+/// Formats events as `archiver: <message>` (plus the level when it is not a warning or error), the
+/// way Unix tools print diagnostics.
+struct Plain;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = *event.metadata().level();
+        write!(writer, "archiver: ")?;
+        if level > tracing::Level::WARN {
+            write!(writer, "{}: ", level.as_str().to_ascii_lowercase())?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}

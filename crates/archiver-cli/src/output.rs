@@ -1,0 +1,132 @@
+//! Where an archive goes: an atomically replaced file, or stdout (never a terminal).
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// An archive destination. A file is written under a temporary name beside the target and renamed
+/// into place only by [`Output::commit`]; dropping an uncommitted output removes the temporary file,
+/// so a failed or interrupted run never leaves a half-written archive under the real name.
+pub enum Output {
+    File {
+        temp: tempfile::NamedTempFile,
+        target: PathBuf,
+    },
+    Stdout(StdoutRaw),
+}
+
+impl Output {
+    /// `None` or `-` means stdout.
+    pub fn open(path: Option<&Path>) -> anyhow::Result<Output> {
+        match path {
+            None => Self::stdout(),
+            Some(p) if p == Path::new("-") => Self::stdout(),
+            Some(p) => {
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                let name = p
+                    .file_name()
+                    .with_context(|| format!("{}: not a file name", p.display()))?;
+                let mut builder = tempfile::Builder::new();
+                let prefix = format!(".{}.", name.to_string_lossy());
+                builder.prefix(&prefix).suffix(".tmp");
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    // Like any new file: 0666 less the umask (tempfile's default would be 0600).
+                    builder.permissions(std::fs::Permissions::from_mode(0o666));
+                }
+                let temp = builder
+                    .tempfile_in(dir)
+                    .with_context(|| format!("{}: cannot create the output file", p.display()))?;
+                Ok(Output::File {
+                    temp,
+                    target: p.to_path_buf(),
+                })
+            }
+        }
+    }
+
+    fn stdout() -> anyhow::Result<Output> {
+        if io::stdout().is_terminal() {
+            bail!("refusing to write an archive to a terminal; use -o FILE or redirect stdout (| or >)");
+        }
+        Ok(Output::Stdout(StdoutRaw::new()))
+    }
+
+    /// Files that must not be packed into themselves: the temporary file and the target.
+    pub fn own_files(&self) -> Vec<PathBuf> {
+        match self {
+            Output::File { temp, target } => vec![temp.path().to_path_buf(), target.clone()],
+            Output::Stdout(_) => Vec::new(),
+        }
+    }
+
+    pub fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Output::File { temp, .. } => temp.as_file_mut(),
+            Output::Stdout(s) => s,
+        }
+    }
+
+    /// Makes the archive visible under its real name (or flushes stdout).
+    pub fn commit(self) -> anyhow::Result<()> {
+        match self {
+            Output::File { temp, target } => {
+                temp.persist(&target)
+                    .map_err(|e| e.error)
+                    .with_context(|| {
+                        format!(
+                            "{}: cannot move the finished archive into place",
+                            target.display()
+                        )
+                    })?;
+                Ok(())
+            }
+            Output::Stdout(mut s) => s.flush().context("writing the archive"),
+        }
+    }
+}
+
+/// stdout without Rust's line buffering: archives are binary and large.
+pub struct StdoutRaw {
+    #[cfg(unix)]
+    file: std::mem::ManuallyDrop<File>,
+    #[cfg(not(unix))]
+    out: io::Stdout,
+}
+
+impl StdoutRaw {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::FromRawFd;
+            // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop never closes it.
+            let file = unsafe { File::from_raw_fd(1) };
+            StdoutRaw {
+                file: std::mem::ManuallyDrop::new(file),
+            }
+        }
+        #[cfg(not(unix))]
+        StdoutRaw { out: io::stdout() }
+    }
+}
+
+impl Write for StdoutRaw {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        return (&*self.file).write(buf);
+        #[cfg(not(unix))]
+        return self.out.write(buf);
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        #[cfg(unix)]
+        return Ok(());
+        #[cfg(not(unix))]
+        return self.out.flush();
+    }
+}

@@ -1,0 +1,132 @@
+//! `archiver pack`.
+
+use anyhow::Context;
+use archiver::{Format, PackReport, Packer};
+
+use crate::cli::PackArgs;
+use crate::output::Output;
+use crate::Outcome;
+
+pub fn run(args: PackArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
+    let to_stdout = args
+        .output
+        .as_deref()
+        .is_none_or(|p| p == std::path::Path::new("-"));
+    let format = match (&args.format, &args.output) {
+        (Some(f), _) => f.parse::<Format>()?,
+        (None, Some(p)) if !to_stdout => Format::from_path(p).unwrap_or(Format::Tar),
+        _ => Format::Tar,
+    };
+    let reproducible = if args.reproducible {
+        Some(source_date_epoch()?)
+    } else {
+        None
+    };
+    let mut output = Output::open(args.output.as_deref())?;
+    let mut packer = Packer::new(&args.paths)
+        .format(format)
+        .skip_files(output.own_files())
+        .ignore_files(args.ignore_files)
+        .follow_symlinks(args.follow_symlinks)
+        .reproducible(reproducible)
+        .manifest(!args.no_manifest)
+        .strict(args.strict)
+        .memory_budget(args.memory << 20)
+        .cancel_with(cancel.clone());
+    if let Some(j) = args.jobs {
+        packer = packer.jobs(j as usize);
+    }
+    if let Some(l) = args.level {
+        packer = packer.level(l);
+    }
+    for glob in &args.exclude {
+        packer = packer.exclude(glob.clone());
+    }
+
+    let report = packer.pack(output.writer())?;
+    output.commit()?;
+    if args.stats {
+        eprint!("{}", crate::pack::render_stats(&report));
+    }
+    if let Some(path) = &args.stats_json {
+        let json = serde_json::to_vec_pretty(&report.stats)?;
+        std::fs::write(path, json)
+            .with_context(|| format!("{}: cannot write statistics", path.display()))?;
+    }
+    Ok(if report.warnings.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Warnings
+    })
+}
+
+/// SOURCE_DATE_EPOCH as reproducible-builds.org defines it; 0 when unset.
+fn source_date_epoch() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        _ => Ok(0),
+    }
+}
+
+/// The `--stats` table.
+pub fn render_stats(report: &PackReport) -> String {
+    let s = &report.stats;
+    let secs = s.wall.as_secs_f64().max(1e-9);
+    let mut out = format!(
+        "files {}  dirs {}  symlinks {}  hardlinks {}  skipped {}  warnings {}\n\
+         in {}  out {}  ratio {:.3}  wall {:.3}s  {:.1} MB/s  {:.0} files/s\n",
+        s.files,
+        s.dirs,
+        s.symlinks,
+        s.hardlinks,
+        s.skipped,
+        s.warnings,
+        human(s.bytes_in),
+        human(s.bytes_out),
+        s.ratio(),
+        secs,
+        s.bytes_in as f64 / secs / 1e6,
+        s.files as f64 / secs,
+    );
+    out.push_str(&format!(
+        "{:<6} {:>7} {:>9} {:>9} {:>9} {:>9}\n",
+        "stage", "threads", "items", "busy", "starved", "blocked"
+    ));
+    for st in &s.stages {
+        out.push_str(&format!(
+            "{:<6} {:>7} {:>9} {:>8.0}% {:>8.0}% {:>8.0}%\n",
+            st.name,
+            st.threads,
+            st.items,
+            st.busy_ratio() * 100.0,
+            st.starved_ratio() * 100.0,
+            st.blocked_ratio() * 100.0
+        ));
+    }
+    out.push_str(&format!(
+        "reorder peak {} entries; budget peak {} of {}\n{}\n",
+        s.reorder_peak,
+        human(s.budget_peak),
+        human(s.budget_limit),
+        s.verdict()
+    ));
+    out
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,216 @@
+//! The command line's promises: exit codes, messages naming the path, atomic output, pipes.
+
+use std::process::Command;
+
+use crate::util::*;
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn missing_path_is_fatal_and_named() {
+    let out = archiver()
+        .args(["pack", "/no/such/dir", "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr_of(&out),
+        "archiver: /no/such/dir: no such file or directory\n"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing may reach stdout on a fatal error"
+    );
+}
+
+#[test]
+fn bad_flags_and_values_are_usage_errors() {
+    let out = archiver()
+        .args(["pack", "--no-such-flag", "."])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = archiver()
+        .args(["pack", "-f", "rar", ".", "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("unknown format \"rar\""),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = archiver()
+        .args(["pack", "-f", "tar.gz", "-l", "12", ".", "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("level 12 is out of range for tar.gz: use 1-9"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+/// A FIFO cannot be archived: a warning naming it, the rest is packed, exit 1.
+#[test]
+fn special_files_are_skipped_with_a_warning() {
+    let work = tempfile::tempdir().unwrap();
+    file(work.path(), "a", b"a", 0o644);
+    let fifo = work.path().join("pipe");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let out = archiver()
+        .args(["pack", "-o", "-"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(
+        stderr_of(&out),
+        format!("archiver: {}: is a FIFO; not archived\n", fifo.display())
+    );
+    let names =
+        String::from_utf8(ok(archiver().args(["list", "-"]).stdin_bytes(&out.stdout)).stdout)
+            .unwrap();
+    assert_eq!(names, "a\n.archiver/MANIFEST.b3\n");
+    // --strict turns it into an error.
+    let out = archiver()
+        .args(["pack", "--strict", "-o", "-"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("is a FIFO; not archived (strict mode)"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+/// A failed run leaves an existing archive untouched and no temporary file behind; a good run
+/// replaces it, and the archive being written is never packed into itself.
+#[test]
+fn output_file_is_replaced_atomically() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    file(&tree, "f", b"data", 0o644);
+    let target = tree.join("out.tar");
+    std::fs::write(&target, b"previous archive").unwrap();
+    let out = archiver()
+        .args(["pack", "/no/such/input"])
+        .arg(&tree)
+        .arg("-o")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read(&target).unwrap(), b"previous archive");
+    let leftovers: Vec<_> = std::fs::read_dir(&tree)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "temporary file left behind: {leftovers:?}"
+    );
+
+    ok(archiver().args(["pack", "-o"]).arg(&target).arg(&tree));
+    let names = String::from_utf8(ok(archiver().arg("list").arg(&target)).stdout).unwrap();
+    assert_eq!(
+        names, "f\n.archiver/MANIFEST.b3\n",
+        "the archive must not contain itself"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_ne!(
+        mode, 0o600,
+        "a new archive gets the usual 0666 & !umask, not a temp file's 0600"
+    );
+}
+
+/// A tree that already holds a manifest (an extracted archive being repacked) still gives one
+/// manifest, the new one, listing the files actually stored.
+#[test]
+fn repacking_an_extracted_tree_keeps_one_manifest() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "x", b"x", 0o644);
+    file(&src, ".archiver/MANIFEST.b3", b"stale manifest\n", 0o644);
+    let out = ok(archiver().args(["pack", "-o", "-"]).arg(&src)).stdout;
+    let names =
+        String::from_utf8(ok(archiver().args(["list", "-"]).stdin_bytes(&out)).stdout).unwrap();
+    assert_eq!(names, ".archiver/\nx\n.archiver/MANIFEST.b3\n");
+}
+
+#[test]
+fn listing_into_a_closed_pipe_is_quiet() {
+    let work = tempfile::tempdir().unwrap();
+    for i in 0..3000 {
+        file(
+            work.path(),
+            &format!("d/file-with-a-long-name-{i:05}"),
+            b"",
+            0o644,
+        );
+    }
+    let archive = work.path().join("a.tar");
+    ok(archiver()
+        .arg("pack")
+        .arg(work.path().join("d"))
+        .arg("-o")
+        .arg(&archive));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' list '{}' | head -n 1; echo \"status=${{PIPESTATUS:-$?}}\"",
+            env!("CARGO_BIN_EXE_archiver"),
+            archive.display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("file-with-a-long-name-00000\n"), "{text}");
+    assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' list '{}' | head -n 1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            env!("CARGO_BIN_EXE_archiver"),
+            archive.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn archive_into_a_closed_pipe_is_an_error() {
+    let work = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..8 << 20).map(|i: u32| ((i * 7) >> 3) as u8).collect();
+    file(work.path(), "big", &big, 0o644);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' pack '{}' | head -c 1000 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            env!("CARGO_BIN_EXE_archiver"),
+            work.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let err = stderr_of(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("archiver: writing the archive: ") && err.contains("Broken pipe"),
+        "{err}"
+    );
+}

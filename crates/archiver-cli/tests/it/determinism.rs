@@ -1,0 +1,92 @@
+//! The same tree gives byte-identical archives for any -j and any run.
+
+use std::path::Path;
+
+use crate::util::*;
+
+fn pack_bytes(src: &Path, format: &str, jobs: &str, extra: &[&str]) -> Vec<u8> {
+    ok(archiver()
+        .args(["pack", "-q", "-f", format, "-j", jobs])
+        .args(extra)
+        .arg(src)
+        .arg("-o")
+        .arg("-"))
+    .stdout
+}
+
+#[test]
+fn byte_identical_for_any_jobs_and_runs() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    gnarly_tree(&src, 3000, 42);
+    for format in ["tar", "tar.gz", "tar.zst"] {
+        let one = pack_bytes(&src, format, "1", &[]);
+        assert!(one.len() > 100_000, "{format}: suspiciously small archive");
+        for jobs in ["2", "8", "8"] {
+            let other = pack_bytes(&src, format, jobs, &[]);
+            assert!(
+                one == other,
+                "{format}: -j 1 and -j {jobs} differ ({} vs {} bytes)",
+                one.len(),
+                other.len()
+            );
+        }
+    }
+}
+
+/// --reproducible: mtimes become SOURCE_DATE_EPOCH, owners 0 without names, so touching every file
+/// does not change a byte.
+#[test]
+fn reproducible_ignores_mtimes_and_owners() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    gnarly_tree(&src, 100, 9);
+    let run = || {
+        ok(archiver()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["pack", "--reproducible", "-f", "tar", "-o", "-"])
+            .arg(&src))
+        .stdout
+    };
+    let before = run();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    for e in walk_files(&src) {
+        let f = std::fs::File::options().write(true).open(&e).unwrap();
+        f.set_modified(later).unwrap();
+    }
+    assert!(
+        before == run(),
+        "touching files changed a reproducible archive"
+    );
+    let listing = String::from_utf8(
+        ok(archiver()
+            .args(["list", "--json", "-"])
+            .stdin_bytes(&before))
+        .stdout,
+    )
+    .unwrap();
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
+    assert!(entries.len() > 100);
+    for e in &entries {
+        assert_eq!(e["mtime"], 1_700_000_000, "{e}");
+        assert_eq!(e["uid"], 0);
+        assert_eq!(e["user"], serde_json::Value::Null);
+    }
+}
+
+fn walk_files(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

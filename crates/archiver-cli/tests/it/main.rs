@@ -1,0 +1,7 @@
+//! CLI integration tests: one binary, so the archiver binary and the peers are set up once.
+
+mod cli;
+mod determinism;
+mod interop;
+mod list;
+mod util;

@@ -1,0 +1,320 @@
+//! `archiver`: a pipelined, streaming, deterministic archiver.
+//!
+//! Packing runs as a pipeline of stages, each on its own threads, joined by bounded channels:
+//!
+//! 1. [`walk`](crate::walk): a parallel directory walk, collected and sorted so every entry gets a
+//!    deterministic sequence number;
+//! 2. read workers: read and BLAKE3-hash files in parallel, admitted in order against a byte budget;
+//! 3. [`reorder`]: restores sequence order;
+//! 4. the writer: one thread owns the tar stream and the output; gzip and zstd compress in parallel
+//!    below it with output that does not depend on the thread count.
+//!
+//! The same tree always gives the same bytes, for any number of threads. Memory is bounded by the byte
+//! budget plus the sorted path list. The library never prints and never exits: warnings are returned
+//! in the [`PackReport`] (and emitted as `tracing` events), errors as [`Error`].
+//!
+//! ```
+//! # fn main() -> Result<(), archiver::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
+//!
+//! let mut archive = Vec::new();
+//! let report = archiver::Packer::new([dir.path()])
+//!     .format(archiver::Format::TarZst)
+//!     .jobs(2)
+//!     .pack(&mut archive)?;
+//! assert_eq!(report.stats.files, 1);
+//!
+//! let mut names = Vec::new();
+//! archiver::list(&archive[..], |e| {
+//!     names.push(e.path.clone());
+//!     Ok(())
+//! })?;
+//! assert_eq!(names, ["hello.txt", ".archiver/MANIFEST.b3"]);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod budget;
+mod error;
+pub mod format;
+mod list;
+pub mod manifest;
+mod owner;
+mod pipeline;
+mod read;
+pub mod reorder;
+mod stats;
+mod walk;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use error::{Error, Result};
+pub use format::{detect, Detected, Format};
+pub use list::{list, EntryInfo, EntryKind};
+pub use stats::{StageStats, Stats};
+
+/// Where the manifest lives inside every archive we write (unless disabled).
+pub const MANIFEST_PATH: &str = ".archiver/MANIFEST.b3";
+
+/// Default byte budget: entry data allowed in flight between the read workers and the writer.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 16 << 20;
+
+/// A handle that cancels a running operation from another thread (or a signal handler).
+///
+/// Cloning gives another handle to the same flag. A cancelled run returns [`Error::Cancelled`]
+/// promptly: every stage checks the flag between items.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A fresh, uncancelled handle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the operation to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A problem with one file that did not stop the run (the CLI exits 1 when there were any).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Warning {
+    /// The file on disk.
+    pub path: PathBuf,
+    /// What happened and what was done about it.
+    pub message: String,
+}
+
+/// What [`Packer::pack`] returns on success.
+#[derive(Debug, Clone)]
+pub struct PackReport {
+    /// Counts, bytes and per-stage timings.
+    pub stats: Stats,
+    /// Warnings, in entry order.
+    pub warnings: Vec<Warning>,
+}
+
+/// Test-only hook called at named points of the pipeline (`"read"`, `"write"`) with the entry's path;
+/// a test makes a stage panic there to check that the pipeline fails cleanly instead of hanging.
+#[doc(hidden)]
+pub type FaultHook = Arc<dyn Fn(&str, &Path) + Send + Sync>;
+
+/// Options for a pack run. Build them through [`Packer`]'s methods.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PackOptions {
+    /// Output format.
+    pub format: Format,
+    /// Worker threads per parallel stage (at least 1).
+    pub jobs: usize,
+    /// Compression level; `None` = the format's default.
+    pub level: Option<u32>,
+    /// Globs (gitignore syntax) to leave out.
+    pub excludes: Vec<String>,
+    /// Honour `.gitignore` and `.ignore` files.
+    pub ignore_files: bool,
+    /// Store what symlinks point to instead of the links.
+    pub follow_symlinks: bool,
+    /// `Some(t)`: every mtime is `t`, owners are 0 and nameless.
+    pub reproducible: Option<u64>,
+    /// Append `.archiver/MANIFEST.b3`.
+    pub manifest: bool,
+    /// Byte budget for entry data in flight.
+    pub memory_budget: u64,
+    /// Turn the first warning into an error.
+    pub strict: bool,
+    /// Files never to pack, such as the archive being written (matched by device and inode).
+    pub skip_files: Vec<PathBuf>,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            format: Format::Tar,
+            jobs: default_jobs(),
+            level: None,
+            excludes: Vec::new(),
+            ignore_files: false,
+            follow_symlinks: false,
+            reproducible: None,
+            manifest: true,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            strict: false,
+            skip_files: Vec::new(),
+        }
+    }
+}
+
+/// The number of threads to use when the caller does not say: all cores.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Packs directory trees into an archive.
+///
+/// Paths inside the archive are relative to each given path: packing `app/` stores `app/src/main.rs`
+/// as `src/main.rs`; a file given directly is stored under its name. Entries are sorted component by
+/// component on raw bytes. See the crate documentation for an example.
+#[derive(Clone)]
+pub struct Packer {
+    paths: Vec<PathBuf>,
+    opts: PackOptions,
+    cancel: Cancel,
+    fault: Option<FaultHook>,
+}
+
+impl std::fmt::Debug for Packer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packer")
+            .field("paths", &self.paths)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Packer {
+    /// A packer for these paths with default options (tar, all cores, manifest on).
+    pub fn new<I, P>(paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<Path>,
+    {
+        Packer {
+            paths: paths
+                .into_iter()
+                .map(|p| p.as_ref().to_path_buf())
+                .collect(),
+            opts: PackOptions::default(),
+            cancel: Cancel::new(),
+            fault: None,
+        }
+    }
+
+    /// All options at once.
+    pub fn options(mut self, opts: PackOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// The output format.
+    pub fn format(mut self, format: Format) -> Self {
+        self.opts.format = format;
+        self
+    }
+
+    /// Worker threads per parallel stage. The output is the same for every value.
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.opts.jobs = jobs.max(1);
+        self
+    }
+
+    /// Compression level (gzip 1-9, zstd 1-19).
+    pub fn level(mut self, level: u32) -> Self {
+        self.opts.level = Some(level);
+        self
+    }
+
+    /// Leaves out paths matching `glob` (gitignore syntax: `*.o`, `build/`, `/top-only`).
+    pub fn exclude(mut self, glob: impl Into<String>) -> Self {
+        self.opts.excludes.push(glob.into());
+        self
+    }
+
+    /// Honours `.gitignore` and `.ignore` files, also outside a git repository.
+    pub fn ignore_files(mut self, yes: bool) -> Self {
+        self.opts.ignore_files = yes;
+        self
+    }
+
+    /// Stores what symlinks point to instead of the links.
+    pub fn follow_symlinks(mut self, yes: bool) -> Self {
+        self.opts.follow_symlinks = yes;
+        self
+    }
+
+    /// Reproducible mode: every mtime is `mtime` (SOURCE_DATE_EPOCH), owners 0 without names.
+    pub fn reproducible(mut self, mtime: Option<u64>) -> Self {
+        self.opts.reproducible = mtime;
+        self
+    }
+
+    /// Whether to append the BLAKE3 manifest (default: yes).
+    pub fn manifest(mut self, yes: bool) -> Self {
+        self.opts.manifest = yes;
+        self
+    }
+
+    /// Byte budget for file data in flight between readers and writer.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.opts.memory_budget = bytes;
+        self
+    }
+
+    /// Turns the first warning (vanished, changed or unreadable file) into an error.
+    pub fn strict(mut self, yes: bool) -> Self {
+        self.opts.strict = yes;
+        self
+    }
+
+    /// Never packs these files (matched by device and inode, so any path to them counts): pass the
+    /// archive being written when it may lie inside the tree.
+    pub fn skip_files<I: IntoIterator<Item = PathBuf>>(mut self, paths: I) -> Self {
+        self.opts.skip_files.extend(paths);
+        self
+    }
+
+    /// Uses this cancellation handle (share it with a signal handler or another thread).
+    pub fn cancel_with(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// A handle that cancels this packer's runs.
+    pub fn cancel_handle(&self) -> Cancel {
+        self.cancel.clone()
+    }
+
+    #[doc(hidden)]
+    pub fn fault_hook(mut self, hook: FaultHook) -> Self {
+        self.fault = Some(hook);
+        self
+    }
+
+    /// The options in effect.
+    pub fn pack_options(&self) -> &PackOptions {
+        &self.opts
+    }
+
+    /// Packs into `out`. The writer is used from the calling thread only; wrap files in nothing (the
+    /// pipeline buffers). On error, what was written to `out` is not a valid archive.
+    pub fn pack<W: Write>(&self, out: W) -> Result<PackReport> {
+        if let (Some(level), Some((_, range))) = (self.opts.level, self.opts.format.levels()) {
+            if !range.contains(&level) {
+                return Err(Error::Usage(format!(
+                    "compression level {level} is out of range for {}: use {}-{}",
+                    self.opts.format,
+                    range.start(),
+                    range.end()
+                )));
+            }
+        }
+        pipeline::run(
+            &self.paths,
+            &self.opts,
+            &self.cancel,
+            self.fault.clone(),
+            out,
+        )
+    }
+}

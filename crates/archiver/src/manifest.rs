@@ -1,0 +1,163 @@
+//! The BLAKE3 manifest, `.archiver/MANIFEST.b3`: one line per regular file, in entry order, in
+//! b3sum's check format, so `b3sum --check .archiver/MANIFEST.b3` passes in an extracted tree.
+//!
+//! Line format: `<64 lowercase hex>  <path>\n`. A path containing `\`, newline or CR is escaped
+//! (`\\`, `\n`, `\r`) and its line starts with `\`, exactly as b3sum does. Paths are stored as raw
+//! bytes; b3sum itself can only check UTF-8 names.
+
+use std::path::Path;
+
+/// Builds the manifest text as entries are written.
+#[derive(Debug, Default)]
+pub struct ManifestWriter {
+    text: Vec<u8>,
+    files: u64,
+}
+
+impl ManifestWriter {
+    /// Adds one file.
+    pub fn add(&mut self, path: &Path, hash: &blake3::Hash) {
+        let name = path_bytes(path);
+        let escape = name.iter().any(|&b| matches!(b, b'\\' | b'\n' | b'\r'));
+        if escape {
+            self.text.push(b'\\');
+        }
+        self.text.extend_from_slice(hash.to_hex().as_bytes());
+        self.text.extend_from_slice(b"  ");
+        if escape {
+            for &b in name.as_ref() {
+                match b {
+                    b'\\' => self.text.extend_from_slice(b"\\\\"),
+                    b'\n' => self.text.extend_from_slice(b"\\n"),
+                    b'\r' => self.text.extend_from_slice(b"\\r"),
+                    b => self.text.push(b),
+                }
+            }
+        } else {
+            self.text.extend_from_slice(&name);
+        }
+        self.text.push(b'\n');
+        self.files += 1;
+    }
+
+    /// Files listed so far.
+    pub fn len(&self) -> u64 {
+        self.files
+    }
+
+    /// True when no file was listed.
+    pub fn is_empty(&self) -> bool {
+        self.files == 0
+    }
+
+    /// The manifest's bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.text
+    }
+}
+
+/// One parsed manifest line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// The path as raw bytes, unescaped.
+    pub path: Vec<u8>,
+    /// The file's BLAKE3 hash.
+    pub hash: blake3::Hash,
+}
+
+/// Parses a manifest. Errors name the line number and what is wrong.
+pub fn parse(text: &[u8]) -> Result<Vec<ManifestEntry>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        let (escaped, line) = match line.strip_prefix(b"\\") {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        if line.len() < 66 || &line[64..66] != b"  " {
+            return Err(format!(
+                "manifest line {n}: expected \"<64 hex digits>  <path>\""
+            ));
+        }
+        let hex =
+            std::str::from_utf8(&line[..64]).map_err(|_| format!("manifest line {n}: bad hash"))?;
+        let hash =
+            blake3::Hash::from_hex(hex).map_err(|_| format!("manifest line {n}: bad hash"))?;
+        let raw = &line[66..];
+        let path = if escaped {
+            let mut p = Vec::with_capacity(raw.len());
+            let mut it = raw.iter();
+            while let Some(&b) = it.next() {
+                if b == b'\\' {
+                    match it.next() {
+                        Some(b'\\') => p.push(b'\\'),
+                        Some(b'n') => p.push(b'\n'),
+                        Some(b'r') => p.push(b'\r'),
+                        _ => return Err(format!("manifest line {n}: bad escape")),
+                    }
+                } else {
+                    p.push(b);
+                }
+            }
+            p
+        } else {
+            raw.to_vec()
+        };
+        out.push(ManifestEntry { path, hash });
+    }
+    Ok(out)
+}
+
+/// The raw bytes of a path (lossy UTF-8 where the platform has no byte paths).
+pub(crate) fn path_bytes(path: &Path) -> std::borrow::Cow<'_, [u8]> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::borrow::Cow::Borrowed(path.as_os_str().as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        match path.to_string_lossy() {
+            std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+            std::borrow::Cow::Owned(s) => {
+                std::borrow::Cow::Owned(s.replace('\\', "/").into_bytes())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_escaped_lines_round_trip() {
+        let h = blake3::hash(b"x");
+        let mut m = ManifestWriter::default();
+        m.add(Path::new("dir/plain name.txt"), &h);
+        m.add(Path::new("we\\ird\nname\r"), &h);
+        let text = m.into_bytes();
+        let expected = format!(
+            "{h}  dir/plain name.txt\n\\{h}  we\\\\ird\\nname\\r\n",
+            h = h.to_hex()
+        );
+        assert_eq!(String::from_utf8(text.clone()).unwrap(), expected);
+        let parsed = parse(&text).unwrap();
+        assert_eq!(parsed[0].path, b"dir/plain name.txt");
+        assert_eq!(parsed[1].path, b"we\\ird\nname\r");
+        assert_eq!(parsed[1].hash, h);
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        assert!(parse(b"nothex  a\n").unwrap_err().contains("line 1"));
+        let h = blake3::hash(b"").to_hex();
+        assert!(parse(format!("{h} one-space\n").as_bytes()).is_err());
+        assert!(parse(format!("\\{h}  bad\\q\n").as_bytes())
+            .unwrap_err()
+            .contains("escape"));
+    }
+}

@@ -1,0 +1,571 @@
+//! The orchestrator: wires walk → feeder → read workers → reorder buffer → writer, joins every thread,
+//! and reports the first real cause of a failure.
+//!
+//! Threads and channels (all bounded):
+//! ```text
+//! walk (jobs threads, collected + sorted)
+//!   └─ feeder ──jobs: bounded(2·jobs)──▶ read workers ×jobs ──done: bounded(4·jobs)──▶ writer (caller's thread)
+//!        ▲  reserves bytes in order                             streams: bounded(STREAM_DEPTH) per large file
+//!        └──────────── byte budget ◀── released by the writer after each entry
+//! ```
+//! Shutdown: the writer is the only consumer of `done`; when it returns (finished or failed) it drops
+//! the receiver, so workers' sends fail and they stop; [`Shared::fail`] closes the budget so the feeder
+//! stops; the feeder dropping `jobs` ends idle workers. Every stage checks the shared stop flag between
+//! items. A panicking stage records itself through a drop guard before unwinding, so nothing waits
+//! forever for its output.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::budget::Budget;
+use crate::error::{panic_message, Error, Result};
+use crate::format::tar::{HeaderPolicy, TarSink};
+use crate::format::{Codec, Metered};
+use crate::manifest::ManifestWriter;
+use crate::read::{self, Chunk, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
+use crate::reorder::ReorderBuffer;
+use crate::stats::{StageClock, StageStats, Stats};
+use crate::walk::{self, Kind, Meta, Walk, WalkOptions};
+use crate::{Cancel, FaultHook, PackOptions, PackReport, Warning, MANIFEST_PATH};
+
+/// State every stage of one run can see.
+pub(crate) struct Shared {
+    cancel: Cancel,
+    stop: AtomicBool,
+    failure: Mutex<Option<Error>>,
+    pub budget: Budget,
+    pub follow_symlinks: bool,
+    fault: Option<FaultHook>,
+}
+
+impl Shared {
+    /// True once the run must end: cancelled, or a stage failed.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.cancel.is_cancelled()
+    }
+
+    /// Records the first real failure and stops every stage.
+    pub fn fail(&self, e: Error) {
+        {
+            let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+        self.halt();
+    }
+
+    fn halt(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.budget.close();
+    }
+
+    fn take_failure(&self) -> Option<Error> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Test-only fault injection: lets a test panic a stage at a chosen entry.
+    pub fn fault_point(&self, stage: &str, rel: &Path) {
+        if let Some(hook) = &self.fault {
+            hook(stage, rel);
+        }
+    }
+}
+
+/// Records a panic of the stage it guards, so the rest of the pipeline stops instead of waiting.
+struct PanicGuard<'a> {
+    shared: &'a Shared,
+    stage: &'static str,
+}
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.fail(Error::Panic {
+                stage: self.stage,
+                entry: None,
+                message: "thread panicked".into(),
+            });
+        }
+    }
+}
+
+/// Runs a whole pack.
+pub(crate) fn run<W: Write>(
+    paths: &[PathBuf],
+    opts: &PackOptions,
+    cancel: &Cancel,
+    fault: Option<FaultHook>,
+    out: W,
+) -> Result<PackReport> {
+    let started = Instant::now();
+    let jobs = opts.jobs.max(1);
+    let walk = walk::walk(
+        paths,
+        &WalkOptions {
+            threads: jobs,
+            excludes: opts.excludes.clone(),
+            ignore_files: opts.ignore_files,
+            follow_symlinks: opts.follow_symlinks,
+            skip_manifest: opts.manifest,
+            skip_files: walk::file_ids(&opts.skip_files),
+        },
+        cancel.flag(),
+    )?;
+    let walk_time = started.elapsed();
+    let shared = Shared {
+        cancel: cancel.clone(),
+        stop: AtomicBool::new(false),
+        failure: Mutex::new(None),
+        budget: Budget::new(opts.memory_budget),
+        follow_symlinks: opts.follow_symlinks,
+        fault,
+    };
+    let (job_tx, job_rx) = bounded::<Job>(jobs * 2);
+    let (done_tx, done_rx) = bounded::<Done>(jobs * 4);
+
+    let (written, feed_clock, read_clock) = std::thread::scope(|s| {
+        let feeder = std::thread::Builder::new()
+            .name("archiver-feed".into())
+            .spawn_scoped(s, || {
+                let _guard = PanicGuard {
+                    shared: &shared,
+                    stage: "feed",
+                };
+                feed(&walk, job_tx, &shared)
+            });
+        let mut workers = Vec::with_capacity(jobs);
+        for _ in 0..jobs {
+            let (rx, tx) = (job_rx.clone(), done_tx.clone());
+            let (walk, shared) = (&walk, &shared);
+            workers.push(
+                std::thread::Builder::new()
+                    .name("archiver-read".into())
+                    .spawn_scoped(s, move || {
+                        let _guard = PanicGuard {
+                            shared,
+                            stage: "read",
+                        };
+                        read::worker(walk, rx, tx, shared)
+                    }),
+            );
+        }
+        drop(job_rx);
+        drop(done_tx);
+
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_stage(&walk, done_rx, &shared, opts, out)
+        }))
+        .unwrap_or_else(|p| {
+            Err(Stop::Error(Error::Panic {
+                stage: "write",
+                entry: None,
+                message: panic_message(&*p),
+            }))
+        });
+        if written.is_err() {
+            shared.halt();
+        }
+
+        let mut feed_clock = StageClock::default();
+        match feeder.map(|h| h.join()) {
+            Ok(Ok(clock)) => feed_clock = clock,
+            Ok(Err(p)) => shared.fail(Error::Panic {
+                stage: "feed",
+                entry: None,
+                message: panic_message(&*p),
+            }),
+            Err(e) => shared.fail(Error::Thread(e)),
+        }
+        let mut read_clock = StageClock::default();
+        for w in workers {
+            match w.map(|h| h.join()) {
+                Ok(Ok(clock)) => read_clock.add(&clock),
+                Ok(Err(p)) => shared.fail(Error::Panic {
+                    stage: "read",
+                    entry: None,
+                    message: panic_message(&*p),
+                }),
+                Err(e) => shared.fail(Error::Thread(e)),
+            }
+        }
+        (written, feed_clock, read_clock)
+    });
+
+    let mut outcome = match written {
+        Ok(outcome) => match shared.take_failure() {
+            None => outcome,
+            Some(e) => return Err(e),
+        },
+        Err(Stop::Error(e)) => return Err(e),
+        Err(Stop::Halted) => {
+            return Err(shared.take_failure().unwrap_or(if cancel.is_cancelled() {
+                Error::Cancelled
+            } else {
+                Error::Panic {
+                    stage: "write",
+                    entry: None,
+                    message: "the pipeline stopped without a recorded cause".into(),
+                }
+            }))
+        }
+    };
+    outcome.stats.wall = started.elapsed();
+    outcome.stats.budget_peak = shared.budget.peak();
+    outcome.stats.budget_limit = shared.budget.limit();
+    let write_clock = outcome.clock;
+    outcome.stats.stages = vec![
+        StageStats::from_clock(
+            "walk",
+            jobs,
+            StageClock {
+                busy: walk_time,
+                items: walk.entries.len() as u64,
+                ..Default::default()
+            },
+        ),
+        StageStats::from_clock("feed", 1, feed_clock),
+        StageStats::from_clock("read", jobs, read_clock),
+        StageStats::from_clock("write", 1, write_clock),
+    ];
+    Ok(PackReport {
+        stats: outcome.stats,
+        warnings: outcome.warnings,
+    })
+}
+
+/// Why the writer stopped early.
+enum Stop {
+    /// Its own error (output failed, an entry failed): this is the cause to report.
+    Error(Error),
+    /// Another stage stopped the run (cancelled, or failed and recorded why in [`Shared`]).
+    Halted,
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+/// What an entry costs in the byte budget: its data if read whole (or one stream window), plus a
+/// fixed overhead so that even empty entries are counted.
+fn cost_of(kind: &Kind, rel: &Path) -> u64 {
+    let overhead = 512 + rel.as_os_str().len() as u64;
+    overhead
+        + match *kind {
+            Kind::File { size } if size <= SMALL_FILE => size,
+            Kind::File { .. } => (read::CHUNK * STREAM_DEPTH) as u64,
+            _ => 0,
+        }
+}
+
+/// The feeder: admits entries in sequence order against the byte budget.
+fn feed(walk: &Walk, jobs: Sender<Job>, shared: &Shared) -> StageClock {
+    let mut clock = StageClock::default();
+    for (seq, entry) in walk.entries.iter().enumerate() {
+        if shared.stopped() {
+            break;
+        }
+        let t = Instant::now();
+        let cost = match shared
+            .budget
+            .acquire(cost_of(&entry.kind, &entry.rel), &|| shared.stopped())
+        {
+            Ok(c) => c,
+            Err(_) => break,
+        };
+        let sent = jobs.send(Job {
+            seq: seq as u64,
+            cost,
+        });
+        clock.blocked += t.elapsed();
+        clock.items += 1;
+        if sent.is_err() {
+            break;
+        }
+    }
+    clock
+}
+
+struct WriteOutcome {
+    stats: Stats,
+    warnings: Vec<Warning>,
+    clock: StageClock,
+}
+
+/// The writer: restores order, writes every entry, appends the manifest, finishes the stream.
+fn write_stage<W: Write>(
+    walk: &Walk,
+    done: Receiver<Done>,
+    shared: &Shared,
+    opts: &PackOptions,
+    out: W,
+) -> Result<WriteOutcome, Stop> {
+    let level = opts
+        .level
+        .unwrap_or_else(|| opts.format.levels().map_or(0, |(d, _)| d));
+    let codec = Codec::new(opts.format, Metered::new(out), level, opts.jobs.max(1))
+        .map_err(Error::Output)?;
+    let mut sink = TarSink::new(
+        codec,
+        HeaderPolicy {
+            reproducible: opts.reproducible,
+        },
+    );
+    let mut w = Writer {
+        walk,
+        shared,
+        strict: opts.strict,
+        stats: Stats::default(),
+        warnings: Vec::new(),
+        manifest: ManifestWriter::default(),
+        link_hashes: link_targets(walk),
+        newest: 0,
+        starved: Duration::ZERO,
+    };
+    let started = Instant::now();
+    let mut reorder: ReorderBuffer<Done> = ReorderBuffer::new(0);
+    let total = walk.entries.len() as u64;
+    while reorder.next_seq() < total {
+        if shared.stopped() {
+            return Err(Stop::Halted);
+        }
+        let Some(item) = reorder.pop() else {
+            let t = Instant::now();
+            let got = done.recv();
+            w.starved += t.elapsed();
+            match got {
+                Ok(d) => reorder.insert(d.seq, d),
+                Err(_) => return Err(Stop::Halted),
+            }
+            continue;
+        };
+        let cost = item.cost;
+        w.entry(&mut sink, item)?;
+        shared.budget.release(cost);
+    }
+    drop(done);
+    if opts.manifest {
+        let meta = Meta {
+            mode: 0o644,
+            mtime: opts.reproducible.map_or(w.newest, |t| t as i64),
+            uid: 0,
+            gid: 0,
+        };
+        let text = std::mem::take(&mut w.manifest).into_bytes();
+        sink.file(
+            Path::new(MANIFEST_PATH),
+            &meta,
+            text.len() as u64,
+            &text[..],
+        )
+        .map_err(Error::Output)?;
+    }
+    let metered = sink.finish().map_err(Error::Output)?;
+    let mut stats = w.stats;
+    stats.bytes_out = metered.bytes;
+    stats.reorder_peak = reorder.peak();
+    let elapsed = started.elapsed();
+    let clock = StageClock {
+        busy: elapsed.saturating_sub(w.starved + metered.blocked),
+        starved: w.starved,
+        blocked: metered.blocked,
+        items: total,
+    };
+    Ok(WriteOutcome {
+        stats,
+        warnings: w.warnings,
+        clock,
+    })
+}
+
+/// Entries that later hard links point at: their hashes are kept for the links' manifest lines.
+fn link_targets(walk: &Walk) -> std::collections::HashMap<usize, Option<blake3::Hash>> {
+    walk.entries
+        .iter()
+        .filter_map(|e| match e.kind {
+            Kind::HardLink { target } => Some((target, None)),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Writer<'a> {
+    walk: &'a Walk,
+    shared: &'a Shared,
+    strict: bool,
+    stats: Stats,
+    warnings: Vec<Warning>,
+    manifest: ManifestWriter,
+    /// Hard-link targets → their hash, once stored (`None` until then, or if it was skipped).
+    link_hashes: std::collections::HashMap<usize, Option<blake3::Hash>>,
+    /// Newest mtime stored: the manifest's own mtime, so it does not depend on the clock.
+    newest: i64,
+    starved: Duration,
+}
+
+impl Writer<'_> {
+    fn entry<W: Write>(&mut self, sink: &mut TarSink<W>, item: Done) -> Result<(), Stop> {
+        let seq = item.seq as usize;
+        let entry = &self.walk.entries[seq];
+        let rel = entry.rel.as_path();
+        let meta = &entry.meta;
+        self.shared.fault_point("write", rel);
+        if !matches!(item.payload, Payload::Skip { .. } | Payload::Failed(_)) {
+            self.newest = self.newest.max(meta.mtime);
+        }
+        match item.payload {
+            Payload::File {
+                data,
+                hash,
+                warning,
+            } => {
+                sink.file(rel, meta, data.len() as u64, &data[..])
+                    .map_err(Error::Output)?;
+                self.stored_file(seq, data.len() as u64, &hash);
+                if let Some(w) = warning {
+                    self.warn(entry, w)?;
+                }
+            }
+            Payload::Stream { size, chunks } => {
+                let mut reader = ChunkReader::new(&chunks);
+                let written = sink.file(rel, meta, size, &mut reader);
+                self.starved += reader.starved;
+                if reader.broken {
+                    return Err(Stop::Halted);
+                }
+                written.map_err(Error::Output)?;
+                let (hash, warning) = reader.end.ok_or(Stop::Halted)?;
+                self.stored_file(seq, size, &hash);
+                if let Some(w) = warning {
+                    self.warn(entry, w)?;
+                }
+            }
+            Payload::Symlink { target } => {
+                sink.symlink(rel, meta, &target).map_err(Error::Output)?;
+                self.stats.symlinks += 1;
+            }
+            Payload::Header => match entry.kind {
+                Kind::Dir => {
+                    sink.dir(rel, meta).map_err(Error::Output)?;
+                    self.stats.dirs += 1;
+                }
+                Kind::HardLink { target } => match self.link_hashes.get(&target).copied().flatten()
+                {
+                    Some(hash) => {
+                        let target_rel = &self.walk.entries[target].rel;
+                        sink.hardlink(rel, meta, target_rel)
+                            .map_err(Error::Output)?;
+                        self.manifest.add(rel, &hash);
+                        self.stats.hardlinks += 1;
+                    }
+                    None => {
+                        let first = self.walk.entries[target].rel.display().to_string();
+                        self.stats.skipped += 1;
+                        self.warn(
+                            entry,
+                            format!("hard link to {first}, which was not stored; skipped"),
+                        )?;
+                    }
+                },
+                _ => unreachable!("only directories and hard links are header-only"),
+            },
+            Payload::Skip { warning } => {
+                self.stats.skipped += 1;
+                self.warn(entry, warning)?;
+            }
+            Payload::Failed(e) => return Err(Stop::Error(e)),
+        }
+        Ok(())
+    }
+
+    fn stored_file(&mut self, seq: usize, size: u64, hash: &blake3::Hash) {
+        let rel = &self.walk.entries[seq].rel;
+        self.manifest.add(rel, hash);
+        if let Some(slot) = self.link_hashes.get_mut(&seq) {
+            *slot = Some(*hash);
+        }
+        self.stats.files += 1;
+        self.stats.bytes_in += size;
+    }
+
+    fn warn(&mut self, entry: &walk::Entry, message: String) -> Result<()> {
+        let path = self.walk.source_path(entry);
+        self.stats.warnings += 1;
+        if self.strict {
+            return Err(Error::Strict { path, message });
+        }
+        tracing::warn!("{}: {}", path.display(), message);
+        self.warnings.push(Warning { path, message });
+        Ok(())
+    }
+}
+
+/// Presents a streamed file's chunks as a `Read` for the tar writer, keeping the end-of-file hash.
+struct ChunkReader<'a> {
+    rx: &'a Receiver<Chunk>,
+    buf: Vec<u8>,
+    pos: usize,
+    end: Option<(blake3::Hash, Option<String>)>,
+    broken: bool,
+    starved: Duration,
+}
+
+impl<'a> ChunkReader<'a> {
+    fn new(rx: &'a Receiver<Chunk>) -> Self {
+        ChunkReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            end: None,
+            broken: false,
+            starved: Duration::ZERO,
+        }
+    }
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.buf.len() {
+                let n = out.len().min(self.buf.len() - self.pos);
+                out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.end.is_some() {
+                return Ok(0);
+            }
+            let t = Instant::now();
+            let got = self.rx.recv();
+            self.starved += t.elapsed();
+            match got {
+                Ok(Chunk::Data(v)) => {
+                    self.buf = v;
+                    self.pos = 0;
+                }
+                Ok(Chunk::End { hash, warning }) => self.end = Some((hash, warning)),
+                Err(_) => {
+                    self.broken = true;
+                    return Err(io::Error::other("file stream ended early"));
+                }
+            }
+        }
+    }
+}
+
+/// Makes the cancel flag reachable from the walk, which only knows `AtomicBool`.
+impl Cancel {
+    pub(crate) fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
+}

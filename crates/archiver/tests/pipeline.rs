@@ -1,0 +1,378 @@
+//! The pipeline's promises, tested through the public API: failures end the run with the right
+//! error and never hang, memory stays within the budget for a slow consumer, the output does not
+//! depend on thread timing, and random trees round trip.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use archiver::{Error, Format, Packer};
+
+fn file(root: &Path, rel: &str, content: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fn tree(files: usize, big: usize) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    for i in 0..files {
+        file(
+            t.path(),
+            &format!("d{}/f{i:04}", i % 10),
+            format!("content of file {i}\n").repeat(i % 50).as_bytes(),
+        );
+    }
+    if big > 0 {
+        let data: Vec<u8> = (0..big).map(|i| (i * 31 % 251) as u8).collect();
+        file(t.path(), "big/blob", &data);
+    }
+    t
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish in time: "never hang" must be
+/// a failure, not a stuck CI job.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the pipeline hung for {secs} s"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the test body panicked (see above)"),
+    }
+}
+
+fn panic_at(stage: &'static str, name: &'static str) -> archiver::FaultHook {
+    Arc::new(move |s: &str, rel: &Path| {
+        if s == stage && rel.ends_with(name) {
+            panic!("injected fault at {name}");
+        }
+    })
+}
+
+#[test]
+fn panic_in_a_read_worker_is_an_error_naming_the_entry() {
+    let t = tree(500, 3 << 20);
+    let root = t.path().to_path_buf();
+    for jobs in [1, 4] {
+        let root = root.clone();
+        let err = within(60, move || {
+            Packer::new([&root])
+                .jobs(jobs)
+                .fault_hook(panic_at("read", "f0123"))
+                .pack(io::sink())
+                .unwrap_err()
+        });
+        match &err {
+            Error::Panic {
+                stage: "read",
+                entry: Some(e),
+                message,
+            } => {
+                assert_eq!(e, "d3/f0123");
+                assert!(message.contains("injected fault"), "{message}");
+            }
+            other => panic!("expected a read panic, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn panic_while_streaming_a_large_file_does_not_hang() {
+    let t = tree(50, 5 << 20);
+    let root = t.path().to_path_buf();
+    let err = within(60, move || {
+        Packer::new([&root])
+            .jobs(3)
+            .fault_hook(panic_at("read", "blob"))
+            .pack(io::sink())
+            .unwrap_err()
+    });
+    assert!(matches!(err, Error::Panic { stage: "read", .. }), "{err:?}");
+}
+
+#[test]
+fn panic_in_the_writer_is_an_error() {
+    let t = tree(300, 0);
+    let root = t.path().to_path_buf();
+    let err = within(60, move || {
+        Packer::new([&root])
+            .jobs(4)
+            .fault_hook(panic_at("write", "f0200"))
+            .pack(io::sink())
+            .unwrap_err()
+    });
+    assert!(
+        matches!(err, Error::Panic { stage: "write", .. }),
+        "{err:?}"
+    );
+}
+
+/// A sink that fails with its own, recognisable error after `limit` bytes.
+struct FailAfter {
+    limit: u64,
+    written: u64,
+}
+
+impl Write for FailAfter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written >= self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "disk quota exceeded in test",
+            ));
+        }
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_writers_own_error_is_reported() {
+    let t = tree(2000, 4 << 20);
+    for format in [Format::Tar, Format::TarGz, Format::TarZst] {
+        let root = t.path().to_path_buf();
+        let err = within(60, move || {
+            Packer::new([&root])
+                .jobs(4)
+                .format(format)
+                .level(1)
+                .pack(FailAfter {
+                    limit: 40_000,
+                    written: 0,
+                })
+                .unwrap_err()
+        });
+        match err {
+            Error::Output(e) => assert!(
+                e.to_string().contains("disk quota exceeded in test"),
+                "{format}: {e}"
+            ),
+            other => panic!("{format}: expected the output error, got {other:?}"),
+        }
+    }
+}
+
+/// A consumer that takes bytes slowly: the readers must wait for it instead of buffering the tree.
+struct Slow {
+    written: Arc<AtomicU64>,
+}
+
+impl Write for Slow {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        std::thread::sleep(Duration::from_micros(200));
+        let n = buf.len().min(16 << 10);
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn memory_stays_within_the_budget_for_a_slow_consumer() {
+    let t = tree(3000, 12 << 20);
+    let budget = 2 << 20;
+    let written = Arc::new(AtomicU64::new(0));
+    let report = Packer::new([t.path()])
+        .jobs(4)
+        .memory_budget(budget)
+        .pack(Slow {
+            written: Arc::clone(&written),
+        })
+        .unwrap();
+    let s = &report.stats;
+    assert!(
+        s.budget_peak <= budget,
+        "budget peak {} > {budget}",
+        s.budget_peak
+    );
+    assert!(
+        s.budget_peak > budget / 2,
+        "the budget was never used: peak {}",
+        s.budget_peak
+    );
+    // Without the budget, 4 fast readers would get thousands of entries ahead of a slow writer.
+    assert!(
+        s.reorder_peak < 2000,
+        "reorder buffer held {} entries",
+        s.reorder_peak
+    );
+    assert_eq!(written.load(Ordering::Relaxed), s.bytes_out);
+}
+
+#[test]
+fn cancel_from_another_thread_stops_promptly() {
+    let t = tree(3000, 8 << 20);
+    let packer = Packer::new([t.path()]).jobs(3);
+    let cancel = packer.cancel_handle();
+    let written = Arc::new(AtomicU64::new(0));
+    let w = Arc::clone(&written);
+    let handle = std::thread::spawn(move || packer.pack(Slow { written: w }));
+    while written.load(Ordering::Relaxed) < 100_000 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cancel.cancel();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(handle.join().unwrap());
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("cancel did not stop the run");
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+}
+
+/// A file deleted between the walk and the read is a warning at its place, and the archive is valid.
+#[test]
+fn a_vanished_file_is_a_warning_not_a_failure() {
+    let t = tree(100, 0);
+    let victim = t.path().join("d5/f0055");
+    let v = victim.clone();
+    let hook: archiver::FaultHook = Arc::new(move |stage: &str, rel: &Path| {
+        if stage == "read" && rel.ends_with("f0055") {
+            let _ = std::fs::remove_file(&v);
+        }
+    });
+    let mut out = Vec::new();
+    let report = Packer::new([t.path()])
+        .jobs(2)
+        .fault_hook(hook)
+        .pack(&mut out)
+        .unwrap();
+    assert_eq!(report.warnings.len(), 1);
+    assert_eq!(report.warnings[0].path, victim);
+    assert_eq!(
+        report.warnings[0].message,
+        "vanished before it could be read; skipped"
+    );
+    let names = read_back(&out)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect::<Vec<_>>();
+    assert!(!names.iter().any(|n| n.ends_with("f0055")));
+    assert_eq!(names.last().unwrap(), ".archiver/MANIFEST.b3");
+}
+
+/// Random delays in the readers (a different completion order on every run) never change a byte.
+#[test]
+fn thread_timing_does_not_change_the_output() {
+    let t = tree(400, 2 << 20);
+    let jitter: archiver::FaultHook = Arc::new(|stage: &str, rel: &Path| {
+        if stage == "read" {
+            let h = rel.as_os_str().len() as u64 * 7919 + std::process::id() as u64;
+            std::thread::sleep(Duration::from_micros(h % 700));
+        }
+    });
+    for format in [Format::Tar, Format::TarGz, Format::TarZst] {
+        let mut a = Vec::new();
+        Packer::new([t.path()])
+            .jobs(1)
+            .format(format)
+            .pack(&mut a)
+            .unwrap();
+        let mut b = Vec::new();
+        Packer::new([t.path()])
+            .jobs(6)
+            .format(format)
+            .fault_hook(Arc::clone(&jitter))
+            .pack(&mut b)
+            .unwrap();
+        assert!(a == b, "{format}: output depends on timing");
+    }
+}
+
+/// (name, content) of every regular file in a tar, tar.gz or tar.zst, read with the `tar` crate.
+fn read_back(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let reader: Box<dyn Read + '_> = match bytes {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(bytes)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::stream::read::Decoder::new(bytes).unwrap()),
+        _ => Box::new(bytes),
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut out = Vec::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        if e.header().entry_type() == tar::EntryType::Regular {
+            out.push((name, data));
+        }
+    }
+    out
+}
+
+mod roundtrip {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-c]{1,3}",
+            Just("a.txt".to_string()),
+            Just("ü".to_string()),
+            Just("a b".to_string()),
+            "[x-z]{1,2}\\.[a-b]",
+        ]
+    }
+
+    fn files() -> impl Strategy<Value = BTreeMap<PathBuf, Vec<u8>>> {
+        prop::collection::btree_map(
+            prop::collection::vec(name(), 1..4).prop_map(|v| v.iter().collect::<PathBuf>()),
+            prop::collection::vec(any::<u8>(), 0..3000),
+            1..40,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Random trees come back exactly (every file's bytes, the manifest lists each hash), in
+        /// sorted order, identical for -j 1 and -j 4.
+        #[test]
+        fn random_trees_round_trip(files in files(), format in 0..3usize, jobs in 2..5usize) {
+            let t = tempfile::tempdir().unwrap();
+            let mut expected = BTreeMap::new();
+            for (rel, data) in &files {
+                // A path that is a prefix of another one is a directory; skip the clash.
+                if files.keys().any(|o| o != rel && o.starts_with(rel)) || expected.keys().any(|o: &PathBuf| rel.starts_with(o)) {
+                    continue;
+                }
+                file(t.path(), rel.to_str().unwrap(), data);
+                expected.insert(rel.clone(), data.clone());
+            }
+            let format = [Format::Tar, Format::TarGz, Format::TarZst][format];
+            let mut one = Vec::new();
+            Packer::new([t.path()]).jobs(1).format(format).pack(&mut one).unwrap();
+            let mut many = Vec::new();
+            Packer::new([t.path()]).jobs(jobs).format(format).pack(&mut many).unwrap();
+            prop_assert!(one == many);
+
+            let mut got = read_back(&one);
+            let (manifest_name, manifest) = got.pop().unwrap();
+            prop_assert_eq!(manifest_name, ".archiver/MANIFEST.b3");
+            let names: Vec<PathBuf> = got.iter().map(|(n, _)| PathBuf::from(n)).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            prop_assert_eq!(&names, &sorted);
+            let got: BTreeMap<PathBuf, Vec<u8>> = got.into_iter().map(|(n, d)| (PathBuf::from(n), d)).collect();
+            prop_assert_eq!(&got, &expected);
+            let lines = archiver::manifest::parse(&manifest).unwrap();
+            prop_assert_eq!(lines.len(), expected.len());
+            for line in lines {
+                let path = PathBuf::from(String::from_utf8(line.path).unwrap());
+                prop_assert_eq!(blake3::hash(&expected[&path]), line.hash);
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Developer chores: `cargo xtask test` (install the test peers if missing, run the suite) and
+//! `cargo xtask bench` (time archiver against GNU tar/bsdtar, pigz, zstd, Info-ZIP on generated data).
+
+mod bench;
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("deps") => deps(),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 test [ARGS]   install missing test peers, then cargo test --workspace [ARGS]\n  \
+                 deps          install the peers the tests drive (GNU tar, bsdtar, zstd, pigz, zip, unzip, 7z, b3sum)\n  \
+                 bench [--quick] [--size F] [--runs N] [--jobs N] [--dir PATH]...\n                \
+                 time archiver against the peers on PATH; results in target/bench/"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// Runs a command, failing with its name if it does not succeed.
+pub fn run(cmd: &mut Command) -> Result {
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Peers the tests run, with the Debian package that provides each.
+const PEERS: [(&str, &str); 9] = [
+    ("tar", "tar"),
+    ("bsdtar", "libarchive-tools"),
+    ("zstd", "zstd"),
+    ("gzip", "gzip"),
+    ("pigz", "pigz"),
+    ("zip", "zip"),
+    ("unzip", "unzip"),
+    ("7z", "p7zip-full"),
+    ("python3", "python3"),
+];
+
+fn deps() -> Result {
+    let missing: Vec<&str> = PEERS
+        .iter()
+        .filter(|(t, _)| !have(t))
+        .map(|(_, p)| *p)
+        .collect();
+    if !missing.is_empty() {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if have("apt-get") {
+            let sudo = if root { vec![] } else { vec!["sudo"] };
+            let mut update: Vec<&str> = sudo.clone();
+            update.extend(["apt-get", "update", "-qq"]);
+            run(Command::new(update[0]).args(&update[1..]))?;
+            let mut install: Vec<&str> = sudo;
+            install.extend(["apt-get", "install", "-y", "-qq", "--no-install-recommends"]);
+            install.extend(&missing);
+            run(Command::new(install[0])
+                .args(&install[1..])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        } else if have("brew") {
+            // macOS: bsdtar is the system tar; GNU tar is gtar.
+            run(Command::new("brew").args(["install", "gnu-tar", "zstd", "pigz", "p7zip"]))?;
+        } else {
+            return Err(format!(
+                "install these packages first: {}",
+                missing.join(" ")
+            ));
+        }
+    }
+    if !have("b3sum") {
+        run(Command::new("cargo").args(["install", "--locked", "b3sum"]))?;
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result {
+    deps()?;
+    run(Command::new(env!("CARGO"))
+        .args(["test", "--workspace"])
+        .args(extra))
+}
