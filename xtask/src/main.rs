@@ -103,9 +103,46 @@ fn deps() -> Result {
     Ok(())
 }
 
+/// Installs missing peers, runs the suite, and ends with one summary line over every test binary
+/// (cargo's own last line is often an empty doc-test run).
 fn test(extra: &[String]) -> Result {
+    use std::io::{BufRead, BufReader, Write};
     deps()?;
-    run(Command::new(env!("CARGO"))
+    let mut child = Command::new(env!("CARGO"))
         .args(["test", "--workspace"])
-        .args(extra))
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cargo test: {e}"))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = child.stdout.take().expect("piped");
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split([';', '.']).map(str::trim) {
+                let mut it = part.split_whitespace();
+                if let (Some(n), Some(what)) = (it.next(), it.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let _ = writeln!(
+        out,
+        "tests: {passed} passed, {failed} failed, {ignored} skipped"
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo test failed: {status}"))
+    }
 }
