@@ -14,6 +14,11 @@ pub enum Output {
         temp: tempfile::NamedTempFile,
         target: PathBuf,
     },
+    /// Not a regular file (a device such as /dev/null, a FIFO): written in place, never replaced.
+    Special {
+        file: File,
+        path: PathBuf,
+    },
     Stdout(StdoutRaw),
 }
 
@@ -24,6 +29,23 @@ impl Output {
             None => Self::stdout(),
             Some(p) if p == Path::new("-") => Self::stdout(),
             Some(p) => {
+                // Follow a symlink to the file it names; never replace a device or a FIFO.
+                let p = match std::fs::metadata(p) {
+                    Ok(md) if !md.is_file() => {
+                        let file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(p)
+                            .with_context(|| format!("{}: cannot open for writing", p.display()))?;
+                        return Ok(Output::Special {
+                            file,
+                            path: p.to_path_buf(),
+                        });
+                    }
+                    Ok(_) => std::fs::canonicalize(p)
+                        .with_context(|| format!("{}: cannot resolve", p.display()))?,
+                    Err(_) => p.to_path_buf(),
+                };
+                let p = p.as_path();
                 let dir = match p.parent() {
                     Some(d) if !d.as_os_str().is_empty() => d,
                     _ => Path::new("."),
@@ -62,6 +84,7 @@ impl Output {
     pub fn own_files(&self) -> Vec<PathBuf> {
         match self {
             Output::File { temp, target } => vec![temp.path().to_path_buf(), target.clone()],
+            Output::Special { path, .. } => vec![path.clone()],
             Output::Stdout(_) => Vec::new(),
         }
     }
@@ -69,6 +92,7 @@ impl Output {
     pub fn writer(&mut self) -> &mut dyn Write {
         match self {
             Output::File { temp, .. } => temp.as_file_mut(),
+            Output::Special { file, .. } => file,
             Output::Stdout(s) => s,
         }
     }
@@ -87,6 +111,9 @@ impl Output {
                     })?;
                 Ok(())
             }
+            Output::Special { mut file, path } => file
+                .flush()
+                .with_context(|| format!("{}: writing the archive", path.display())),
             Output::Stdout(mut s) => s.flush().context("writing the archive"),
         }
     }

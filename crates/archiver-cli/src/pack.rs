@@ -92,15 +92,16 @@ pub fn render_stats(report: &PackReport) -> String {
         s.files as f64 / secs,
     );
     out.push_str(&format!(
-        "{:<6} {:>7} {:>9} {:>9} {:>9} {:>9}\n",
-        "stage", "threads", "items", "busy", "starved", "blocked"
+        "{:<6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "stage", "threads", "items", "busy s", "busy", "starved", "blocked"
     ));
     for st in &s.stages {
         out.push_str(&format!(
-            "{:<6} {:>7} {:>9} {:>8.0}% {:>8.0}% {:>8.0}%\n",
+            "{:<6} {:>7} {:>9} {:>9.3} {:>8.0}% {:>8.0}% {:>8.0}%\n",
             st.name,
             st.threads,
             st.items,
+            st.busy.as_secs_f64(),
             st.busy_ratio() * 100.0,
             st.starved_ratio() * 100.0,
             st.blocked_ratio() * 100.0

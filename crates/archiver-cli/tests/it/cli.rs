@@ -214,3 +214,38 @@ fn archive_into_a_closed_pipe_is_an_error() {
         "{err}"
     );
 }
+
+/// `-o /dev/null` or a FIFO: written in place. Replacing a device with a regular file by an atomic
+/// rename would be a disaster (as root it would replace /dev/null).
+#[test]
+fn output_to_a_fifo_is_written_in_place() {
+    let work = tempfile::tempdir().unwrap();
+    file(work.path(), "src/f", b"hello", 0o644);
+    let fifo = work.path().join("out.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    ok(archiver()
+        .arg("pack")
+        .arg(work.path().join("src"))
+        .arg("-o")
+        .arg(&fifo));
+    let bytes = reader.join().unwrap();
+    let names =
+        String::from_utf8(ok(archiver().args(["list", "-"]).stdin_bytes(&bytes)).stdout).unwrap();
+    assert_eq!(names, "f\n.archiver/MANIFEST.b3\n");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the FIFO was replaced"
+    );
+}
