@@ -268,27 +268,52 @@ fn cost_of(kind: &Kind, rel: &Path) -> u64 {
         }
 }
 
-/// The feeder: admits entries in sequence order against the byte budget.
+/// A batch closes at this much budget cost...
+const BATCH_BYTES: u64 = 256 << 10;
+/// ...or this many entries.
+const BATCH_ENTRIES: usize = 64;
+
+/// The feeder: groups consecutive entries into batches and admits them in sequence order against the
+/// byte budget. A streamed (large) file is always a batch of its own.
 fn feed(walk: &Walk, jobs: Sender<Job>, shared: &Shared) -> StageClock {
     let mut clock = StageClock::default();
-    for (seq, entry) in walk.entries.iter().enumerate() {
+    let entries = &walk.entries;
+    let mut next = 0;
+    let mut batch = 0u64;
+    while next < entries.len() {
         if shared.stopped() {
             break;
         }
+        let first = next;
+        let mut cost = 0;
+        while next < entries.len() {
+            let e = &entries[next];
+            let c = cost_of(&e.kind, &e.rel);
+            let streamed = matches!(e.kind, Kind::File { size } if size > SMALL_FILE);
+            if next > first && (streamed || cost + c > BATCH_BYTES || next - first >= BATCH_ENTRIES)
+            {
+                break;
+            }
+            cost += c;
+            next += 1;
+            if streamed {
+                break;
+            }
+        }
         let t = Instant::now();
-        let cost = match shared
-            .budget
-            .acquire(cost_of(&entry.kind, &entry.rel), &|| shared.stopped())
-        {
+        let cost = match shared.budget.acquire(cost, &|| shared.stopped()) {
             Ok(c) => c,
             Err(_) => break,
         };
         let sent = jobs.send(Job {
-            seq: seq as u64,
+            batch,
+            first: first as u64,
+            count: (next - first) as u32,
             cost,
         });
         clock.blocked += t.elapsed();
-        clock.items += 1;
+        clock.items += (next - first) as u64;
+        batch += 1;
         if sent.is_err() {
             break;
         }
@@ -335,22 +360,34 @@ fn write_stage<W: Write>(
     let started = Instant::now();
     let mut reorder: ReorderBuffer<Done> = ReorderBuffer::new(0);
     let total = walk.entries.len() as u64;
-    while reorder.next_seq() < total {
+    let mut written = 0u64;
+    // Entries (not batches) held in the reorder buffer, for the statistics.
+    let (mut held, mut held_peak) = (0usize, 0usize);
+    while written < total {
         if shared.stopped() {
             return Err(Stop::Halted);
         }
-        let Some(item) = reorder.pop() else {
+        let Some(batch) = reorder.pop() else {
             let t = Instant::now();
             let got = done.recv();
             w.starved += t.elapsed();
             match got {
-                Ok(d) => reorder.insert(d.seq, d),
+                Ok(d) => {
+                    held += d.payloads.len();
+                    held_peak = held_peak.max(held);
+                    reorder.insert(d.batch, d);
+                }
                 Err(_) => return Err(Stop::Halted),
             }
             continue;
         };
-        let cost = item.cost;
-        w.entry(&mut sink, item)?;
+        debug_assert_eq!(batch.first, written, "batches arrive in sequence order");
+        let cost = batch.cost;
+        held -= batch.payloads.len();
+        for (i, payload) in batch.payloads.into_iter().enumerate() {
+            w.entry(&mut sink, batch.first as usize + i, payload)?;
+            written += 1;
+        }
         shared.budget.release(cost);
     }
     drop(done);
@@ -373,7 +410,7 @@ fn write_stage<W: Write>(
     let metered = sink.finish().map_err(Error::Output)?;
     let mut stats = w.stats;
     stats.bytes_out = metered.bytes;
-    stats.reorder_peak = reorder.peak();
+    stats.reorder_peak = held_peak;
     let elapsed = started.elapsed();
     let clock = StageClock {
         busy: elapsed.saturating_sub(w.starved + metered.blocked),
@@ -414,16 +451,20 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn entry<W: Write>(&mut self, sink: &mut TarSink<W>, item: Done) -> Result<(), Stop> {
-        let seq = item.seq as usize;
+    fn entry<W: Write>(
+        &mut self,
+        sink: &mut TarSink<W>,
+        seq: usize,
+        payload: Payload,
+    ) -> Result<(), Stop> {
         let entry = &self.walk.entries[seq];
         let rel = entry.rel.as_path();
         let meta = &entry.meta;
         self.shared.fault_point("write", rel);
-        if !matches!(item.payload, Payload::Skip { .. } | Payload::Failed(_)) {
+        if !matches!(payload, Payload::Skip { .. } | Payload::Failed(_)) {
             self.newest = self.newest.max(meta.mtime);
         }
-        match item.payload {
+        match payload {
             Payload::File {
                 data,
                 hash,

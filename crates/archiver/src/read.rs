@@ -30,19 +30,25 @@ pub(crate) const CHUNK: usize = 256 << 10;
 /// Chunks a streamed file may have in flight.
 pub(crate) const STREAM_DEPTH: usize = 4;
 
-/// An admitted entry: its sequence number (= index in the walk) and the budget it holds.
+/// A batch of consecutive entries admitted together: batch number, first sequence number (= index
+/// in the walk), entry count, and the budget the batch holds. Batching amortises channel traffic
+/// over many small files; a streamed file is always a batch of its own.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Job {
-    pub seq: u64,
+    pub batch: u64,
+    pub first: u64,
+    pub count: u32,
     pub cost: u64,
 }
 
-/// A finished (or, for streams, started) entry on its way to the reorder buffer.
+/// A finished (or, for a stream, started) batch on its way to the reorder buffer: one payload per
+/// entry, in sequence order.
 #[derive(Debug)]
 pub(crate) struct Done {
-    pub seq: u64,
+    pub batch: u64,
+    pub first: u64,
     pub cost: u64,
-    pub payload: Payload,
+    pub payloads: Vec<Payload>,
 }
 
 /// What the writer needs to store one entry.
@@ -88,36 +94,48 @@ pub(crate) fn worker(
         let waited = Instant::now();
         let Ok(job) = jobs.recv() else { break };
         clock.starved += waited.elapsed();
-        if shared.stopped() {
-            break;
-        }
         let started = Instant::now();
-        let entry = &walk.entries[job.seq as usize];
-        let path = walk.source_path(entry);
-        let payload = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            shared.fault_point("read", &entry.rel);
-            prepare(entry, &path, job, &done, shared, &mut clock)
-        })) {
-            Ok(Some(payload)) => payload,
-            Ok(None) => {
-                // A stream: the Done was sent when it started; the writer already has it.
-                clock.busy += started.elapsed();
-                clock.items += 1;
-                continue;
+        let mut payloads = Vec::with_capacity(job.count as usize);
+        for seq in job.first..job.first + u64::from(job.count) {
+            if shared.stopped() {
+                return clock;
             }
-            Err(panic) => Payload::Failed(Error::Panic {
-                stage: "read",
-                entry: Some(entry.rel.display().to_string()),
-                message: panic_message(&*panic),
-            }),
-        };
+            let entry = &walk.entries[seq as usize];
+            let path = walk.source_path(entry);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                shared.fault_point("read", &entry.rel);
+                prepare(entry, &path, job, &done, shared, &mut clock)
+            }));
+            clock.items += 1;
+            match outcome {
+                Ok(Some(payload)) => payloads.push(payload),
+                // A stream: its Done was sent when it started and the data has followed.
+                Ok(None) => {}
+                Err(panic) => {
+                    let failed = Error::Panic {
+                        stage: "read",
+                        entry: Some(entry.rel.display().to_string()),
+                        message: panic_message(&*panic),
+                    };
+                    if matches!(entry.kind, Kind::File { size } if size > SMALL_FILE) {
+                        // The writer already holds this stream; it sees it break and stops.
+                        shared.fail(failed);
+                        return clock;
+                    }
+                    payloads.push(Payload::Failed(failed));
+                }
+            }
+        }
         clock.busy += started.elapsed();
-        clock.items += 1;
+        if payloads.is_empty() {
+            continue;
+        }
         let sending = Instant::now();
         let sent = done.send(Done {
-            seq: job.seq,
+            batch: job.batch,
+            first: job.first,
             cost: job.cost,
-            payload,
+            payloads,
         });
         clock.blocked += sending.elapsed();
         if sent.is_err() {
@@ -127,8 +145,8 @@ pub(crate) fn worker(
     clock
 }
 
-/// Builds the payload for one entry. Returns `None` for streamed files, whose `Done` this function
-/// sends itself before the data.
+/// Builds the payload for one entry. Returns `None` for streamed files, whose `Done` (a batch of
+/// one) this function sends itself before the data.
 fn prepare(
     entry: &Entry,
     path: &Path,
@@ -146,9 +164,10 @@ fn prepare(
             };
             let (tx, rx) = bounded(STREAM_DEPTH);
             let started = Done {
-                seq: job.seq,
+                batch: job.batch,
+                first: job.first,
                 cost: job.cost,
-                payload: Payload::Stream { size, chunks: rx },
+                payloads: vec![Payload::Stream { size, chunks: rx }],
             };
             if done.send(started).is_ok() {
                 stream(file, size, &tx, shared, clock);

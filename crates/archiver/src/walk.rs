@@ -405,8 +405,7 @@ fn walk_reason(err: &ignore::Error) -> String {
 fn finish(mut found: Vec<Found>, roots: &[PathBuf]) -> Result<Vec<Entry>> {
     // Warnings sort after the entry of the same path (an unreadable directory is still stored).
     found.sort_by(|a, b| {
-        a.rel
-            .cmp(&b.rel)
+        compare_paths(&a.rel, &b.rel)
             .then_with(|| {
                 matches!(a.kind, Kind::Warning { .. }).cmp(&matches!(b.kind, Kind::Warning { .. }))
             })
@@ -447,6 +446,23 @@ fn finish(mut found: Vec<Found>, roots: &[PathBuf]) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// The archive order: component by component on raw bytes, so `a/b` < `a.txt` (the order of a
+/// depth-first walk that sorts each directory). Equal to `Path`'s `Ord` for normalised relative paths,
+/// but done on bytes: the separator compares lower than every other byte (names cannot contain NUL),
+/// which turns a component-wise comparison into one `memcmp`-like scan.
+pub(crate) fn compare_paths(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let (a, b) = (
+        crate::manifest::path_bytes(a),
+        crate::manifest::path_bytes(b),
+    );
+    let common = a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count();
+    let key = |s: &[u8]| {
+        s.get(common)
+            .map(|&c| if c == b'/' { 0 } else { u16::from(c) + 1 })
+    };
+    key(&a).cmp(&key(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,6 +500,24 @@ mod tests {
         assert_eq!(
             names(&w),
             ["B", "a", "a/b", "a/c", "a/c/d", "a-b", "a.txt", "a0", "z", "é"]
+        );
+    }
+
+    #[test]
+    fn byte_order_equals_component_order() {
+        let mut paths: Vec<PathBuf> = [
+            "a.txt", "a/b", "a", "a/b/c", "a-b/x", "ab", "a/b.c", "é/z", "B", "a/a",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let mut by_components = paths.clone();
+        by_components.sort();
+        paths.sort_by(|a, b| compare_paths(a, b));
+        assert_eq!(paths, by_components);
+        assert_eq!(
+            compare_paths(Path::new("a/b"), Path::new("a.txt")),
+            std::cmp::Ordering::Less
         );
     }
 
