@@ -98,7 +98,7 @@ pub fn run(args: &[String]) -> Result {
     )?;
     let bin = root.join("target/release/archiver");
 
-    let mut datasets = generate(&bench_dir.join("data"), o.size)?;
+    let mut datasets = generate(&bench_dir.join("data"), o.size, o.only.as_deref())?;
     for d in &o.dirs {
         let (files, bytes) = count(d);
         let name = d
@@ -422,7 +422,7 @@ fn random(rng: &mut Lcg, len: usize) -> Vec<u8> {
     v
 }
 
-fn generate(base: &Path, size: f64) -> Result<Vec<Dataset>> {
+fn generate(base: &Path, size: f64, only: Option<&str>) -> Result<Vec<Dataset>> {
     let scaled = |n: f64| ((n * size).round() as usize).max(1);
     let specs: [(&str, usize); 3] = [
         ("small", scaled(100_000.0)),
@@ -431,6 +431,9 @@ fn generate(base: &Path, size: f64) -> Result<Vec<Dataset>> {
     ];
     let mut out = Vec::new();
     for (name, n) in specs {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
         let dir = base.join(format!("{name}-{n}"));
         let stamp = base.join(format!("{name}-{n}.complete"));
         if !stamp.exists() {
@@ -455,8 +458,23 @@ fn generate(base: &Path, size: f64) -> Result<Vec<Dataset>> {
                     }
                 }
                 "large" => {
-                    write("random.bin".into(), &random(&mut rng, n))?;
-                    write("text.txt".into(), &text(&mut rng, n))?;
+                    // Written in 1 MiB pieces: the harness must stay small, because a forked
+                    // child's peak RSS starts at its parent's.
+                    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                    for (file, is_text) in [("random.bin", false), ("text.txt", true)] {
+                        let mut f = fs::File::create(dir.join(file)).map_err(|e| e.to_string())?;
+                        let mut left = n;
+                        while left > 0 {
+                            let len = left.min(1 << 20);
+                            let piece = if is_text {
+                                text(&mut rng, len)
+                            } else {
+                                random(&mut rng, len)
+                            };
+                            f.write_all(&piece).map_err(|e| e.to_string())?;
+                            left -= len;
+                        }
+                    }
                 }
                 _ => {
                     for i in 0..n {

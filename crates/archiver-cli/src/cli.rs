@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Fast, deterministic, verified archives: tar, tar.gz and tar.zst.
+/// Fast, deterministic, verified archives: tar, tar.gz, tar.zst and zip.
 #[derive(Debug, Parser)]
 #[command(
     name = "archiver",
@@ -43,7 +43,7 @@ pub enum Command {
         SOURCE_DATE_EPOCH=1700000000 archiver pack --reproducible dist/ -o dist.tar"
     )]
     Pack(PackArgs),
-    /// List the entries of an archive (tar, tar.gz, tar.zst)
+    /// List the entries of an archive (tar, tar.gz, tar.zst, zip)
     List(ListArgs),
 }
 
@@ -55,13 +55,16 @@ pub struct PackArgs {
     /// Write the archive here; '-' = stdout (the default when stdout is not a terminal)
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// tar | tar.gz | tar.zst (default: from the -o extension, else tar)
+    /// tar | tar.gz | tar.zst | zip (default: from the -o extension, else tar)
     #[arg(short, long, value_name = "FMT")]
     pub format: Option<String>,
+    /// zip entries: deflate (default; every reader has it), zstd (smaller, faster; few readers) or store
+    #[arg(long, value_name = "METHOD", default_value = "deflate")]
+    pub zip_method: String,
     /// Worker threads (default: all cores); the output is identical for every value
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
-    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3)
+    /// Compression level (gzip/deflate 1-9, default 6; zstd 1-19, default 3)
     #[arg(short, long, value_name = "N")]
     pub level: Option<u32>,
     /// Leave out paths matching GLOB (gitignore syntax; repeatable)

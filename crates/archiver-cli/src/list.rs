@@ -1,7 +1,6 @@
 //! `archiver list`.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context;
@@ -11,21 +10,12 @@ use crate::cli::ListArgs;
 use crate::Outcome;
 
 pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
-    let input: Box<dyn Read> = match args.archive.as_deref() {
-        None => Box::new(io::stdin().lock()),
-        Some(p) if p == Path::new("-") => Box::new(io::stdin().lock()),
-        Some(p) => {
-            Box::new(File::open(p).with_context(|| format!("{}: cannot open", p.display()))?)
-        }
-    };
-    let name = args
-        .archive
-        .as_deref()
-        .map_or_else(|| "<stdin>".to_string(), |p| p.display().to_string());
+    let path = args.archive.as_deref().filter(|p| *p != Path::new("-"));
+    let name = path.map_or_else(|| "<stdin>".to_string(), |p| p.display().to_string());
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 << 10, stdout.lock());
     let mut first = true;
-    let result = archiver::list(io::BufReader::with_capacity(256 << 10, input), |e| {
+    let each = |e: &EntryInfo| {
         let line = if args.json {
             let mut s = if first {
                 "[\n".to_string()
@@ -42,7 +32,14 @@ pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
         first = false;
         out.write_all(line.as_bytes())
             .map_err(archiver::Error::Output)
-    });
+    };
+    let result = match path {
+        Some(p) => archiver::list_path(p, each),
+        None => archiver::list(
+            io::BufReader::with_capacity(256 << 10, io::stdin().lock()),
+            each,
+        ),
+    };
     let finish = |out: &mut BufWriter<_>| -> io::Result<()> {
         if args.json {
             out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;

@@ -25,6 +25,7 @@ pub fn run(args: PackArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome>
     let mut output = Output::open(args.output.as_deref())?;
     let mut packer = Packer::new(&args.paths)
         .format(format)
+        .zip_method(args.zip_method.parse()?)
         .skip_files(output.own_files())
         .ignore_files(args.ignore_files)
         .follow_symlinks(args.follow_symlinks)

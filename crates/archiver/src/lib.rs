@@ -1,4 +1,4 @@
-//! `archiver`: a pipelined, streaming, deterministic archiver.
+//! `archiver`: a pipelined, streaming, deterministic archiver for tar, tar.gz, tar.zst and zip.
 //!
 //! Packing runs as a pipeline of stages, each on its own threads, joined by bounded channels:
 //!
@@ -53,8 +53,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use error::{Error, Result};
+pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
-pub use list::{list, EntryInfo, EntryKind};
+pub use list::{list, list_path, EntryInfo, EntryKind};
 pub use stats::{StageStats, Stats};
 
 /// Where the manifest lives inside every archive we write (unless disabled).
@@ -118,8 +119,10 @@ pub struct PackOptions {
     pub format: Format,
     /// Worker threads per parallel stage (at least 1).
     pub jobs: usize,
-    /// Compression level; `None` = the format's default.
+    /// Compression level; `None` = the format's (or zip method's) default.
     pub level: Option<u32>,
+    /// How zip entries are compressed (zip only).
+    pub zip_method: ZipMethod,
     /// Globs (gitignore syntax) to leave out.
     pub excludes: Vec<String>,
     /// Honour `.gitignore` and `.ignore` files.
@@ -144,6 +147,7 @@ impl Default for PackOptions {
             format: Format::Tar,
             jobs: default_jobs(),
             level: None,
+            zip_method: ZipMethod::Deflate,
             excludes: Vec::new(),
             ignore_files: false,
             follow_symlinks: false,
@@ -225,6 +229,12 @@ impl Packer {
         self
     }
 
+    /// Compression method for zip entries (default deflate).
+    pub fn zip_method(mut self, method: ZipMethod) -> Self {
+        self.opts.zip_method = method;
+        self
+    }
+
     /// Leaves out paths matching `glob` (gitignore syntax: `*.o`, `build/`, `/top-only`).
     pub fn exclude(mut self, glob: impl Into<String>) -> Self {
         self.opts.excludes.push(glob.into());
@@ -299,7 +309,11 @@ impl Packer {
     /// Packs into `out`. The writer is used from the calling thread only; wrap files in nothing (the
     /// pipeline buffers). On error, what was written to `out` is not a valid archive.
     pub fn pack<W: Write>(&self, out: W) -> Result<PackReport> {
-        if let (Some(level), Some((_, range))) = (self.opts.level, self.opts.format.levels()) {
+        let range = match self.opts.format {
+            Format::Zip => Some(self.opts.zip_method.levels()),
+            f => f.levels(),
+        };
+        if let (Some(level), Some((_, range))) = (self.opts.level, range) {
             if !range.contains(&level) {
                 return Err(Error::Usage(format!(
                     "compression level {level} is out of range for {}: use {}-{}",

@@ -75,11 +75,121 @@ pub struct EntryInfo {
     pub link_target: Option<String>,
 }
 
-/// Reads an archive from `input` (tar, tar.gz, tar.zst; the format is detected from the bytes) and
-/// calls `each` for every entry in order. The whole input is read, so compressed streams' checksums
-/// are verified; an error from `each` stops the listing and is returned.
-pub fn list<R: Read>(input: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
-    let tar = open_tar(input)?;
+/// Reads an archive from `input` (tar, tar.gz, tar.zst or zip; the format is detected from the bytes)
+/// and calls `each` for every entry in order. The whole input is read, so compressed streams'
+/// checksums are verified; an error from `each` stops the listing and is returned. A zip, whose
+/// directory is at its end, is first copied to a temporary file; use [`list_path`] for files.
+pub fn list<R: Read>(input: R, each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
+    match open_tar(input)? {
+        Opened::Tar(tar) => list_tar(tar, each),
+        Opened::Zip(mut head) => {
+            let mut spool = tempfile::tempfile().map_err(Error::Input)?;
+            io::copy(&mut head, &mut spool).map_err(Error::Input)?;
+            list_zip(spool, each)
+        }
+    }
+}
+
+/// Like [`list`], for an archive in a file (zip is read in place).
+pub fn list_path(
+    path: &std::path::Path,
+    each: impl FnMut(&EntryInfo) -> Result<()>,
+) -> Result<u64> {
+    let file = std::fs::File::open(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut head = [0u8; 4];
+    let n = (&file).read(&mut head).map_err(Error::Input)?;
+    if detect(&head[..n]) == Some(Detected::Zip) {
+        return list_zip(file, each);
+    }
+    let file = std::fs::File::open(path).map_err(Error::Input)?;
+    list(io::BufReader::with_capacity(256 << 10, file), each)
+}
+
+fn list_zip<R: Read + io::Seek>(
+    input: R,
+    mut each: impl FnMut(&EntryInfo) -> Result<()>,
+) -> Result<u64> {
+    let mut archive = ::zip::ZipArchive::new(input)
+        .map_err(|e| Error::BadArchive(format!("damaged zip archive: {e}")))?;
+    let mut count = 0;
+    for i in 0..archive.len() {
+        let mut f = archive
+            .by_index_raw(i)
+            .map_err(|e| Error::BadArchive(format!("damaged zip archive at entry {i}: {e}")))?;
+        let raw_path = f.name_raw().to_vec();
+        let mode = f.unix_mode();
+        let kind = if f.is_dir() {
+            EntryKind::Dir
+        } else if mode.is_some_and(|m| m & 0o170000 == 0o120000) {
+            EntryKind::Symlink
+        } else {
+            EntryKind::File
+        };
+        let mtime = f
+            .extra_data_fields()
+            .find_map(|x| match x {
+                ::zip::ExtraField::ExtendedTimestamp(t) => t.mod_time().map(i64::from),
+                _ => None,
+            })
+            .or_else(|| f.last_modified().map(dos_to_unix))
+            .unwrap_or(0);
+        let size = f.size();
+        let link_target = if kind == EntryKind::Symlink
+            && f.compression() == ::zip::CompressionMethod::Stored
+            && size <= 4096
+        {
+            let mut t = Vec::new();
+            (&mut f)
+                .take(4096)
+                .read_to_end(&mut t)
+                .map_err(Error::Input)?;
+            Some(String::from_utf8_lossy(&t).into_owned())
+        } else {
+            None
+        };
+        let info = EntryInfo {
+            path: String::from_utf8_lossy(&raw_path).into_owned(),
+            raw_path,
+            kind,
+            size,
+            mode: mode.map_or(if kind == EntryKind::Dir { 0o755 } else { 0o644 }, |m| {
+                m & 0o7777
+            }),
+            mtime,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            link_target,
+        };
+        drop(f);
+        each(&info)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A DOS date and time, read as UTC (as we write them).
+fn dos_to_unix(t: ::zip::DateTime) -> i64 {
+    let (y, m, d) = (
+        i64::from(t.year()),
+        i64::from(t.month()),
+        i64::from(t.day()),
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + i64::from(t.hour()) * 3600 + i64::from(t.minute()) * 60 + i64::from(t.second())
+}
+
+fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
     let mut archive = tar::Archive::new(tar);
     let mut count = 0u64;
     let entries = archive.entries().map_err(Error::Input)?;
@@ -146,26 +256,32 @@ fn info<R: Read>(entry: &tar::Entry<'_, R>) -> io::Result<EntryInfo> {
     })
 }
 
-/// Detects the format and returns a reader of the tar stream inside.
-pub(crate) fn open_tar<'a, R: Read + 'a>(input: R) -> Result<Box<dyn Read + 'a>> {
+/// An input after format detection.
+pub(crate) enum Opened<'a> {
+    /// The tar stream (decompressed).
+    Tar(Box<dyn Read + 'a>),
+    /// A zip archive: the whole input, from its first byte.
+    Zip(Box<dyn Read + 'a>),
+}
+
+/// Detects the format and returns a reader of the tar stream inside, or the zip input.
+pub(crate) fn open_tar<'a, R: Read + 'a>(input: R) -> Result<Opened<'a>> {
     let (kind, input) = sniff(input)?;
     match kind {
         // Empty input is an empty archive, as GNU tar and bsdtar read it.
-        None | Some(Detected::Tar) => Ok(input),
+        None | Some(Detected::Tar) => Ok(Opened::Tar(input)),
         Some(Detected::Gzip) => {
             let (inner, r) = sniff(GzMembers::new(input))?;
             expect_tar(inner, "gzip")?;
-            Ok(r)
+            Ok(Opened::Tar(r))
         }
         Some(Detected::Zstd) => {
             let dec = zstd::stream::read::Decoder::new(input).map_err(Error::Input)?;
             let (inner, r) = sniff(dec)?;
             expect_tar(inner, "zstd")?;
-            Ok(r)
+            Ok(Opened::Tar(r))
         }
-        Some(Detected::Zip) => Err(Error::BadArchive(
-            "this is a zip archive; zip reading is not available in this build yet".into(),
-        )),
+        Some(Detected::Zip) => Ok(Opened::Zip(input)),
     }
 }
 

@@ -25,9 +25,11 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::budget::Budget;
 use crate::error::{panic_message, Error, Result};
 use crate::format::tar::{HeaderPolicy, TarSink};
+use crate::format::zip::{self, ZipEncoding, ZipSink};
+use crate::format::Format;
 use crate::format::{Codec, Metered};
 use crate::manifest::ManifestWriter;
-use crate::read::{self, Chunk, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
+use crate::read::{self, Chunk, ChunkEnd, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
 use crate::reorder::ReorderBuffer;
 use crate::stats::{StageClock, StageStats, Stats};
 use crate::walk::{self, Kind, Meta, Walk, WalkOptions};
@@ -40,6 +42,8 @@ pub(crate) struct Shared {
     failure: Mutex<Option<Error>>,
     pub budget: Budget,
     pub follow_symlinks: bool,
+    /// `Some` when writing zip: the workers compress entries with it.
+    pub zip: Option<ZipEncoding>,
     fault: Option<FaultHook>,
 }
 
@@ -117,6 +121,7 @@ pub(crate) fn run<W: Write>(
             follow_symlinks: opts.follow_symlinks,
             skip_manifest: opts.manifest,
             skip_files: walk::file_ids(&opts.skip_files),
+            hard_links: opts.format != Format::Zip,
         },
         cancel.flag(),
     )?;
@@ -127,6 +132,13 @@ pub(crate) fn run<W: Write>(
         failure: Mutex::new(None),
         budget: Budget::new(opts.memory_budget),
         follow_symlinks: opts.follow_symlinks,
+        zip: (opts.format == Format::Zip).then(|| {
+            let method = opts.zip_method;
+            ZipEncoding {
+                method,
+                level: opts.level.unwrap_or(method.levels().0),
+            }
+        }),
         fault,
     };
     let (job_tx, job_rx) = bounded::<Job>(jobs * 2);
@@ -338,14 +350,19 @@ fn write_stage<W: Write>(
     let level = opts
         .level
         .unwrap_or_else(|| opts.format.levels().map_or(0, |(d, _)| d));
-    let codec = Codec::new(opts.format, Metered::new(out), level, opts.jobs.max(1))
-        .map_err(Error::Output)?;
-    let mut sink = TarSink::new(
-        codec,
-        HeaderPolicy {
-            reproducible: opts.reproducible,
-        },
-    );
+    let mut sink = match opts.format {
+        Format::Zip => Sink::Zip(ZipSink::new(Metered::new(out), opts.reproducible)),
+        _ => {
+            let codec = Codec::new(opts.format, Metered::new(out), level, opts.jobs.max(1))
+                .map_err(Error::Output)?;
+            Sink::Tar(TarSink::new(
+                codec,
+                HeaderPolicy {
+                    reproducible: opts.reproducible,
+                },
+            ))
+        }
+    };
     let mut w = Writer {
         walk,
         shared,
@@ -399,12 +416,12 @@ fn write_stage<W: Write>(
             gid: 0,
         };
         let text = std::mem::take(&mut w.manifest).into_bytes();
-        sink.file(
-            Path::new(MANIFEST_PATH),
-            &meta,
-            text.len() as u64,
-            &text[..],
-        )
+        let name = Path::new(MANIFEST_PATH);
+        match &mut sink {
+            Sink::Tar(t) => t.file(name, &meta, text.len() as u64, &text[..]),
+            Sink::Zip(z) => zip::encode(text, name, shared.zip.expect("zip encoding set for zip"))
+                .and_then(|e| z.encoded(name, &meta, &e)),
+        }
         .map_err(Error::Output)?;
     }
     let metered = sink.finish().map_err(Error::Output)?;
@@ -453,7 +470,7 @@ struct Writer<'a> {
 impl Writer<'_> {
     fn entry<W: Write>(
         &mut self,
-        sink: &mut TarSink<W>,
+        sink: &mut Sink<W>,
         seq: usize,
         payload: Payload,
     ) -> Result<(), Stop> {
@@ -470,24 +487,57 @@ impl Writer<'_> {
                 hash,
                 warning,
             } => {
-                sink.file(rel, meta, data.len() as u64, &data[..])
+                let Sink::Tar(tar) = sink else {
+                    unreachable!("zip entries arrive encoded")
+                };
+                tar.file(rel, meta, data.len() as u64, &data[..])
                     .map_err(Error::Output)?;
                 self.stored_file(seq, data.len() as u64, &hash);
                 if let Some(w) = warning {
                     self.warn(entry, w)?;
                 }
             }
-            Payload::Stream { size, chunks } => {
+            Payload::Encoded {
+                encoded,
+                hash,
+                warning,
+            } => {
+                let Sink::Zip(z) = sink else {
+                    unreachable!("only zip entries are encoded")
+                };
+                z.encoded(rel, meta, &encoded).map_err(Error::Output)?;
+                self.stored_file(seq, encoded.size, &hash);
+                if let Some(w) = warning {
+                    self.warn(entry, w)?;
+                }
+            }
+            Payload::Stream {
+                size,
+                chunks,
+                method,
+            } => {
                 let mut reader = ChunkReader::new(&chunks);
-                let written = sink.file(rel, meta, size, &mut reader);
+                let written = match sink {
+                    Sink::Tar(t) => t.file(rel, meta, size, &mut reader),
+                    Sink::Zip(z) => {
+                        let method = method.expect("zip streams carry their method");
+                        z.begin_stream(rel, meta, size, method).and_then(|()| {
+                            io::copy(&mut reader, &mut ZipStreamData(z))?;
+                            match &reader.end {
+                                Some(end) => z.end_stream(end.crc, end.stored),
+                                None => Ok(()),
+                            }
+                        })
+                    }
+                };
                 self.starved += reader.starved;
                 if reader.broken {
                     return Err(Stop::Halted);
                 }
                 written.map_err(Error::Output)?;
-                let (hash, warning) = reader.end.ok_or(Stop::Halted)?;
-                self.stored_file(seq, size, &hash);
-                if let Some(w) = warning {
+                let end = reader.end.ok_or(Stop::Halted)?;
+                self.stored_file(seq, size, &end.hash);
+                if let Some(w) = end.warning {
                     self.warn(entry, w)?;
                 }
             }
@@ -551,12 +601,62 @@ impl Writer<'_> {
     }
 }
 
-/// Presents a streamed file's chunks as a `Read` for the tar writer, keeping the end-of-file hash.
+/// Adapts the zip sink's streamed-entry data to `Write`, for `io::copy`.
+struct ZipStreamData<'a, W: Write>(&'a mut ZipSink<W>);
+
+impl<W: Write> Write for ZipStreamData<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.stream_data(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The container being written.
+#[allow(clippy::large_enum_variant)] // one per run, never moved in a hot path
+enum Sink<W: Write> {
+    Tar(TarSink<Metered<W>>),
+    Zip(ZipSink<Metered<W>>),
+}
+
+impl<W: Write> Sink<W> {
+    fn dir(&mut self, rel: &Path, meta: &Meta) -> io::Result<()> {
+        match self {
+            Sink::Tar(t) => t.dir(rel, meta),
+            Sink::Zip(z) => z.dir(rel, meta),
+        }
+    }
+
+    fn symlink(&mut self, rel: &Path, meta: &Meta, target: &Path) -> io::Result<()> {
+        match self {
+            Sink::Tar(t) => t.symlink(rel, meta, target),
+            Sink::Zip(z) => z.symlink(rel, meta, target),
+        }
+    }
+
+    fn hardlink(&mut self, rel: &Path, meta: &Meta, target: &Path) -> io::Result<()> {
+        match self {
+            Sink::Tar(t) => t.hardlink(rel, meta, target),
+            Sink::Zip(_) => unreachable!("the walk turns hard links into files for zip"),
+        }
+    }
+
+    fn finish(self) -> io::Result<Metered<W>> {
+        match self {
+            Sink::Tar(t) => t.finish(),
+            Sink::Zip(z) => z.finish(),
+        }
+    }
+}
+
+/// Presents a streamed file's chunks as a `Read` for the writer, keeping what the end chunk says.
 struct ChunkReader<'a> {
     rx: &'a Receiver<Chunk>,
     buf: Vec<u8>,
     pos: usize,
-    end: Option<(blake3::Hash, Option<String>)>,
+    end: Option<ChunkEnd>,
     broken: bool,
     starved: Duration,
 }
@@ -594,7 +694,7 @@ impl Read for ChunkReader<'_> {
                     self.buf = v;
                     self.pos = 0;
                 }
-                Ok(Chunk::End { hash, warning }) => self.end = Some((hash, warning)),
+                Ok(Chunk::End(end)) => self.end = Some(end),
                 Err(_) => {
                     self.broken = true;
                     return Err(io::Error::other("file stream ended early"));

@@ -19,6 +19,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::{panic_message, Error};
+use crate::format::zip;
 use crate::pipeline::Shared;
 use crate::stats::StageClock;
 use crate::walk::{Entry, Kind, Walk};
@@ -60,8 +61,19 @@ pub(crate) enum Payload {
         hash: blake3::Hash,
         warning: Option<String>,
     },
-    /// A large file arriving in chunks; `size` is what the header claims.
-    Stream { size: u64, chunks: Receiver<Chunk> },
+    /// A whole small file, compressed for zip by the worker.
+    Encoded {
+        encoded: zip::Encoded,
+        hash: blake3::Hash,
+        warning: Option<String>,
+    },
+    /// A large file arriving in chunks; `size` is what the header claims. `method`: the chunks are
+    /// compressed with it (zip), otherwise raw (tar).
+    Stream {
+        size: u64,
+        chunks: Receiver<Chunk>,
+        method: Option<zip::ZipMethod>,
+    },
     /// A symbolic link and its target.
     Symlink { target: PathBuf },
     /// An entry that is only a header: a directory or a hard link.
@@ -76,10 +88,19 @@ pub(crate) enum Payload {
 #[derive(Debug)]
 pub(crate) enum Chunk {
     Data(Vec<u8>),
-    End {
-        hash: blake3::Hash,
-        warning: Option<String>,
-    },
+    End(ChunkEnd),
+}
+
+/// What is known once a streamed file has been read.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkEnd {
+    /// BLAKE3 of the raw bytes stored.
+    pub hash: blake3::Hash,
+    pub warning: Option<String>,
+    /// CRC-32 of the raw bytes (zip only).
+    pub crc: u32,
+    /// Bytes sent in `Data` chunks (compressed size for zip).
+    pub stored: u64,
 }
 
 /// Runs one worker until the job channel closes or the writer goes away.
@@ -156,22 +177,15 @@ fn prepare(
     clock: &mut StageClock,
 ) -> Option<Payload> {
     match entry.kind {
-        Kind::File { size } if size <= SMALL_FILE => Some(read_small(path, size, shared)),
+        Kind::File { size } if size <= SMALL_FILE => {
+            Some(read_small(path, &entry.rel, size, shared))
+        }
         Kind::File { size } => {
             let file = match open(path, shared) {
                 Ok(f) => f,
                 Err(e) => return Some(open_failure(&e)),
             };
-            let (tx, rx) = bounded(STREAM_DEPTH);
-            let started = Done {
-                batch: job.batch,
-                first: job.first,
-                cost: job.cost,
-                payloads: vec![Payload::Stream { size, chunks: rx }],
-            };
-            if done.send(started).is_ok() {
-                stream(file, size, &tx, shared, clock);
-            }
+            stream(file, size, &entry.rel, job, done, shared, clock);
             None
         }
         Kind::Symlink => Some(match std::fs::read_link(path) {
@@ -185,7 +199,7 @@ fn prepare(
     }
 }
 
-fn read_small(path: &Path, size: u64, shared: &Shared) -> Payload {
+fn read_small(path: &Path, rel: &Path, size: u64, shared: &Shared) -> Payload {
     let file = match open(path, shared) {
         Ok(f) => f,
         Err(e) => return open_failure(&e),
@@ -201,10 +215,23 @@ fn read_small(path: &Path, size: u64, shared: &Shared) -> Payload {
         warning.get_or_insert(w);
     }
     let hash = blake3::hash(&data);
-    Payload::File {
-        data,
-        hash,
-        warning,
+    match shared.zip {
+        None => Payload::File {
+            data,
+            hash,
+            warning,
+        },
+        Some(enc) => match zip::encode(data, rel, enc) {
+            Ok(encoded) => Payload::Encoded {
+                encoded,
+                hash,
+                warning,
+            },
+            Err(e) => Payload::Failed(Error::Entry {
+                entry: rel.display().to_string(),
+                reason: format!("compression failed: {e}"),
+            }),
+        },
     }
 }
 
@@ -227,55 +254,158 @@ fn fit(data: &mut Vec<u8>, size: u64) -> Option<String> {
     }
 }
 
-fn stream(mut file: File, size: u64, tx: &Sender<Chunk>, shared: &Shared, clock: &mut StageClock) {
-    let mut hasher = blake3::Hasher::new();
-    let mut remaining = size;
-    let mut warning = None;
-    while remaining > 0 {
-        if shared.stopped() {
-            return; // Dropping `tx` tells the writer the stream ended early.
+/// Reads a large file chunk by chunk: exactly `size` bytes, zero-padded if it shrank.
+struct ChunkSource {
+    file: File,
+    size: u64,
+    remaining: u64,
+    warning: Option<String>,
+}
+
+impl ChunkSource {
+    fn new(file: File, size: u64) -> Self {
+        ChunkSource {
+            file,
+            size,
+            remaining: size,
+            warning: None,
         }
-        let want = remaining.min(CHUNK as u64) as usize;
+    }
+
+    fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let want = self.remaining.min(CHUNK as u64) as usize;
         let mut buf = Vec::with_capacity(want);
-        if warning.is_none() {
-            match (&mut file).take(want as u64).read_to_end(&mut buf) {
-                Ok(_) => {}
-                Err(e) => {
-                    warning = Some(format!(
-                        "read error at byte {}: {e}; padded with zeros",
-                        size - remaining + buf.len() as u64
-                    ));
-                }
+        if self.warning.is_none() {
+            if let Err(e) = (&mut self.file).take(want as u64).read_to_end(&mut buf) {
+                let at = self.size - self.remaining + buf.len() as u64;
+                self.warning = Some(format!("read error at byte {at}: {e}; padded with zeros"));
             }
-            if buf.len() < want && warning.is_none() {
-                warning = Some(format!(
+            if buf.len() < want && self.warning.is_none() {
+                self.warning = Some(format!(
                     "file shrank by {} bytes while being read; padded with zeros",
-                    remaining - buf.len() as u64
+                    self.remaining - buf.len() as u64
                 ));
             }
         }
         buf.resize(want, 0);
-        hasher.update(&buf);
-        remaining -= want as u64;
-        let sending = Instant::now();
-        let sent = tx.send(Chunk::Data(buf));
-        clock.blocked += sending.elapsed();
-        if sent.is_err() {
+        self.remaining -= want as u64;
+        Some(buf)
+    }
+
+    /// The warning to report, after checking whether the file grew past `size`.
+    fn finish(mut self) -> Option<String> {
+        if self.warning.is_none() {
+            let mut probe = [0u8; 1];
+            if matches!(self.file.read(&mut probe), Ok(1)) {
+                self.warning = Some(format!(
+                    "file grew while being read; stored its first {} bytes",
+                    self.size
+                ));
+            }
+        }
+        self.warning
+    }
+}
+
+/// Streams a large file to the writer: raw chunks for tar, compressed chunks for zip (compression
+/// happens here, on the worker). Sends the `Done` for the entry first, once the method is known.
+fn stream(
+    file: File,
+    size: u64,
+    rel: &Path,
+    job: Job,
+    done: &Sender<Done>,
+    shared: &Shared,
+    clock: &mut StageClock,
+) {
+    let mut source = ChunkSource::new(file, size);
+    let mut hasher = blake3::Hasher::new();
+    let mut first = source.next_chunk();
+    let mut encoder = None;
+    let mut method = None;
+    if let (Some(enc), Some(chunk)) = (shared.zip, first.as_ref()) {
+        match zip::StreamEncoder::new(enc, rel, chunk) {
+            Ok((e, m)) => {
+                encoder = Some(e);
+                method = Some(m);
+            }
+            Err(e) => {
+                let _ = done.send(one(
+                    job,
+                    Payload::Failed(Error::Entry {
+                        entry: rel.display().to_string(),
+                        reason: format!("compression failed: {e}"),
+                    }),
+                ));
+                return;
+            }
+        }
+    }
+    let (tx, rx) = bounded(STREAM_DEPTH);
+    if done
+        .send(one(
+            job,
+            Payload::Stream {
+                size,
+                chunks: rx,
+                method,
+            },
+        ))
+        .is_err()
+    {
+        return;
+    }
+    let send = |chunk: Chunk, clock: &mut StageClock| {
+        let t = Instant::now();
+        let sent = tx.send(chunk).is_ok();
+        clock.blocked += t.elapsed();
+        sent
+    };
+    while let Some(raw) = first.take().or_else(|| source.next_chunk()) {
+        if shared.stopped() {
+            return; // Dropping `tx` tells the writer the stream ended early.
+        }
+        hasher.update(&raw);
+        let out = match encoder.as_mut() {
+            None => raw,
+            Some(e) => match e.update(&raw) {
+                Ok(out) => out,
+                Err(_) => return, // The writer sees the stream break; compression cannot fail on valid input.
+            },
+        };
+        if !out.is_empty() && !send(Chunk::Data(out), clock) {
             return;
         }
     }
-    if warning.is_none() {
-        let mut probe = [0u8; 1];
-        if matches!(file.read(&mut probe), Ok(1)) {
-            warning = Some(format!(
-                "file grew while being read; stored its first {size} bytes"
-            ));
-        }
-    }
-    let _ = tx.send(Chunk::End {
+    let mut end = ChunkEnd {
         hash: hasher.finalize(),
-        warning,
-    });
+        warning: source.finish(),
+        crc: 0,
+        stored: size,
+    };
+    if let Some(e) = encoder {
+        let Ok((tail, crc, csize)) = e.finish() else {
+            return;
+        };
+        if !tail.is_empty() && !send(Chunk::Data(tail), clock) {
+            return;
+        }
+        end.crc = crc;
+        end.stored = csize;
+    }
+    send(Chunk::End(end), clock);
+}
+
+fn one(job: Job, payload: Payload) -> Done {
+    Done {
+        batch: job.batch,
+        first: job.first,
+        cost: job.cost,
+        payloads: vec![payload],
+    }
 }
 
 fn open(path: &Path, shared: &Shared) -> io::Result<File> {

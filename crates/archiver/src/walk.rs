@@ -80,6 +80,8 @@ pub(crate) struct WalkOptions {
     pub skip_manifest: bool,
     /// Files never to pack, by (device, inode): the archive being written.
     pub skip_files: Vec<(u64, u64)>,
+    /// Store second names of a file as hard links (tar); otherwise as files of their own (zip).
+    pub hard_links: bool,
 }
 
 /// (device, inode) of each path that exists, for [`WalkOptions::skip_files`].
@@ -161,7 +163,7 @@ pub(crate) fn walk(paths: &[PathBuf], opts: &WalkOptions, cancel: &AtomicBool) -
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Cancelled);
     }
-    let entries = finish(found, &roots)?;
+    let entries = finish(found, &roots, opts.hard_links)?;
     Ok(Walk { roots, entries })
 }
 
@@ -402,7 +404,7 @@ fn walk_reason(err: &ignore::Error) -> String {
 
 /// Sorts, rejects collisions between roots, merges directories that several roots share, and turns
 /// second names of a multiply-linked file into hard links to the first name in order.
-fn finish(mut found: Vec<Found>, roots: &[PathBuf]) -> Result<Vec<Entry>> {
+fn finish(mut found: Vec<Found>, roots: &[PathBuf], hard_links: bool) -> Result<Vec<Entry>> {
     // Warnings sort after the entry of the same path (an unreadable directory is still stored).
     found.sort_by(|a, b| {
         compare_paths(&a.rel, &b.rel)
@@ -428,7 +430,7 @@ fn finish(mut found: Vec<Found>, roots: &[PathBuf]) -> Result<Vec<Entry>> {
             }
         }
         let mut kind = f.kind;
-        if let Some(key) = f.link_key {
+        if let Some(key) = f.link_key.filter(|_| hard_links) {
             match first_name.get(&key) {
                 Some(&target) => kind = Kind::HardLink { target },
                 None => {
@@ -480,7 +482,8 @@ mod tests {
             .collect()
     }
 
-    fn run(paths: &[PathBuf], opts: WalkOptions) -> Walk {
+    fn run(paths: &[PathBuf], mut opts: WalkOptions) -> Walk {
+        opts.hard_links = true;
         walk(paths, &opts, &AtomicBool::new(false)).unwrap()
     }
 

@@ -19,7 +19,7 @@ fn byte_identical_for_any_jobs_and_runs() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     gnarly_tree(&src, 3000, 42);
-    for format in ["tar", "tar.gz", "tar.zst"] {
+    for format in ["tar", "tar.gz", "tar.zst", "zip"] {
         let one = pack_bytes(&src, format, "1", &[]);
         assert!(one.len() > 100_000, "{format}: suspiciously small archive");
         for jobs in ["2", "8", "8"] {

@@ -5,3 +5,4 @@ mod determinism;
 mod interop;
 mod list;
 mod util;
+mod zip;

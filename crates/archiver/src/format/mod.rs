@@ -3,6 +3,7 @@
 
 pub mod gzip;
 pub(crate) mod tar;
+pub mod zip;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -22,11 +23,13 @@ pub enum Format {
     TarGz,
     /// tar compressed with zstd (libzstd's multithreaded mode).
     TarZst,
+    /// zip: entries compressed by the workers (deflate by default), ZIP64 when needed.
+    Zip,
 }
 
 impl Format {
     /// Every format, in the order help texts list them.
-    pub const ALL: [Format; 3] = [Format::Tar, Format::TarGz, Format::TarZst];
+    pub const ALL: [Format; 4] = [Format::Tar, Format::TarGz, Format::TarZst, Format::Zip];
 
     /// The format an output file name implies (`.tar`, `.tar.gz`/`.tgz`, `.tar.zst`/`.tzst`).
     pub fn from_path(path: &Path) -> Option<Format> {
@@ -37,6 +40,7 @@ impl Format {
             (".tar.zst", Format::TarZst),
             (".tzst", Format::TarZst),
             (".tar", Format::Tar),
+            (".zip", Format::Zip),
         ]
         .into_iter()
         .find(|(ext, _)| name.ends_with(ext))
@@ -49,6 +53,7 @@ impl Format {
             Format::Tar => "tar",
             Format::TarGz => "tar.gz",
             Format::TarZst => "tar.zst",
+            Format::Zip => "zip",
         }
     }
 
@@ -58,6 +63,7 @@ impl Format {
             Format::Tar => None,
             Format::TarGz => Some((6, 1..=9)),
             Format::TarZst => Some((3, 1..=19)),
+            Format::Zip => Some((6, 1..=9)),
         }
     }
 }
@@ -75,8 +81,9 @@ impl FromStr for Format {
             "tar" => Ok(Format::Tar),
             "tar.gz" | "tgz" | "gz" | "gzip" => Ok(Format::TarGz),
             "tar.zst" | "tzst" | "zst" | "zstd" => Ok(Format::TarZst),
+            "zip" => Ok(Format::Zip),
             other => Err(Error::Usage(format!(
-                "unknown format {other:?}; expected one of: tar, tar.gz, tar.zst"
+                "unknown format {other:?}; expected one of: tar, tar.gz, tar.zst, zip"
             ))),
         }
     }
@@ -159,6 +166,7 @@ impl<W: Write> Codec<W> {
         Ok(match format {
             Format::Tar => Codec::Plain(out),
             Format::TarGz => Codec::Gzip(gzip::ParGzWriter::new(out, level, threads)?),
+            Format::Zip => unreachable!("zip is not a tar codec"),
             Format::TarZst => {
                 let mut enc = zstd::stream::write::Encoder::new(out, level as i32)?;
                 // Always the multithreaded mode, even for one thread: libzstd's single-threaded mode

@@ -1,0 +1,205 @@
+//! zip archives we write, checked by every peer that reads zip: Info-ZIP unzip/zipinfo, Python's
+//! zipfile, bsdtar (from a file and streaming from a pipe) and 7-Zip.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::*;
+
+fn pack_zip(src: &Path, out: &Path, extra: &[&str]) {
+    clean(
+        archiver()
+            .args(["pack", "-j", "2", "-f", "zip"])
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .arg(src),
+    );
+}
+
+/// unzip extracts the tree exactly (content, modes, mtimes, symlinks, empty dirs; hard links become
+/// copies), and `unzip -t`, `zipinfo`, Python's `testzip()`, `bsdtar -tf` and `7z t` all accept it.
+#[test]
+fn every_zip_peer_accepts_what_we_write() {
+    let unzip = require("unzip");
+    let zipinfo = require("zipinfo");
+    let python = require("python3");
+    let bsdtar = require("bsdtar");
+    let sevenz = require("7z");
+    let b3sum = require("b3sum");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    gnarly_tree(&src, 300, 21);
+    // Already compressed content: must be stored, not deflated.
+    file(
+        &src,
+        "photo.jpg",
+        &(0..50_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect::<Vec<_>>(),
+        0o644,
+    );
+    let archive = work.path().join("out.zip");
+    pack_zip(&src, &archive, &[]);
+
+    clean(Command::new(&unzip).arg("-tq").arg(&archive));
+    let info = String::from_utf8(clean(Command::new(&zipinfo).arg(&archive)).stdout).unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.contains(" stor ") && l.ends_with("photo.jpg")),
+        "{info}"
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.contains(" defN ") && l.ends_with("big.bin")),
+        "{info}"
+    );
+    clean(Command::new(&python).arg("-c").arg(
+        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nbad = z.testzip()\nassert bad is None, bad\nprint(len(z.namelist()))",
+    ).arg(&archive));
+    clean(Command::new(&bsdtar).arg("-tf").arg(&archive));
+    let t = ok(Command::new(&sevenz).arg("t").arg(&archive));
+    assert!(String::from_utf8_lossy(&t.stdout).contains("Everything is Ok"));
+
+    let dest = work.path().join("unzipped");
+    clean(
+        Command::new(&unzip)
+            .arg("-q")
+            .arg(&archive)
+            .arg("-d")
+            .arg(&dest),
+    );
+    let mut expected = snapshot(&src);
+    expected.link_groups.clear(); // zip has no hard links: each name is a file of its own
+    assert_same_tree(&expected, &snapshot_extracted(&dest));
+    let check = clean(
+        Command::new(&b3sum)
+            .args(["--check", ".archiver/MANIFEST.b3"])
+            .current_dir(&dest),
+    );
+    assert!(String::from_utf8_lossy(&check.stdout)
+        .lines()
+        .all(|l| l.ends_with(": OK")));
+}
+
+/// Through a pipe: bsdtar reads the stream as it comes (local headers must carry what it needs),
+/// and the saved stream passes unzip, Python and 7-Zip like a file would.
+#[test]
+fn zip_through_a_pipe() {
+    let bsdtar = require("bsdtar");
+    let unzip = require("unzip");
+    let sevenz = require("7z");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    gnarly_tree(&src, 100, 4);
+    let streamed = ok(archiver().args(["pack", "-f", "zip", "-o", "-"]).arg(&src)).stdout;
+    let listing = String::from_utf8(
+        clean(
+            Command::new(&bsdtar)
+                .args(["-tf", "-"])
+                .stdin_bytes(&streamed),
+        )
+        .stdout,
+    )
+    .unwrap();
+    let saved = work.path().join("saved.zip");
+    std::fs::write(&saved, &streamed).unwrap();
+    // bsdtar normalises Unicode names on the way out (é vs e + U+0301), so compare it with itself:
+    // the streaming reader must see every entry the central directory lists.
+    let from_file =
+        String::from_utf8(clean(Command::new(&bsdtar).arg("-tf").arg(&saved)).stdout).unwrap();
+    assert_eq!(listing, from_file);
+    let ours =
+        String::from_utf8(clean(archiver().args(["list", "-"]).stdin_bytes(&streamed)).stdout)
+            .unwrap();
+    assert_eq!(listing.lines().count(), ours.lines().count());
+    let dest = work.path().join("bsd");
+    std::fs::create_dir(&dest).unwrap();
+    clean(
+        Command::new(&bsdtar)
+            .args(["-xf", "-", "-C"])
+            .arg(&dest)
+            .stdin_bytes(&streamed),
+    );
+    // Streaming readers see no modes (they live in the central directory) and bsdtar renames to
+    // NFC, so compare the multiset of file contents.
+    let contents = |s: &Snapshot| {
+        let mut v: Vec<String> = s
+            .nodes
+            .values()
+            .filter_map(|n| match n {
+                Node::File { hash, .. } => Some(hash.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut expected = contents(&snapshot(&src));
+    // Symlinks come out of a stream as small files holding the target; drop those from the count.
+    let got = contents(&snapshot_extracted(&dest));
+    expected.retain(|h| got.contains(h));
+    assert_eq!(
+        expected.len(),
+        contents(&snapshot(&src)).len(),
+        "files missing from the streamed extraction"
+    );
+    clean(Command::new(&unzip).arg("-tq").arg(&saved));
+    assert!(
+        String::from_utf8_lossy(&ok(Command::new(&sevenz).arg("t").arg(&saved)).stdout)
+            .contains("Everything is Ok")
+    );
+    // The bytes on a pipe are the bytes in a file.
+    let to_file = work.path().join("file.zip");
+    ok(archiver()
+        .args(["pack", "-f", "zip", "-o"])
+        .arg(&to_file)
+        .arg(&src));
+    assert!(std::fs::read(&to_file).unwrap() == streamed);
+}
+
+/// More than 65,535 entries need the ZIP64 end records; every peer must still count them all.
+#[test]
+fn zip64_for_many_entries() {
+    let python = require("python3");
+    let unzip = require("unzip");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    for d in 0..70 {
+        let dir = src.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            std::fs::write(dir.join(format!("{f:04}")), b"").unwrap();
+        }
+    }
+    let archive = work.path().join("many.zip");
+    pack_zip(&src, &archive, &["--no-manifest"]);
+    let count = String::from_utf8(ok(Command::new(&python)
+        .arg("-c")
+        .arg("import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(len(z.infolist()))")
+        .arg(&archive))
+    .stdout)
+    .unwrap();
+    assert_eq!(count.trim(), "70070");
+    clean(Command::new(&unzip).arg("-tq").arg(&archive));
+    let listed = ok(archiver().arg("list").arg(&archive)).stdout;
+    assert_eq!(listed.iter().filter(|&&b| b == b'\n').count(), 70_070);
+}
+
+/// `--zip-method zstd`: smaller and faster, read back by us and by the zip crate's reader.
+#[test]
+fn zstd_method_round_trips_through_our_reader() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    gnarly_tree(&src, 60, 8);
+    let archive = work.path().join("z.zip");
+    pack_zip(&src, &archive, &["--zip-method", "zstd", "-l", "19"]);
+    let names = String::from_utf8(clean(archiver().arg("list").arg(&archive)).stdout).unwrap();
+    assert!(names.lines().count() > 60);
+    let bad = archiver()
+        .args(["pack", "-f", "zip", "--zip-method", "lzma", "-o", "-"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

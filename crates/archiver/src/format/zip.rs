@@ -1,0 +1,716 @@
+//! Writing zip. The read workers compress every entry ([`encode`], [`StreamEncoder`]); the writer only
+//! lays prepared entries down in order and keeps the central directory.
+//!
+//! Entries up to [`crate::read::SMALL_FILE`] arrive whole with their CRC and sizes, so their local
+//! headers carry the real values (streaming readers such as `bsdtar -tf -` need no data descriptor).
+//! Larger files arrive as a stream of compressed chunks whose CRC and compressed size are known only at
+//! the end: they get a data descriptor (flag bit 3) and are always deflate-framed — at level 0 when the
+//! data does not compress — because a *stored* entry with a data descriptor cannot be found the end of
+//! by a streaming reader. Memory for a large entry is therefore one stream window, whatever its size.
+//!
+//! Determinism: explicit DOS time (UTC, clamped to 1980–2107) plus the extended-timestamp field,
+//! Unix attributes, UTF-8 flag, fixed version fields, no zopfli, sorted order.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::manifest::path_bytes;
+use crate::walk::Meta;
+
+/// A zip compression method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub enum ZipMethod {
+    /// No compression (method 0).
+    Store,
+    /// Deflate (method 8), levels 1-9. Every zip reader has it.
+    Deflate,
+    /// Zstandard (method 93), levels 1-19. Smaller and faster, but Info-ZIP, Python's zipfile
+    /// (before 3.14) and 7-Zip 16 cannot read it.
+    Zstd,
+}
+
+impl ZipMethod {
+    fn code(self) -> u16 {
+        match self {
+            ZipMethod::Store => 0,
+            ZipMethod::Deflate => 8,
+            ZipMethod::Zstd => 93,
+        }
+    }
+
+    fn version_needed(self) -> u16 {
+        match self {
+            ZipMethod::Store => 10,
+            ZipMethod::Deflate => 20,
+            ZipMethod::Zstd => 63,
+        }
+    }
+
+    /// Default level and valid range.
+    pub fn levels(self) -> (u32, std::ops::RangeInclusive<u32>) {
+        match self {
+            ZipMethod::Store => (0, 0..=9),
+            ZipMethod::Deflate => (6, 1..=9),
+            ZipMethod::Zstd => (3, 1..=19),
+        }
+    }
+}
+
+impl std::str::FromStr for ZipMethod {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self, crate::Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "deflate" => Ok(ZipMethod::Deflate),
+            "zstd" => Ok(ZipMethod::Zstd),
+            "store" | "stored" | "none" => Ok(ZipMethod::Store),
+            other => Err(crate::Error::Usage(format!(
+                "unknown zip method {other:?}; expected deflate, zstd or store"
+            ))),
+        }
+    }
+}
+
+/// How the workers encode zip entries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ZipEncoding {
+    pub method: ZipMethod,
+    pub level: u32,
+}
+
+/// An entry compressed by a worker, ready to be laid down verbatim.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    pub method: ZipMethod,
+    pub crc: u32,
+    pub size: u64,
+    pub data: Vec<u8>,
+}
+
+/// File name extensions whose content is already compressed: stored without trying.
+const COMPRESSED_EXTENSIONS: &[&str] = &[
+    "7z", "aac", "apk", "avif", "br", "bz2", "deb", "docx", "epub", "flac", "gif", "gz", "heic",
+    "jar", "jpeg", "jpg", "lz", "lz4", "lzma", "m4a", "mkv", "mov", "mp3", "mp4", "odt", "ogg",
+    "opus", "png", "pptx", "rar", "rpm", "tbz2", "tgz", "txz", "tzst", "webm", "webp", "whl",
+    "woff", "woff2", "xlsx", "xz", "zip", "zst",
+];
+
+/// True when the name says the content is already compressed.
+pub(crate) fn already_compressed(name: &Path) -> bool {
+    name.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        COMPRESSED_EXTENSIONS
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(e))
+    })
+}
+
+/// Compresses a whole entry; stores it when compression would not make it smaller.
+pub(crate) fn encode(data: Vec<u8>, name: &Path, enc: ZipEncoding) -> io::Result<Encoded> {
+    let crc = crc32fast::hash(&data);
+    let size = data.len() as u64;
+    let stored = |data| Encoded {
+        method: ZipMethod::Store,
+        crc,
+        size,
+        data,
+    };
+    if data.is_empty() || enc.method == ZipMethod::Store || already_compressed(name) {
+        return Ok(stored(data));
+    }
+    let packed = match enc.method {
+        ZipMethod::Deflate => deflate_all(&data, enc.level)?,
+        ZipMethod::Zstd => zstd::bulk::compress(&data, enc.level as i32)?,
+        ZipMethod::Store => unreachable!("handled above"),
+    };
+    if packed.len() >= data.len() {
+        return Ok(stored(data));
+    }
+    Ok(Encoded {
+        method: enc.method,
+        crc,
+        size,
+        data: packed,
+    })
+}
+
+fn deflate_all(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    let mut c = flate2::Compress::new(flate2::Compression::new(level), false);
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(4096));
+        }
+        let consumed = c.total_in() as usize;
+        let status = c
+            .compress_vec(&data[consumed..], &mut out, flate2::FlushCompress::Finish)
+            .map_err(io::Error::other)?;
+        if status == flate2::Status::StreamEnd {
+            return Ok(out);
+        }
+    }
+}
+
+/// Compresses a large entry chunk by chunk on a worker. Deflate-framed unless the method is zstd.
+pub(crate) struct StreamEncoder {
+    kind: StreamKind,
+    crc: crc32fast::Hasher,
+    compressed: u64,
+}
+
+enum StreamKind {
+    Deflate(flate2::Compress),
+    Zstd(zstd::stream::raw::Encoder<'static>),
+}
+
+impl StreamEncoder {
+    /// `first` is the first chunk, used to decide whether the data compresses at all.
+    pub fn new(enc: ZipEncoding, name: &Path, first: &[u8]) -> io::Result<(Self, ZipMethod)> {
+        let incompressible = enc.method == ZipMethod::Store
+            || already_compressed(name)
+            || deflate_all(first, 1)?.len() as f64 >= first.len() as f64 * 0.97;
+        let (kind, method) = match enc.method {
+            ZipMethod::Zstd if !incompressible => (
+                StreamKind::Zstd(zstd::stream::raw::Encoder::new(enc.level as i32)?),
+                ZipMethod::Zstd,
+            ),
+            _ => {
+                let level = if incompressible { 0 } else { enc.level };
+                (
+                    StreamKind::Deflate(flate2::Compress::new(
+                        flate2::Compression::new(level),
+                        false,
+                    )),
+                    ZipMethod::Deflate,
+                )
+            }
+        };
+        Ok((
+            StreamEncoder {
+                kind,
+                crc: crc32fast::Hasher::new(),
+                compressed: 0,
+            },
+            method,
+        ))
+    }
+
+    /// Compresses `input` (raw bytes) and returns what is ready of the compressed stream.
+    pub fn update(&mut self, input: &[u8]) -> io::Result<Vec<u8>> {
+        self.crc.update(input);
+        let out = self.run(input, false)?;
+        self.compressed += out.len() as u64;
+        Ok(out)
+    }
+
+    /// Ends the stream: the last compressed bytes, the CRC-32 and the compressed size.
+    pub fn finish(mut self) -> io::Result<(Vec<u8>, u32, u64)> {
+        let out = self.run(&[], true)?;
+        self.compressed += out.len() as u64;
+        Ok((out, self.crc.finalize(), self.compressed))
+    }
+
+    fn run(&mut self, input: &[u8], last: bool) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(input.len() / 2 + 1024);
+        match &mut self.kind {
+            StreamKind::Deflate(c) => {
+                let flush = if last {
+                    flate2::FlushCompress::Finish
+                } else {
+                    flate2::FlushCompress::None
+                };
+                let start = c.total_in();
+                loop {
+                    if out.capacity() - out.len() < 1024 {
+                        out.reserve(out.capacity().max(64 << 10));
+                    }
+                    let consumed = (c.total_in() - start) as usize;
+                    let status = c
+                        .compress_vec(&input[consumed..], &mut out, flush)
+                        .map_err(io::Error::other)?;
+                    let all_in = (c.total_in() - start) as usize == input.len();
+                    let room_left = out.capacity() - out.len() >= 1024;
+                    if (last && status == flate2::Status::StreamEnd)
+                        || (!last && all_in && room_left)
+                    {
+                        return Ok(out);
+                    }
+                }
+            }
+            StreamKind::Zstd(z) => {
+                use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+                let mut buf =
+                    vec![0u8; zstd::zstd_safe::CCtx::out_size().max(input.len() / 2 + 1024)];
+                let mut inb = InBuffer::around(input);
+                while inb.pos < input.len() {
+                    let mut outb = OutBuffer::around(&mut buf[..]);
+                    z.run(&mut inb, &mut outb)?;
+                    let n = outb.pos();
+                    out.extend_from_slice(&buf[..n]);
+                }
+                if last {
+                    loop {
+                        let mut outb = OutBuffer::around(&mut buf[..]);
+                        let remaining = z.finish(&mut outb, true)?;
+                        let n = outb.pos();
+                        out.extend_from_slice(&buf[..n]);
+                        if remaining == 0 {
+                            break;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The kinds of zip entries we write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// What the central directory needs of an entry already written.
+struct Pending {
+    name: Vec<u8>,
+    kind: Kind,
+    mode: u32,
+    mtime: u32,
+    method: ZipMethod,
+    flags: u16,
+    crc: u32,
+    csize: u64,
+    usize: u64,
+    offset: u64,
+}
+
+/// The zip stream. Owned by the writer thread only.
+pub(crate) struct ZipSink<W: Write> {
+    out: io::BufWriter<W>,
+    offset: u64,
+    central: Vec<u8>,
+    entries: u64,
+    reproducible: Option<u64>,
+    /// An open streamed entry, waiting for its CRC and sizes.
+    open: Option<Pending>,
+    /// Sizes from here on get ZIP64 fields (lowered in tests to exercise that code path).
+    zip64_at: u64,
+}
+
+/// Sizes and offsets at or above this need ZIP64 fields.
+const ZIP64_LIMIT: u64 = 0xFFFF_FFFF;
+
+impl<W: Write> ZipSink<W> {
+    pub fn new(out: W, reproducible: Option<u64>) -> Self {
+        ZipSink {
+            out: io::BufWriter::with_capacity(256 << 10, out),
+            offset: 0,
+            central: Vec::new(),
+            entries: 0,
+            reproducible,
+            open: None,
+            zip64_at: ZIP64_LIMIT,
+        }
+    }
+
+    #[cfg(test)]
+    fn with_zip64_at(mut self, at: u64) -> Self {
+        self.zip64_at = at;
+        self
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pending(&self, rel: &Path, kind: Kind, meta: &Meta, method: ZipMethod) -> Pending {
+        let mut name = path_bytes(rel).into_owned();
+        if kind == Kind::Dir {
+            name.push(b'/');
+        }
+        let utf8 = std::str::from_utf8(&name).is_ok();
+        let mtime = self
+            .reproducible
+            .map_or(meta.mtime, |t| t as i64)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        Pending {
+            name,
+            kind,
+            mode: meta.mode & 0o7777,
+            mtime,
+            method,
+            flags: if utf8 { 1 << 11 } else { 0 },
+            crc: 0,
+            csize: 0,
+            usize: 0,
+            offset: self.offset,
+        }
+    }
+
+    /// Writes a local header. `known`: real CRC and sizes; otherwise a data descriptor follows.
+    fn local_header(&mut self, p: &Pending, known: bool, zip64: bool) -> io::Result<()> {
+        let (time, date) = dos_time(i64::from(p.mtime));
+        let mut h = Vec::with_capacity(30 + p.name.len() + 29);
+        h.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        h.extend_from_slice(&version_needed(p.method, zip64).to_le_bytes());
+        h.extend_from_slice(&(p.flags | if known { 0 } else { 1 << 3 }).to_le_bytes());
+        h.extend_from_slice(&p.method.code().to_le_bytes());
+        h.extend_from_slice(&time.to_le_bytes());
+        h.extend_from_slice(&date.to_le_bytes());
+        let (crc, csize, usize) = match (known, zip64) {
+            (true, false) => (p.crc, p.csize as u32, p.usize as u32),
+            (_, true) => (if known { p.crc } else { 0 }, u32::MAX, u32::MAX),
+            (false, false) => (0, 0, 0),
+        };
+        h.extend_from_slice(&crc.to_le_bytes());
+        h.extend_from_slice(&csize.to_le_bytes());
+        h.extend_from_slice(&usize.to_le_bytes());
+        h.extend_from_slice(&(p.name.len() as u16).to_le_bytes());
+        let extra_len: u16 = 9 + if zip64 { 20 } else { 0 };
+        h.extend_from_slice(&extra_len.to_le_bytes());
+        h.extend_from_slice(&p.name);
+        // Extended timestamp (UT): the exact mtime in UTC; unzip prefers it to the DOS time.
+        h.extend_from_slice(&0x5455u16.to_le_bytes());
+        h.extend_from_slice(&5u16.to_le_bytes());
+        h.push(1);
+        h.extend_from_slice(&p.mtime.to_le_bytes());
+        if zip64 {
+            h.extend_from_slice(&1u16.to_le_bytes());
+            h.extend_from_slice(&16u16.to_le_bytes());
+            let (u, c) = if known { (p.usize, p.csize) } else { (0, 0) };
+            h.extend_from_slice(&u.to_le_bytes());
+            h.extend_from_slice(&c.to_le_bytes());
+        }
+        self.write(&h)
+    }
+
+    fn central_record(&mut self, p: &Pending, descriptor: bool) {
+        let (time, date) = dos_time(i64::from(p.mtime));
+        let zip64_sizes = p.usize >= self.zip64_at || p.csize >= self.zip64_at;
+        let zip64_offset = p.offset >= self.zip64_at;
+        let mut extra = Vec::new();
+        extra.extend_from_slice(&0x5455u16.to_le_bytes());
+        extra.extend_from_slice(&5u16.to_le_bytes());
+        extra.push(1);
+        extra.extend_from_slice(&p.mtime.to_le_bytes());
+        if zip64_sizes || zip64_offset {
+            let mut z = Vec::new();
+            if zip64_sizes {
+                z.extend_from_slice(&p.usize.to_le_bytes());
+                z.extend_from_slice(&p.csize.to_le_bytes());
+            }
+            if zip64_offset {
+                z.extend_from_slice(&p.offset.to_le_bytes());
+            }
+            extra.extend_from_slice(&1u16.to_le_bytes());
+            extra.extend_from_slice(&(z.len() as u16).to_le_bytes());
+            extra.extend_from_slice(&z);
+        }
+        let file_type = match p.kind {
+            Kind::File => 0o100000,
+            Kind::Dir => 0o040000,
+            Kind::Symlink => 0o120000,
+        };
+        let external = ((file_type | p.mode) << 16) | if p.kind == Kind::Dir { 0x10 } else { 0 };
+        let c = &mut self.central;
+        c.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        c.extend_from_slice(&0x031eu16.to_le_bytes()); // made by: Unix, spec 3.0 (as Info-ZIP)
+        c.extend_from_slice(&version_needed(p.method, zip64_sizes || zip64_offset).to_le_bytes());
+        c.extend_from_slice(&(p.flags | if descriptor { 1 << 3 } else { 0 }).to_le_bytes());
+        c.extend_from_slice(&p.method.code().to_le_bytes());
+        c.extend_from_slice(&time.to_le_bytes());
+        c.extend_from_slice(&date.to_le_bytes());
+        c.extend_from_slice(&p.crc.to_le_bytes());
+        let clamp = |v: u64, big: bool| if big { u32::MAX } else { v as u32 };
+        c.extend_from_slice(&clamp(p.csize, zip64_sizes).to_le_bytes());
+        c.extend_from_slice(&clamp(p.usize, zip64_sizes).to_le_bytes());
+        c.extend_from_slice(&(p.name.len() as u16).to_le_bytes());
+        c.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+        c.extend_from_slice(&0u16.to_le_bytes()); // comment
+        c.extend_from_slice(&0u16.to_le_bytes()); // disk
+        c.extend_from_slice(&0u16.to_le_bytes()); // internal attributes
+        c.extend_from_slice(&external.to_le_bytes());
+        c.extend_from_slice(&clamp(p.offset, zip64_offset).to_le_bytes());
+        c.extend_from_slice(&p.name);
+        c.extend_from_slice(&extra);
+        self.entries += 1;
+    }
+
+    fn whole(&mut self, mut p: Pending, crc: u32, usize: u64, data: &[u8]) -> io::Result<()> {
+        p.crc = crc;
+        p.usize = usize;
+        p.csize = data.len() as u64;
+        let zip64 = p.usize >= self.zip64_at || p.csize >= self.zip64_at;
+        self.local_header(&p, true, zip64)?;
+        self.write(data)?;
+        self.central_record(&p, false);
+        Ok(())
+    }
+
+    pub fn dir(&mut self, rel: &Path, meta: &Meta) -> io::Result<()> {
+        let p = self.pending(rel, Kind::Dir, meta, ZipMethod::Store);
+        self.whole(p, 0, 0, &[])
+    }
+
+    pub fn symlink(&mut self, rel: &Path, meta: &Meta, target: &Path) -> io::Result<()> {
+        let mut meta = *meta;
+        meta.mode = 0o777;
+        let p = self.pending(rel, Kind::Symlink, &meta, ZipMethod::Store);
+        let target = path_bytes(target).into_owned();
+        self.whole(p, crc32fast::hash(&target), target.len() as u64, &target)
+    }
+
+    /// A file compressed by a worker.
+    pub fn encoded(&mut self, rel: &Path, meta: &Meta, e: &Encoded) -> io::Result<()> {
+        let p = self.pending(rel, Kind::File, meta, e.method);
+        self.whole(p, e.crc, e.size, &e.data)
+    }
+
+    /// Starts a streamed file of `size` raw bytes; its compressed bytes follow through
+    /// [`stream_data`](Self::stream_data), then [`end_stream`](Self::end_stream).
+    pub fn begin_stream(
+        &mut self,
+        rel: &Path,
+        meta: &Meta,
+        size: u64,
+        method: ZipMethod,
+    ) -> io::Result<()> {
+        let mut p = self.pending(rel, Kind::File, meta, method);
+        p.usize = size;
+        // Decided before the data is seen: any size near the limit gets ZIP64, since the compressed
+        // size of incompressible data can pass it too.
+        let zip64 = size >= self.zip64_at - self.zip64_at.min(size / 64 + (1 << 20));
+        self.local_header(&p, false, zip64)?;
+        if zip64 {
+            p.csize = u64::MAX; // marks "ZIP64 descriptor" until end_stream fills in the real value
+        }
+        self.open = Some(p);
+        Ok(())
+    }
+
+    pub fn stream_data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write(bytes)
+    }
+
+    pub fn end_stream(&mut self, crc: u32, csize: u64) -> io::Result<()> {
+        let mut p = self.open.take().expect("a stream is open");
+        let zip64 = p.csize == u64::MAX;
+        p.crc = crc;
+        p.csize = csize;
+        let mut d = Vec::with_capacity(24);
+        d.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
+        d.extend_from_slice(&crc.to_le_bytes());
+        if zip64 {
+            d.extend_from_slice(&csize.to_le_bytes());
+            d.extend_from_slice(&p.usize.to_le_bytes());
+        } else {
+            d.extend_from_slice(&(csize as u32).to_le_bytes());
+            d.extend_from_slice(&(p.usize as u32).to_le_bytes());
+        }
+        self.write(&d)?;
+        self.central_record(&p, true);
+        Ok(())
+    }
+
+    /// Writes the central directory and the end records; returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        let cd_offset = self.offset;
+        let central = std::mem::take(&mut self.central);
+        self.write(&central)?;
+        let cd_size = central.len() as u64;
+        let zip64 =
+            self.entries >= 0xFFFF || cd_offset >= self.zip64_at || cd_size >= self.zip64_at;
+        let mut e = Vec::with_capacity(98);
+        if zip64 {
+            let record_at = self.offset;
+            e.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+            e.extend_from_slice(&44u64.to_le_bytes());
+            e.extend_from_slice(&0x031eu16.to_le_bytes());
+            e.extend_from_slice(&45u16.to_le_bytes());
+            e.extend_from_slice(&0u32.to_le_bytes());
+            e.extend_from_slice(&0u32.to_le_bytes());
+            e.extend_from_slice(&self.entries.to_le_bytes());
+            e.extend_from_slice(&self.entries.to_le_bytes());
+            e.extend_from_slice(&cd_size.to_le_bytes());
+            e.extend_from_slice(&cd_offset.to_le_bytes());
+            e.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+            e.extend_from_slice(&0u32.to_le_bytes());
+            e.extend_from_slice(&record_at.to_le_bytes());
+            e.extend_from_slice(&1u32.to_le_bytes());
+        }
+        let entries16 = if zip64 { 0xFFFF } else { self.entries as u16 };
+        e.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        e.extend_from_slice(&entries16.to_le_bytes());
+        e.extend_from_slice(&entries16.to_le_bytes());
+        e.extend_from_slice(&(if zip64 { u32::MAX } else { cd_size as u32 }).to_le_bytes());
+        e.extend_from_slice(&(if zip64 { u32::MAX } else { cd_offset as u32 }).to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        self.write(&e)?;
+        self.out.flush()?;
+        self.out.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+fn version_needed(method: ZipMethod, zip64: bool) -> u16 {
+    if zip64 {
+        method.version_needed().max(45)
+    } else {
+        method.version_needed()
+    }
+}
+
+/// MS-DOS time and date of a Unix time, in UTC, clamped to what DOS dates can hold (1980-2107).
+pub(crate) fn dos_time(t: i64) -> (u16, u16) {
+    let (y, mo, d, h, mi, s) = civil(t);
+    if y < 1980 {
+        return (0, (1 << 5) | 1); // 1980-01-01 00:00:00
+    }
+    if y > 2107 {
+        return ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31);
+    }
+    let time = ((h as u16) << 11) | ((mi as u16) << 5) | (s as u16 / 2);
+    let date = (((y - 1980) as u16) << 9) | ((mo as u16) << 5) | d as u16;
+    (time, date)
+}
+
+/// (year, month, day, hour, minute, second) in UTC of a Unix time (Howard Hinnant's algorithm).
+pub fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (secs / 3600) as u32,
+        (secs % 3600 / 60) as u32,
+        (secs % 60) as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn meta(mtime: i64) -> Meta {
+        Meta {
+            mode: 0o644,
+            mtime,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    #[test]
+    fn dos_time_clamps_and_converts() {
+        assert_eq!(dos_time(0), (0, (1 << 5) | 1));
+        // 2023-11-14 22:13:20 UTC
+        let (t, d) = dos_time(1_700_000_000);
+        assert_eq!((d >> 9) + 1980, 2023);
+        assert_eq!((d >> 5) & 15, 11);
+        assert_eq!(d & 31, 14);
+        assert_eq!((t >> 11, (t >> 5) & 63, (t & 31) * 2), (22, 13, 20));
+        assert_eq!(dos_time(i64::from(u32::MAX) * 2).1 >> 9, 127);
+    }
+
+    #[test]
+    fn stores_what_does_not_shrink() {
+        let enc = ZipEncoding {
+            method: ZipMethod::Deflate,
+            level: 6,
+        };
+        let text = b"hello hello hello hello hello hello hello".repeat(10);
+        assert_eq!(
+            encode(text.clone(), Path::new("a.txt"), enc)
+                .unwrap()
+                .method,
+            ZipMethod::Deflate
+        );
+        assert_eq!(
+            encode(text.clone(), Path::new("a.JPG"), enc)
+                .unwrap()
+                .method,
+            ZipMethod::Store
+        );
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        let e = encode(noise.clone(), Path::new("noise"), enc).unwrap();
+        assert_eq!(e.method, ZipMethod::Store);
+        assert_eq!(e.data, noise);
+    }
+
+    /// Builds an archive with every entry kind, a streamed entry, and ZIP64 forced by a lowered
+    /// threshold, then reads it back with the `zip` crate and checks every byte.
+    fn sample(zip64_at: u64, method: ZipMethod) -> Vec<u8> {
+        let enc = ZipEncoding { method, level: 6 };
+        let mut z = ZipSink::new(Vec::new(), None).with_zip64_at(zip64_at);
+        z.dir(Path::new("d"), &meta(1_700_000_000)).unwrap();
+        let e = encode(b"small file\n".repeat(30), Path::new("d/small.txt"), enc).unwrap();
+        z.encoded(Path::new("d/small.txt"), &meta(1_700_000_000), &e)
+            .unwrap();
+        z.symlink(Path::new("link"), &meta(0), Path::new("d/small.txt"))
+            .unwrap();
+        let big = b"streamed content ".repeat(20_000);
+        let (mut s, m) = StreamEncoder::new(enc, Path::new("big"), &big[..1000]).unwrap();
+        z.begin_stream(Path::new("big"), &meta(5), big.len() as u64, m)
+            .unwrap();
+        for part in big.chunks(70_000) {
+            let out = s.update(part).unwrap();
+            z.stream_data(&out).unwrap();
+        }
+        let (tail, crc, csize) = s.finish().unwrap();
+        z.stream_data(&tail).unwrap();
+        z.end_stream(crc, csize).unwrap();
+        z.finish().unwrap()
+    }
+
+    fn check(bytes: Vec<u8>) {
+        let mut a = ::zip::ZipArchive::new(io::Cursor::new(bytes)).unwrap();
+        assert_eq!(a.len(), 4);
+        let names: Vec<String> = (0..a.len())
+            .map(|i| String::from_utf8(a.by_index_raw(i).unwrap().name_raw().to_vec()).unwrap())
+            .collect();
+        assert_eq!(names, ["d/", "d/small.txt", "link", "big"]);
+        let mut s = String::new();
+        a.by_name("d/small.txt")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "small file\n".repeat(30));
+        let mut big = Vec::new();
+        a.by_name("big").unwrap().read_to_end(&mut big).unwrap();
+        assert_eq!(big, b"streamed content ".repeat(20_000));
+        let link = a.by_name("link").unwrap();
+        assert!(link.is_symlink());
+        assert_eq!(link.unix_mode().unwrap() & 0o170000, 0o120000);
+    }
+
+    #[test]
+    fn zip_crate_reads_plain_and_zip64() {
+        check(sample(ZIP64_LIMIT, ZipMethod::Deflate));
+        check(sample(100, ZipMethod::Deflate));
+        check(sample(ZIP64_LIMIT, ZipMethod::Zstd));
+    }
+}
