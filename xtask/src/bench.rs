@@ -168,6 +168,23 @@ pub fn run(args: &[String]) -> Result {
                 format!("{tar} -C '{dir}' -cf - . | zstd -q -T{j} -3 -c"),
             ),
         ];
+        work.push((
+            "zip",
+            "archiver -j1".into(),
+            format!("'{a}' pack -q -j 1 -f zip '{dir}' -o -"),
+        ));
+        work.push((
+            "zip",
+            format!("archiver -j{j}"),
+            format!("'{a}' pack -q -j {j} -f zip '{dir}' -o -"),
+        ));
+        if have("zip") {
+            work.push((
+                "zip",
+                "zip -r -6".into(),
+                format!("cd '{dir}' && zip -r -q -6 - ."),
+            ));
+        }
         if have("pigz") {
             work.push((
                 "tar.gz",
