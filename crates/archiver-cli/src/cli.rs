@@ -43,8 +43,74 @@ pub enum Command {
         SOURCE_DATE_EPOCH=1700000000 archiver pack --reproducible dist/ -o dist.tar"
     )]
     Pack(PackArgs),
+    /// Extract an archive safely, checking every file against its embedded manifest
+    #[command(
+        after_help = "The format is detected from the bytes. Files appear under their final names only \
+        after the whole archive was read and verified; entries that would escape DIR (absolute paths, `..`, \
+        symlinks leading out, devices) are refused.\n\nExamples:\n  archiver unpack site.tar.zst -C /srv/site\n  \
+        archiver pack app/ | ssh pi 'archiver unpack -C /opt/app'"
+    )]
+    Unpack(UnpackArgs),
     /// List the entries of an archive (tar, tar.gz, tar.zst, zip)
     List(ListArgs),
+    /// Read a whole archive and check every checksum and the manifest, extracting nothing
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// The archive; '-' or omitted = stdin
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: Option<PathBuf>,
+    /// Destination (created if missing)
+    #[arg(
+        short = 'C',
+        long = "directory",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub directory: PathBuf,
+    /// Writer threads (default: all cores)
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// Never modify a file that already exists (default: replace it atomically)
+    #[arg(short, long)]
+    pub keep_existing: bool,
+    /// Do not wait for the data to reach the disk (faster; a power cut may lose it)
+    #[arg(long)]
+    pub no_sync: bool,
+    /// Refuse archives that expand to more than this many bytes (suffixes K, M, G, T)
+    #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size)]
+    pub max_output: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The archive; '-' = stdin
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: PathBuf,
+    /// Also compare every entry with this directory (type, size, mode, content, link target)
+    #[arg(long, value_name = "DIR")]
+    pub against: Option<PathBuf>,
+    /// Reader threads (default: all cores)
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+}
+
+/// `123`, `10K`, `5M`, `2G`, `1T` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (examples: 500M, 20G)"))
 }
 
 #[derive(Debug, Args)]

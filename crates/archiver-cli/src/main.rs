@@ -5,6 +5,7 @@ mod cli;
 mod list;
 mod output;
 mod pack;
+mod unpack;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     match cli.command {
         cli::Command::Pack(args) => pack::run(args, cancel),
         cli::Command::List(args) => list::run(args),
+        cli::Command::Unpack(args) => unpack::run(args, cancel),
+        cli::Command::Verify(args) => unpack::verify(args, cancel),
     }
 }
 

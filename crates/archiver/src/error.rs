@@ -58,6 +58,9 @@ pub enum Error {
         /// The archive path both would take.
         archived: String,
     },
+    /// Entries refused by the safety policy, or that failed verification; the rest was handled.
+    #[error("{} entr{} refused: {}", .0.len(), if .0.len() == 1 { "y" } else { "ies" }, .0.first().map(|r| format!("{}: {}", r.entry, r.reason)).unwrap_or_default())]
+    Refused(Vec<crate::unpack::Refused>),
     /// A thread could not be started.
     #[error("cannot start a thread")]
     Thread(#[source] io::Error),

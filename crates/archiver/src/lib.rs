@@ -44,8 +44,11 @@ mod owner;
 mod pipeline;
 mod read;
 pub mod reorder;
+pub mod safety;
 mod stats;
+mod unpack;
 mod walk;
+mod zipread;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,6 +60,7 @@ pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
 pub use list::{list, list_path, EntryInfo, EntryKind};
 pub use stats::{StageStats, Stats};
+pub use unpack::{Refused, UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
 
 /// Where the manifest lives inside every archive we write (unless disabled).
 pub const MANIFEST_PATH: &str = ".archiver/MANIFEST.b3";

@@ -4,5 +4,6 @@ mod cli;
 mod determinism;
 mod interop;
 mod list;
+mod unpack;
 mod util;
 mod zip;

@@ -203,7 +203,6 @@ impl Lcg {
 /// long targets), hard links, odd modes, a file over 1 MiB (the streamed path). `files` regular
 /// files in all.
 pub fn gnarly_tree(root: &Path, files: usize, seed: u64) {
-    let mut rng = Lcg(seed);
     let names = [
         "a",
         "a.txt",
@@ -215,6 +214,18 @@ pub fn gnarly_tree(root: &Path, files: usize, seed: u64) {
         "e\u{301}",
         "x",
     ];
+    tree_with_names(root, files, seed, &names);
+}
+
+/// [`gnarly_tree`] without decomposed Unicode, for comparisons with tools that normalise names to
+/// NFC (bsdtar does, on some paths).
+pub fn nfc_tree(root: &Path, files: usize, seed: u64) {
+    let names = ["a", "a.txt", "a-b", "a b", "Zed", "ünïcödé", "日本語", "x"];
+    tree_with_names(root, files, seed, &names);
+}
+
+fn tree_with_names(root: &Path, files: usize, seed: u64, names: &[&str]) {
+    let mut rng = Lcg(seed);
     let long = "l".repeat(120);
     for i in 0..files {
         let depth = rng.below(6) as usize;

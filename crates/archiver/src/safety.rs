@@ -1,0 +1,207 @@
+//! The extraction safety policy: which entry names, link targets and types may be written, and how
+//! paths inside the destination are created without ever following a symlink.
+//!
+//! Anchors: Python tarfile's `data` filter (PEP 706), libarchive's SECURE_NODOTDOT,
+//! SECURE_SYMLINKS and SECURE_NOABSOLUTEPATHS, Go's `filepath.IsLocal`. See docs/SECURITY.md.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Why an entry was refused. The message names the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn refuse(why: impl Into<String>) -> Refusal {
+    Refusal(why.into())
+}
+
+/// Checks an entry name and returns the relative path to create under the destination.
+///
+/// Refused: empty names, absolute paths, drive letters, `..` components, NUL, and (for zip, where
+/// `\` is a Windows separator in disguise) backslashes. `.` components and a trailing `/` are
+/// dropped. A name that is only `.` (the destination itself) yields an empty path.
+pub fn entry_path(raw: &[u8], zip: bool) -> Result<PathBuf, Refusal> {
+    if raw.is_empty() {
+        return Err(refuse("empty name"));
+    }
+    if raw.contains(&0) {
+        return Err(refuse("NUL byte in the name"));
+    }
+    if zip && raw.contains(&b'\\') {
+        return Err(refuse("backslash in a zip name (a Windows path separator)"));
+    }
+    if raw[0] == b'/' {
+        return Err(refuse("absolute path"));
+    }
+    if raw.len() >= 2 && raw[1] == b':' && raw[0].is_ascii_alphabetic() {
+        return Err(refuse("drive letter"));
+    }
+    let mut out = PathBuf::new();
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err(refuse("`..` in the path")),
+            name => out.push(os_str(name)),
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a symlink target: it must stay inside the destination when resolved from the link's own
+/// directory (lexically; the destination contains no symlink the archive did not make, and those are
+/// created last).
+pub fn symlink_target(link: &Path, target: &[u8]) -> Result<PathBuf, Refusal> {
+    if target.is_empty() {
+        return Err(refuse("empty symlink target"));
+    }
+    if target.contains(&0) {
+        return Err(refuse("NUL byte in the symlink target"));
+    }
+    if target[0] == b'/' {
+        return Err(refuse("symlink to an absolute path"));
+    }
+    let mut depth: i64 = link.parent().map_or(0, |p| p.components().count() as i64);
+    for part in target.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(refuse("symlink target leaves the destination"));
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(PathBuf::from(os_str(target)))
+}
+
+/// Keeps what the unpacker learned about the destination: directories it created or checked, so
+/// each is verified once.
+#[derive(Debug, Default)]
+pub struct DirGuard {
+    checked: HashSet<PathBuf>,
+}
+
+impl DirGuard {
+    /// Creates `dest/rel` and its parents as real directories. Refuses to pass through a symlink or
+    /// to turn a file into a directory. `rel` must come from [`entry_path`].
+    pub fn create(&mut self, dest: &Path, rel: &Path) -> io::Result<()> {
+        let mut cur = PathBuf::new();
+        for c in rel.components() {
+            let Component::Normal(name) = c else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "unexpected path component",
+                ));
+            };
+            cur.push(name);
+            if self.checked.contains(&cur) {
+                continue;
+            }
+            let full = dest.join(&cur);
+            match fs::symlink_metadata(&full) {
+                Ok(md) if md.file_type().is_symlink() => {
+                    return Err(io::Error::other(format!(
+                        "{} is a symbolic link; refusing to write through it",
+                        cur.display()
+                    )))
+                }
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => {
+                    return Err(io::Error::other(format!(
+                        "{} exists and is not a directory",
+                        cur.display()
+                    )))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&full) {
+                    Ok(()) => {}
+                    Err(e)
+                        if e.kind() == io::ErrorKind::AlreadyExists
+                            && full.is_dir()
+                            && !full.is_symlink() => {}
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+            self.checked.insert(cur.clone());
+        }
+        Ok(())
+    }
+
+    /// Creates the parents of `dest/rel`.
+    pub fn parents(&mut self, dest: &Path, rel: &Path) -> io::Result<()> {
+        match rel.parent() {
+            Some(p) if !p.as_os_str().is_empty() => self.create(dest, p),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Permission bits we apply: setuid, setgid and sticky are dropped.
+pub fn safe_mode(mode: u32) -> u32 {
+    mode & 0o777
+}
+
+#[cfg(unix)]
+fn os_str(b: &[u8]) -> &std::ffi::OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(b)
+}
+
+#[cfg(not(unix))]
+fn os_str(b: &[u8]) -> std::ffi::OsString {
+    String::from_utf8_lossy(b).into_owned().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(entry_path(b"a/./b/", false).unwrap(), PathBuf::from("a/b"));
+        assert_eq!(entry_path(b"./", false).unwrap(), PathBuf::new());
+        assert!(entry_path(b"/etc/passwd", false).is_err());
+        assert!(entry_path(b"a/../../x", false).is_err());
+        assert!(entry_path(b"..", false).is_err());
+        assert!(entry_path(b"C:/x", false).is_err());
+        assert!(entry_path(b"a\\..\\x", true).is_err());
+        assert!(
+            entry_path(b"a\\b", false).is_ok(),
+            "a backslash is an ordinary byte in tar names"
+        );
+        assert!(entry_path(b"", false).is_err());
+    }
+
+    #[test]
+    fn link_targets() {
+        assert!(symlink_target(Path::new("a/b/l"), b"../x").is_ok());
+        assert!(symlink_target(Path::new("a/b/l"), b"../../x").is_ok());
+        assert!(symlink_target(Path::new("a/b/l"), b"../../../x").is_err());
+        assert!(symlink_target(Path::new("l"), b"/etc").is_err());
+        assert!(symlink_target(Path::new("l"), b"x/../../y").is_err());
+        assert!(symlink_target(Path::new("l"), b"x/./y/..").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn never_writes_through_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("evil")).unwrap();
+        let mut g = DirGuard::default();
+        assert!(g.create(t.path(), Path::new("evil/sub")).is_err());
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+        g.create(t.path(), Path::new("good/sub")).unwrap();
+        assert!(t.path().join("good/sub").is_dir());
+    }
+}

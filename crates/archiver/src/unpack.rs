@@ -1,0 +1,1102 @@
+//! Unpacking and verifying: one reader parses the archive, N workers write (and hash) files.
+//!
+//! ```text
+//! tar:  reader (caller's thread) ──jobs: bounded(2·j)──▶ writers ×j ──results──▶ commit (caller)
+//!         reads entry data against the byte budget;        temp file, hash,
+//!         large files as a stream of chunks                 mode, mtime
+//! zip:  directory parsed and checked up front; each writer reads and inflates its entries itself
+//!       through its own positioned reads of the archive file
+//! ```
+//!
+//! Every file is written under a temporary name in its final directory. Nothing gets its final name
+//! until the whole archive has been read, every CRC and checksum has passed and, when the archive
+//! carries `.archiver/MANIFEST.b3`, every file matches it. Then files are renamed into place, hard
+//! links and symlinks are made (last, so nothing is ever written through a link the archive created),
+//! directory metadata is applied deepest first, and the filesystem is synced. A failed or
+//! interrupted unpack therefore leaves no half-written or unverified file under a final name.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+
+use crate::budget::Budget;
+use crate::error::{panic_message, Error, Result};
+use crate::list::{open_tar, Opened};
+use crate::manifest;
+use crate::safety::{self, DirGuard};
+use crate::zipread::{self, ZipEntry};
+use crate::{Cancel, Warning, MANIFEST_PATH};
+
+/// Default limit on the total size an archive may expand to.
+pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 40;
+
+/// One refused entry: its name and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refused {
+    /// The entry name as stored.
+    pub entry: String,
+    /// The rule.
+    pub reason: String,
+}
+
+/// What an unpack (or verify) did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UnpackStats {
+    /// Regular files written (or checked).
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Hard links.
+    pub hardlinks: u64,
+    /// File bytes written (or checked).
+    pub bytes: u64,
+    /// Files left alone because they existed (`keep_existing`).
+    pub kept_existing: u64,
+    /// Files checked against the embedded manifest (`None`: the archive has none).
+    pub manifest_checked: Option<u64>,
+    /// Wall time.
+    #[serde(serialize_with = "secs")]
+    pub wall: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// The result of a successful unpack or verify.
+#[derive(Debug, Clone, Default)]
+pub struct UnpackReport {
+    /// Counts.
+    pub stats: UnpackStats,
+    /// Non-fatal problems, in entry order.
+    pub warnings: Vec<Warning>,
+}
+
+/// Extracts (or only verifies) archives: tar, tar.gz, tar.zst and zip, detected from the bytes.
+///
+/// ```
+/// # fn main() -> Result<(), archiver::Error> {
+/// let src = tempfile::tempdir().unwrap();
+/// std::fs::write(src.path().join("a.txt"), "hi").unwrap();
+/// let mut archive = Vec::new();
+/// archiver::Packer::new([src.path()]).pack(&mut archive)?;
+///
+/// let dest = tempfile::tempdir().unwrap();
+/// let report = archiver::Unpacker::new(dest.path()).sync(false).unpack(&archive[..])?;
+/// assert_eq!(report.stats.manifest_checked, Some(1));
+/// assert_eq!(std::fs::read(dest.path().join("a.txt")).unwrap(), b"hi");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Unpacker {
+    dest: Option<PathBuf>,
+    jobs: usize,
+    keep_existing: bool,
+    sync: bool,
+    max_output: u64,
+    memory_budget: u64,
+    cancel: Cancel,
+}
+
+impl Unpacker {
+    /// Extracts into `dest` (created if missing).
+    pub fn new(dest: impl Into<PathBuf>) -> Self {
+        Unpacker {
+            dest: Some(dest.into()),
+            jobs: crate::default_jobs(),
+            keep_existing: false,
+            sync: true,
+            max_output: DEFAULT_MAX_OUTPUT,
+            memory_budget: crate::DEFAULT_MEMORY_BUDGET,
+            cancel: Cancel::new(),
+        }
+    }
+
+    /// Reads and checks everything (CRCs, checksums, manifest) without writing anything.
+    pub fn verify_only() -> Self {
+        Unpacker {
+            dest: None,
+            ..Unpacker::new("")
+        }
+    }
+
+    /// Writer threads.
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
+    }
+
+    /// Never modify a file that already exists.
+    pub fn keep_existing(mut self, yes: bool) -> Self {
+        self.keep_existing = yes;
+        self
+    }
+
+    /// Make the data durable before returning (default on): one `syncfs` of the destination's
+    /// filesystem on Linux, `sync` elsewhere.
+    pub fn sync(mut self, yes: bool) -> Self {
+        self.sync = yes;
+        self
+    }
+
+    /// Refuse archives that expand to more than `bytes` (default 1 TiB).
+    pub fn max_output(mut self, bytes: u64) -> Self {
+        self.max_output = bytes;
+        self
+    }
+
+    /// Byte budget for file data between the reader and the writers.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Uses this cancellation handle.
+    pub fn cancel_with(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Unpacks from a stream. A zip is first copied to a temporary file (its directory is at the end).
+    pub fn unpack<R: Read>(&self, input: R) -> Result<UnpackReport> {
+        match open_tar(input)? {
+            Opened::Tar(tar) => self.run(|ctx| read_tar(ctx, tar)),
+            Opened::Zip(mut all) => {
+                let mut spool = tempfile::tempfile().map_err(Error::Input)?;
+                io::copy(&mut all, &mut spool).map_err(Error::Input)?;
+                self.run(|ctx| read_zip(ctx, &spool))
+            }
+        }
+    }
+
+    /// Unpacks an archive file (a zip is read in place, in parallel).
+    pub fn unpack_path(&self, path: &Path) -> Result<UnpackReport> {
+        let file = File::open(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let mut head = [0u8; 4];
+        let n = (&file).read(&mut head).map_err(Error::Input)?;
+        if crate::detect(&head[..n]) == Some(crate::Detected::Zip) {
+            return self.run(|ctx| read_zip(ctx, &file));
+        }
+        drop(file);
+        let file = File::open(path).map_err(Error::Input)?;
+        self.unpack(io::BufReader::with_capacity(256 << 10, file))
+    }
+
+    fn run(&self, read: impl FnOnce(&mut Ctx<'_>) -> Result<()>) -> Result<UnpackReport> {
+        let started = Instant::now();
+        if let Some(dest) = &self.dest {
+            fs::create_dir_all(dest).map_err(|e| Error::Io {
+                path: dest.clone(),
+                source: e,
+            })?;
+        }
+        let budget = Budget::new(self.memory_budget);
+        let (job_tx, job_rx) = bounded::<WriteJob>(self.jobs * 2);
+        let (res_tx, res_rx) = unbounded::<Written>();
+        let outcome = std::thread::scope(|s| {
+            let mut workers = Vec::new();
+            for _ in 0..self.jobs {
+                let (rx, tx, budget) = (job_rx.clone(), res_tx.clone(), &budget);
+                let dest = self.dest.as_deref();
+                let cancel = &self.cancel;
+                workers.push(
+                    std::thread::Builder::new()
+                        .name("archiver-unpack".into())
+                        .spawn_scoped(s, move || writer(dest, rx, tx, budget, cancel)),
+                );
+            }
+            drop(job_rx);
+            drop(res_tx);
+            let mut ctx = Ctx {
+                opts: self,
+                jobs: Some(job_tx),
+                budget: &budget,
+                guard: DirGuard::default(),
+                seq: 0,
+                total: 0,
+                dirs: Vec::new(),
+                links: Vec::new(),
+                refused: Vec::new(),
+                warnings: Vec::new(),
+                manifest: None,
+                stats: UnpackStats::default(),
+                files: Default::default(),
+            };
+            let read_result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&mut ctx)))
+                    .unwrap_or_else(|p| {
+                        Err(Error::Panic {
+                            stage: "unpack-read",
+                            entry: None,
+                            message: panic_message(&*p),
+                        })
+                    });
+            ctx.jobs = None; // workers finish what they have and stop
+            if read_result.is_err() {
+                budget.close();
+            }
+            let mut written: Vec<Written> = res_rx.iter().collect();
+            for w in workers {
+                match w.map(|h| h.join()) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(p)) => {
+                        return Err(Error::Panic {
+                            stage: "unpack-write",
+                            entry: None,
+                            message: panic_message(&*p),
+                        })
+                    }
+                    Err(e) => return Err(Error::Thread(e)),
+                }
+            }
+            read_result?;
+            written.sort_by_key(|w| w.seq);
+            Ok((ctx.finish_fields(), written))
+        });
+        let (done, written) = outcome?;
+        let report = self.commit(done, written)?;
+        Ok(UnpackReport {
+            stats: UnpackStats {
+                wall: started.elapsed(),
+                ..report.stats
+            },
+            warnings: report.warnings,
+        })
+    }
+
+    /// Checks everything, then gives every file its final name, makes links, applies directory
+    /// metadata and syncs.
+    fn commit(&self, done: ReadDone, written: Vec<Written>) -> Result<UnpackReport> {
+        let ReadDone {
+            mut dirs,
+            links,
+            mut refused,
+            warnings,
+            manifest,
+            mut stats,
+        } = done;
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let mut files: Vec<(u64, PathBuf, Option<tempfile::TempPath>, blake3::Hash)> =
+            Vec::with_capacity(written.len());
+        for w in written {
+            match w.result {
+                Ok((temp, hash, size)) => {
+                    stats.files += 1;
+                    stats.bytes += size;
+                    files.push((w.seq, w.rel, temp, hash));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // The manifest: every regular file and hard link must match it, and nothing may be missing.
+        if let Some(text) = &manifest {
+            let lines = manifest::parse(text)
+                .map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
+            let mut hashes: HashMap<Vec<u8>, blake3::Hash> = HashMap::with_capacity(files.len());
+            for (_, rel, _, hash) in &files {
+                hashes.insert(manifest::path_bytes(rel).into_owned(), *hash);
+            }
+            for l in &links {
+                if let Link::Hard { target, .. } = &l.kind {
+                    if let Some(h) = hashes.get(manifest::path_bytes(target).as_ref()).copied() {
+                        hashes.insert(manifest::path_bytes(&l.rel).into_owned(), h);
+                    }
+                }
+            }
+            let mut problems = Vec::new();
+            let mut listed = std::collections::HashSet::with_capacity(lines.len());
+            for line in &lines {
+                listed.insert(line.path.as_slice());
+                match hashes.get(line.path.as_slice()) {
+                    Some(h) if *h == line.hash => {}
+                    Some(_) => problems.push(Refused {
+                        entry: String::from_utf8_lossy(&line.path).into_owned(),
+                        reason: "content does not match the manifest's BLAKE3 hash".into(),
+                    }),
+                    None if self.keep_existing && stats.kept_existing > 0 => {}
+                    None => problems.push(Refused {
+                        entry: String::from_utf8_lossy(&line.path).into_owned(),
+                        reason: "listed in the manifest but missing from the archive".into(),
+                    }),
+                }
+            }
+            for key in hashes.keys() {
+                if !listed.contains(key.as_slice()) && key.as_slice() != MANIFEST_PATH.as_bytes() {
+                    problems.push(Refused {
+                        entry: String::from_utf8_lossy(key).into_owned(),
+                        reason: "not listed in the manifest".into(),
+                    });
+                }
+            }
+            problems.sort_by(|a, b| a.entry.cmp(&b.entry));
+            refused.extend(problems);
+            stats.manifest_checked = Some(lines.len() as u64);
+        }
+        if !refused.is_empty() {
+            return Err(Error::Refused(refused));
+        }
+        let Some(dest) = &self.dest else {
+            return Ok(UnpackReport { stats, warnings });
+        };
+        for (_, rel, temp, _) in &mut files {
+            if let Some(temp) = temp.take() {
+                let target = dest.join(&*rel);
+                temp.persist(&target).map_err(|e| Error::Io {
+                    path: target,
+                    source: e.error,
+                })?;
+            }
+        }
+        // Links last: hard links first (their targets are files), then symlinks.
+        let mut symlinks = Vec::new();
+        for l in &links {
+            let path = dest.join(&l.rel);
+            if self.keep_existing && fs::symlink_metadata(&path).is_ok() {
+                stats.kept_existing += 1;
+                continue;
+            }
+            let temp = dest.join(temp_sibling(&l.rel, l.seq));
+            let made = match &l.kind {
+                Link::Hard { target } => {
+                    stats.hardlinks += 1;
+                    fs::hard_link(dest.join(target), &temp)
+                }
+                Link::Sym { target } => {
+                    stats.symlinks += 1;
+                    symlinks.push(l.rel.clone());
+                    make_symlink(target, &temp)
+                }
+            };
+            made.and_then(|()| fs::rename(&temp, &path)).map_err(|e| {
+                let _ = fs::remove_file(&temp);
+                Error::Io {
+                    path: path.clone(),
+                    source: e,
+                }
+            })?;
+        }
+        // A chain of symlinks, each inside on its own, can still lead out; check them resolved.
+        for rel in &symlinks {
+            if escapes(dest, rel) {
+                let _ = fs::remove_file(dest.join(rel));
+                refused.push(Refused {
+                    entry: rel.display().to_string(),
+                    reason: "symlink resolves outside the destination through other links; removed"
+                        .into(),
+                });
+            }
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.rel.components().count()));
+        for d in &dirs {
+            let path = dest.join(&d.rel);
+            set_mode(&path, safety::safe_mode(d.mode)).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            if let Ok(f) = File::open(&path) {
+                let _ = f.set_modified(d.mtime);
+            }
+        }
+        if self.sync {
+            sync_dir(dest).map_err(|e| Error::Io {
+                path: dest.clone(),
+                source: e,
+            })?;
+        }
+        if !refused.is_empty() {
+            return Err(Error::Refused(refused));
+        }
+        Ok(UnpackReport { stats, warnings })
+    }
+}
+
+/// `.NAME.archiver-SEQ` beside `rel`: where a link is made before it is renamed into place.
+fn temp_sibling(rel: &Path, seq: u64) -> PathBuf {
+    let name = rel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    rel.with_file_name(format!(".{name}.archiver-{seq}"))
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &Path, at: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, at)
+}
+
+#[cfg(not(unix))]
+fn make_symlink(_target: &Path, _at: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "symbolic links are not supported on this platform",
+    ))
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
+    Ok(())
+}
+
+/// Makes everything written under `dest` durable with one call: `syncfs` on Linux; elsewhere
+/// `sync`, which is what POSIX offers without an fsync per file.
+fn sync_dir(dest: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let d = File::open(dest)?;
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    {
+        let _ = dest;
+        // SAFETY: sync takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dest;
+        Ok(())
+    }
+}
+
+/// Follows `rel`'s link chain inside `dest` and says whether it ever leaves `dest`.
+fn escapes(dest: &Path, rel: &Path) -> bool {
+    use std::path::Component;
+    let mut cur: Vec<std::ffi::OsString> = rel
+        .parent()
+        .map(|p| p.components().map(|c| c.as_os_str().to_owned()).collect())
+        .unwrap_or_default();
+    let Ok(first) = fs::read_link(dest.join(rel)) else {
+        return false;
+    };
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = first
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    if first.has_root() {
+        return true;
+    }
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        match Path::new(&c).components().next() {
+            Some(Component::CurDir) | None => {}
+            Some(Component::ParentDir) => {
+                if cur.pop().is_none() {
+                    return true;
+                }
+            }
+            Some(Component::Normal(n)) => {
+                cur.push(n.to_owned());
+                let here: PathBuf = cur.iter().collect();
+                if let Ok(target) = fs::read_link(dest.join(&here)) {
+                    hops += 1;
+                    if hops > 40 || target.has_root() {
+                        return true;
+                    }
+                    cur.pop();
+                    for (i, t) in target.components().enumerate() {
+                        todo.insert(i, t.as_os_str().to_owned());
+                    }
+                }
+            }
+            Some(_) => return true,
+        }
+    }
+    false
+}
+
+fn time_of(mtime: i64) -> SystemTime {
+    if mtime >= 0 {
+        UNIX_EPOCH + Duration::from_secs(mtime as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(mtime.unsigned_abs())
+    }
+}
+
+struct DirMeta {
+    rel: PathBuf,
+    mode: u32,
+    mtime: SystemTime,
+}
+
+enum Link {
+    Hard { target: PathBuf },
+    Sym { target: PathBuf },
+}
+
+struct LinkJob {
+    seq: u64,
+    rel: PathBuf,
+    kind: Link,
+}
+
+/// What the reader collected, handed to the commit step.
+struct ReadDone {
+    dirs: Vec<DirMeta>,
+    links: Vec<LinkJob>,
+    refused: Vec<Refused>,
+    warnings: Vec<Warning>,
+    manifest: Option<Vec<u8>>,
+    stats: UnpackStats,
+}
+
+/// A file for a writer: where, with what metadata, and its data.
+struct WriteJob {
+    seq: u64,
+    rel: PathBuf,
+    mode: u32,
+    mtime: SystemTime,
+    data: JobData,
+    cost: u64,
+}
+
+enum JobData {
+    /// Small file, whole.
+    Whole(Vec<u8>),
+    /// Large file, in chunks; `size` bytes in all.
+    Chunks(Receiver<Vec<u8>>, u64),
+    /// A zip entry the writer reads and inflates itself.
+    Zip(std::sync::Arc<File>, Box<ZipEntry>),
+}
+
+/// A writer's outcome for one file.
+struct Written {
+    seq: u64,
+    rel: PathBuf,
+    result: Result<(Option<tempfile::TempPath>, blake3::Hash, u64)>,
+}
+
+/// The reader's state.
+struct Ctx<'a> {
+    opts: &'a Unpacker,
+    jobs: Option<Sender<WriteJob>>,
+    budget: &'a Budget,
+    guard: DirGuard,
+    seq: u64,
+    total: u64,
+    dirs: Vec<DirMeta>,
+    links: Vec<LinkJob>,
+    refused: Vec<Refused>,
+    warnings: Vec<Warning>,
+    manifest: Option<Vec<u8>>,
+    stats: UnpackStats,
+    /// Regular files seen so far: the only valid hard-link targets.
+    files: std::collections::HashSet<PathBuf>,
+}
+
+impl Ctx<'_> {
+    fn finish_fields(self) -> ReadDone {
+        ReadDone {
+            dirs: self.dirs,
+            links: self.links,
+            refused: self.refused,
+            warnings: self.warnings,
+            manifest: self.manifest,
+            stats: self.stats,
+        }
+    }
+
+    fn refuse(&mut self, entry: &[u8], reason: impl Into<String>) {
+        let r = Refused {
+            entry: String::from_utf8_lossy(entry).into_owned(),
+            reason: reason.into(),
+        };
+        self.refused.push(r);
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.opts.cancel.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Accounts for `size` more bytes of output against the limit.
+    fn grow(&mut self, name: &[u8], size: u64) -> Result<()> {
+        self.total = self.total.saturating_add(size);
+        if self.total > self.opts.max_output {
+            return Err(Error::Entry {
+                entry: String::from_utf8_lossy(name).into_owned(),
+                reason: format!(
+                    "the archive expands to more than the {} byte limit; raise it with --max-output if this is expected",
+                    self.opts.max_output
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn dir(&mut self, rel: PathBuf, mode: u32, mtime: SystemTime) -> Result<()> {
+        self.stats.dirs += 1;
+        if let Some(dest) = &self.opts.dest {
+            if !rel.as_os_str().is_empty() {
+                self.guard.create(dest, &rel).map_err(|e| Error::Io {
+                    path: dest.join(&rel),
+                    source: e,
+                })?;
+            }
+        }
+        self.dirs.push(DirMeta { rel, mode, mtime });
+        Ok(())
+    }
+
+    /// Prepares a file's place: parent directories, and the keep-existing rule. `false`: skip it.
+    fn place(&mut self, rel: &Path) -> Result<bool> {
+        let Some(dest) = &self.opts.dest else {
+            return Ok(true);
+        };
+        self.guard.parents(dest, rel).map_err(|e| Error::Io {
+            path: dest.join(rel),
+            source: e,
+        })?;
+        let path = dest.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(_) if self.opts.keep_existing => {
+                self.stats.kept_existing += 1;
+                tracing::info!("{}: exists; kept", path.display());
+                Ok(false)
+            }
+            Ok(md) if md.is_dir() => Err(Error::Io {
+                path,
+                source: io::Error::other("a directory is in the way of a file"),
+            }),
+            _ => Ok(true),
+        }
+    }
+
+    fn send(&mut self, job: WriteJob) -> Result<()> {
+        let jobs = self.jobs.as_ref().expect("jobs open while reading");
+        jobs.send(job).map_err(|_| Error::Panic {
+            stage: "unpack-write",
+            entry: None,
+            message: "writers stopped".into(),
+        })
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+}
+
+/// Reads a tar stream entry by entry, dispatching file data to the writers.
+fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
+    let mut archive = tar::Archive::new(tar);
+    let mut count = 0u64;
+    let entries = archive.entries().map_err(Error::Input)?;
+    for entry in entries {
+        ctx.check_cancel()?;
+        let mut entry = entry.map_err(|e| damaged(count, e))?;
+        count += 1;
+        let seq = ctx.next_seq();
+        // pax headers carry sub-second mtimes; the ustar field only whole (rounded) seconds.
+        let pax_mtime = pax_mtime(&mut entry);
+        let raw = entry.path_bytes().into_owned();
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().unwrap_or(0o644);
+        let mtime = pax_mtime.unwrap_or_else(|| time_of(header.mtime().map(|t| t as i64).unwrap_or(0)));
+        use tar::EntryType as T;
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
+            continue;
+        }
+        let rel = match safety::entry_path(&raw, false) {
+            Ok(rel) => rel,
+            Err(r) => {
+                ctx.refuse(&raw, r.0);
+                continue;
+            }
+        };
+        match kind {
+            T::Directory => ctx.dir(rel, mode, mtime)?,
+            T::Regular | T::Continuous | T::GNUSparse => {
+                if rel.as_os_str().is_empty() {
+                    ctx.refuse(&raw, "a file cannot be the destination itself");
+                    continue;
+                }
+                let size = entry.size();
+                ctx.grow(&raw, size)?;
+                let is_manifest = rel == Path::new(MANIFEST_PATH);
+                ctx.files.insert(rel.clone());
+                if !ctx.place(&rel)? {
+                    io::copy(&mut entry, &mut io::sink()).map_err(|e| damaged(count, e))?;
+                    continue;
+                }
+                if size <= crate::read::SMALL_FILE || is_manifest {
+                    let cost = ctx
+                        .budget
+                        .acquire(size + 512, &|| ctx.opts.cancel.is_cancelled())
+                        .map_err(|_| Error::Cancelled)?;
+                    let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
+                    entry
+                        .read_to_end(&mut data)
+                        .map_err(|e| damaged(count, e))?;
+                    if is_manifest {
+                        ctx.manifest = Some(data.clone());
+                    }
+                    ctx.send(WriteJob {
+                        seq,
+                        rel,
+                        mode,
+                        mtime,
+                        data: JobData::Whole(data),
+                        cost,
+                    })?;
+                } else {
+                    let (tx, rx) = bounded(crate::read::STREAM_DEPTH);
+                    ctx.send(WriteJob {
+                        seq,
+                        rel,
+                        mode,
+                        mtime,
+                        data: JobData::Chunks(rx, size),
+                        cost: 0,
+                    })?;
+                    loop {
+                        let mut chunk = Vec::with_capacity(crate::read::CHUNK);
+                        let n = (&mut entry)
+                            .take(crate::read::CHUNK as u64)
+                            .read_to_end(&mut chunk)
+                            .map_err(|e| damaged(count, e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        ctx.check_cancel()?;
+                        if tx.send(chunk).is_err() {
+                            break; // the writer failed; its error is reported from its result
+                        }
+                    }
+                }
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                match safety::symlink_target(&rel, &target) {
+                    Ok(target) if ctx.place(&rel)? => ctx.links.push(LinkJob {
+                        seq,
+                        rel,
+                        kind: Link::Sym { target },
+                    }),
+                    Ok(_) => {}
+                    Err(r) => ctx.refuse(&raw, r.0),
+                }
+            }
+            T::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                match safety::entry_path(&target, false) {
+                    Ok(target) if target.as_os_str().is_empty() => {
+                        ctx.refuse(&raw, "hard link to the destination itself")
+                    }
+                    // Only to a regular file this archive extracted before the link.
+                    Ok(target) if !ctx.files.contains(&target) => ctx.refuse(
+                        &raw,
+                        format!(
+                            "hard link to {}, which is not an earlier file of this archive",
+                            target.display()
+                        ),
+                    ),
+                    Ok(target) => {
+                        if ctx.place(&rel)? {
+                            ctx.links.push(LinkJob {
+                                seq,
+                                rel,
+                                kind: Link::Hard { target },
+                            });
+                        }
+                    }
+                    Err(r) => ctx.refuse(&raw, format!("hard link target: {}", r.0)),
+                }
+            }
+            T::Char | T::Block | T::Fifo => {
+                ctx.refuse(&raw, "device and FIFO entries are never created");
+            }
+            other => {
+                let w = Warning {
+                    path: rel.clone(),
+                    message: format!(
+                        "entry type {:?} is not supported; skipped",
+                        other.as_byte() as char
+                    ),
+                };
+                tracing::warn!("{}: {}", w.path.display(), w.message);
+                ctx.warnings.push(w);
+            }
+        }
+    }
+    // Read to the end: the gzip or zstd checksum and trailer are verified there.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| damaged(count, e))?;
+    Ok(())
+}
+
+/// The `mtime` record of an entry's pax header (`1700000000.123456789`, possibly negative).
+fn pax_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<SystemTime> {
+    let exts = entry.pax_extensions().ok()??;
+    let value = exts
+        .filter_map(|e| e.ok())
+        .find(|e| e.key_bytes() == b"mtime")
+        .map(|e| String::from_utf8_lossy(e.value_bytes()).into_owned())?;
+    let (neg, digits) = match value.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, value.as_str()),
+    };
+    let (secs, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let secs: u64 = secs.parse().ok()?;
+    let mut nanos: u32 = 0;
+    for (i, c) in frac.chars().take(9).enumerate() {
+        nanos += c.to_digit(10)? * 10u32.pow(8 - i as u32);
+    }
+    let d = Duration::new(secs, nanos);
+    Some(if neg { UNIX_EPOCH.checked_sub(d)? } else { UNIX_EPOCH.checked_add(d)? })
+}
+
+fn damaged(after: u64, e: io::Error) -> Error {
+    Error::BadArchive(format!("damaged archive after {after} entries: {e}"))
+}
+
+/// Reads a zip's directory and hands each file to the writers, which read their data themselves.
+fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
+    let entries = zipread::read_directory(file)?;
+    let shared = std::sync::Arc::new(file.try_clone().map_err(Error::Input)?);
+    for e in entries {
+        ctx.check_cancel()?;
+        let seq = ctx.next_seq();
+        let rel = match safety::entry_path(&e.name, true) {
+            Ok(rel) => rel,
+            Err(r) => {
+                ctx.refuse(&e.name, r.0);
+                continue;
+            }
+        };
+        let mode = e
+            .unix_mode
+            .unwrap_or(if e.is_dir() { 0o755 } else { 0o644 });
+        if e.is_dir() {
+            ctx.dir(rel, mode, time_of(e.mtime))?;
+            continue;
+        }
+        if let Some(m) = e.unix_mode.map(|m| m & 0o170000) {
+            if !matches!(m, 0o100000 | 0o120000 | 0) {
+                ctx.refuse(&e.name, "device, FIFO and socket entries are never created");
+                continue;
+            }
+        }
+        ctx.grow(&e.name, e.usize)?;
+        if e.is_symlink() {
+            if e.usize > 4096 {
+                ctx.refuse(&e.name, "symlink target longer than 4096 bytes");
+                continue;
+            }
+            let mut target = Vec::new();
+            zipread::open_entry(file, &e)?
+                .read_to_end(&mut target)
+                .map_err(|err| entry_error(&e, err))?;
+            match safety::symlink_target(&rel, &target) {
+                Ok(target) if ctx.place(&rel)? => ctx.links.push(LinkJob {
+                    seq,
+                    rel,
+                    kind: Link::Sym { target },
+                }),
+                Ok(_) => {}
+                Err(r) => ctx.refuse(&e.name, r.0),
+            }
+            continue;
+        }
+        if rel.as_os_str().is_empty() {
+            ctx.refuse(&e.name, "a file cannot be the destination itself");
+            continue;
+        }
+        // Refuse what cannot be read before any writer starts on it.
+        if e.encrypted() || !matches!(e.method, 0 | 8 | 93) {
+            if let Err(err) = zipread::open_entry(file, &e) {
+                let reason = match err {
+                    Error::Entry { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                ctx.refuse(&e.name, reason);
+                continue;
+            }
+        }
+        if rel == Path::new(MANIFEST_PATH) {
+            let mut text = Vec::new();
+            zipread::open_entry(file, &e)?
+                .read_to_end(&mut text)
+                .map_err(|err| entry_error(&e, err))?;
+            ctx.manifest = Some(text);
+        }
+        if !ctx.place(&rel)? {
+            continue;
+        }
+        ctx.send(WriteJob {
+            seq,
+            rel,
+            mode,
+            mtime: time_of(e.mtime),
+            data: JobData::Zip(std::sync::Arc::clone(&shared), Box::new(e)),
+            cost: 0,
+        })?;
+    }
+    Ok(())
+}
+
+fn entry_error(e: &ZipEntry, err: io::Error) -> Error {
+    Error::Entry {
+        entry: e.name_lossy(),
+        reason: err.to_string(),
+    }
+}
+
+/// A writer thread: writes each file to a temporary name beside its final place, hashing as it goes.
+fn writer(
+    dest: Option<&Path>,
+    jobs: Receiver<WriteJob>,
+    results: Sender<Written>,
+    budget: &Budget,
+    cancel: &Cancel,
+) {
+    for job in jobs {
+        if cancel.is_cancelled() {
+            budget.release(job.cost);
+            continue;
+        }
+        let (seq, rel, cost) = (job.seq, job.rel.clone(), job.cost);
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dest, job)))
+                .unwrap_or_else(|p| {
+                    Err(Error::Panic {
+                        stage: "unpack-write",
+                        entry: Some(rel.display().to_string()),
+                        message: panic_message(&*p),
+                    })
+                });
+        budget.release(cost);
+        if results.send(Written { seq, rel, result }).is_err() {
+            break;
+        }
+    }
+}
+
+/// Hashes everything written through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_one(
+    dest: Option<&Path>,
+    job: WriteJob,
+) -> Result<(Option<tempfile::TempPath>, blake3::Hash, u64)> {
+    let final_path = dest.map(|d| d.join(&job.rel));
+    let io_err = |e: io::Error| Error::Io {
+        path: final_path.clone().unwrap_or_else(|| job.rel.clone()),
+        source: e,
+    };
+    let mut temp = match dest {
+        Some(d) => {
+            let dir = d.join(job.rel.parent().unwrap_or(Path::new("")));
+            let name = job
+                .rel
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let prefix = format!(".{name}.");
+            Some(
+                tempfile::Builder::new()
+                    .prefix(&prefix)
+                    .suffix(".archiver-tmp")
+                    .tempfile_in(dir)
+                    .map_err(io_err)?,
+            )
+        }
+        None => None,
+    };
+    let sink: Box<dyn Write + '_> = match temp.as_mut() {
+        Some(t) => Box::new(io::BufWriter::with_capacity(256 << 10, t.as_file_mut())),
+        None => Box::new(io::sink()),
+    };
+    let mut out = HashingWriter {
+        inner: sink,
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+    };
+    match job.data {
+        JobData::Whole(data) => out.write_all(&data).map_err(io_err)?,
+        JobData::Chunks(rx, size) => {
+            for chunk in rx {
+                out.write_all(&chunk).map_err(io_err)?;
+            }
+            if out.bytes != size {
+                // The reader stopped early: it reports why (damaged archive, cancel).
+                return Err(Error::BadArchive(format!(
+                    "{}: data ends early",
+                    job.rel.display()
+                )));
+            }
+        }
+        JobData::Zip(file, entry) => {
+            let mut r = zipread::open_entry(&file, &entry)?;
+            io::copy(&mut r, &mut out).map_err(|e| Error::Entry {
+                entry: entry.name_lossy(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    out.flush().map_err(io_err)?;
+    let (hash, bytes) = (out.hasher.finalize(), out.bytes);
+    drop(out);
+    let temp = match temp {
+        Some(t) => {
+            set_mode(t.path(), safety::safe_mode(job.mode)).map_err(io_err)?;
+            t.as_file()
+                .set_modified(job.mtime)
+                .map_err(io_err)?;
+            Some(t.into_temp_path())
+        }
+        None => None,
+    };
+    Ok((temp, hash, bytes))
+}

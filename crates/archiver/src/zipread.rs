@@ -1,0 +1,488 @@
+//! Reading zip archives defensively: the central directory is parsed once, every entry's local header
+//! is checked against it (name, method, sizes), entries may not overlap each other or the central
+//! directory, and entry data is decompressed with the output held to the declared size and CRC.
+//!
+//! Each extraction worker opens the archive file itself and reads with positioned reads, so workers
+//! never share a file offset (ripunzip's lesson: one locked reader serialises everything).
+
+use std::fs::File;
+use std::io::{self, Read};
+
+use crate::error::{Error, Result};
+
+/// One central directory record, validated against its local header.
+#[derive(Debug, Clone)]
+pub(crate) struct ZipEntry {
+    pub name: Vec<u8>,
+    pub flags: u16,
+    pub method: u16,
+    pub crc: u32,
+    pub csize: u64,
+    pub usize: u64,
+    /// Where the compressed data starts.
+    pub data_offset: u64,
+    /// Unix mode from the external attributes, when the archive was made on Unix.
+    pub unix_mode: Option<u32>,
+    /// mtime: the extended-timestamp field if present, else the DOS time read as UTC.
+    pub mtime: i64,
+}
+
+impl ZipEntry {
+    pub fn is_dir(&self) -> bool {
+        self.name.ends_with(b"/") || self.unix_mode.is_some_and(|m| m & 0o170000 == 0o040000)
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.unix_mode.is_some_and(|m| m & 0o170000 == 0o120000)
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.flags & 1 != 0
+    }
+
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::BadArchive(msg.into())
+}
+
+fn u16le(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32le(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64le(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Positioned read of exactly `buf.len()` bytes.
+pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = file.try_clone()?;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(buf)
+    }
+}
+
+/// A `Read` over a byte range of a file, by positioned reads.
+pub(crate) struct RangeReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl<'a> RangeReader<'a> {
+    pub fn new(file: &'a File, start: u64, len: u64) -> Self {
+        RangeReader {
+            file,
+            pos: start,
+            end: start + len,
+        }
+    }
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min((self.end - self.pos) as usize);
+        if n == 0 {
+            return Ok(0);
+        }
+        read_at(self.file, &mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Parses and validates the central directory of the zip in `file`.
+pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
+    let len = file.metadata().map_err(Error::Input)?.len();
+    if len < 22 {
+        return Err(bad(
+            "not a zip archive: too short for an end of central directory record",
+        ));
+    }
+    let tail_len = len.min(22 + 65_535);
+    let mut tail = vec![0u8; tail_len as usize];
+    read_at(file, &mut tail, len - tail_len).map_err(Error::Input)?;
+    let eocd = (0..=tail.len() - 22)
+        .rev()
+        .find(|&i| u32le(&tail, i) == 0x0605_4b50)
+        .ok_or_else(|| {
+            bad("no end of central directory record: not a zip archive, or truncated")
+        })?;
+    let eocd_at = len - tail_len + eocd as u64;
+    let e = &tail[eocd..];
+    let mut entries = u64::from(u16le(e, 10));
+    let mut cd_size = u64::from(u32le(e, 12));
+    let mut cd_offset = u64::from(u32le(e, 16));
+    // ZIP64: a locator right before the end record points at the ZIP64 end record.
+    if eocd_at >= 20 {
+        let mut loc = [0u8; 20];
+        read_at(file, &mut loc, eocd_at - 20).map_err(Error::Input)?;
+        if u32le(&loc, 0) == 0x0706_4b50 {
+            let at = u64le(&loc, 8);
+            let mut rec = [0u8; 56];
+            if at + 56 > len {
+                return Err(bad("ZIP64 end record points past the end of the file"));
+            }
+            read_at(file, &mut rec, at).map_err(Error::Input)?;
+            if u32le(&rec, 0) != 0x0606_4b50 {
+                return Err(bad("ZIP64 locator points at no ZIP64 end record"));
+            }
+            entries = u64le(&rec, 32);
+            cd_size = u64le(&rec, 40);
+            cd_offset = u64le(&rec, 48);
+        }
+    }
+    // Self-extracting archives and other prefixes: offsets are then relative to a later start.
+    let cd_end = cd_offset
+        .checked_add(cd_size)
+        .ok_or_else(|| bad("central directory size overflows"))?;
+    let shift = if cd_end <= eocd_at {
+        eocd_at - cd_end
+    } else {
+        return Err(bad("central directory overlaps its end record"));
+    };
+    let cd_start = cd_offset + shift;
+    if cd_size > 1 << 32 {
+        return Err(bad("central directory larger than 4 GiB"));
+    }
+    let mut cd = vec![0u8; cd_size as usize];
+    read_at(file, &mut cd, cd_start).map_err(|_| bad("central directory is truncated"))?;
+    let mut out = Vec::with_capacity(entries.min(1 << 20) as usize);
+    let mut p = 0usize;
+    while p + 46 <= cd.len() && u32le(&cd, p) == 0x0201_4b50 {
+        let made_by = u16le(&cd, p + 4);
+        let flags = u16le(&cd, p + 8);
+        let method = u16le(&cd, p + 10);
+        let dos_time = u16le(&cd, p + 12);
+        let dos_date = u16le(&cd, p + 14);
+        let crc = u32le(&cd, p + 16);
+        let mut csize = u64::from(u32le(&cd, p + 20));
+        let mut usize = u64::from(u32le(&cd, p + 24));
+        let n = usize::from(u16le(&cd, p + 28));
+        let m = usize::from(u16le(&cd, p + 30));
+        let k = usize::from(u16le(&cd, p + 32));
+        let external = u32le(&cd, p + 38);
+        let mut local = u64::from(u32le(&cd, p + 42));
+        let rec_end = p + 46 + n + m + k;
+        if rec_end > cd.len() {
+            return Err(bad(format!(
+                "central directory entry {} is truncated",
+                out.len()
+            )));
+        }
+        let name = cd[p + 46..p + 46 + n].to_vec();
+        let extra = &cd[p + 46 + n..p + 46 + n + m];
+        let mut mtime = None;
+        for (id, data) in extra_fields(extra) {
+            match id {
+                0x0001 => {
+                    let mut q = 0;
+                    let mut take = |v: &mut u64| {
+                        if *v == u64::from(u32::MAX) && q + 8 <= data.len() {
+                            *v = u64le(data, q);
+                            q += 8;
+                        }
+                    };
+                    take(&mut usize);
+                    take(&mut csize);
+                    take(&mut local);
+                }
+                0x5455 if !data.is_empty() && data[0] & 1 != 0 && data.len() >= 5 => {
+                    mtime = Some(i64::from(u32le(data, 1)));
+                }
+                _ => {}
+            }
+        }
+        let unix_mode = (made_by >> 8 == 3)
+            .then_some(external >> 16)
+            .filter(|&m| m != 0);
+        out.push(ZipEntry {
+            name,
+            flags,
+            method,
+            crc,
+            csize,
+            usize,
+            data_offset: local + shift, // fixed up below, after the local header is read
+            unix_mode,
+            mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
+        });
+        p = rec_end;
+    }
+    if out.len() as u64 != entries {
+        return Err(bad(format!(
+            "the central directory lists {} entries, the end record says {entries}",
+            out.len()
+        )));
+    }
+    check_locals(file, &mut out, cd_start)?;
+    Ok(out)
+}
+
+/// Every block of an extra field fits inside it (a few trailing padding bytes are tolerated).
+fn extra_well_formed(mut extra: &[u8]) -> bool {
+    while extra.len() >= 4 {
+        let len = usize::from(u16le(extra, 2));
+        if 4 + len > extra.len() {
+            return false;
+        }
+        extra = &extra[4 + len..];
+    }
+    true
+}
+
+fn extra_fields(mut extra: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if extra.len() < 4 {
+            return None;
+        }
+        let id = u16le(extra, 0);
+        let len = usize::from(u16le(extra, 2));
+        if 4 + len > extra.len() {
+            return None;
+        }
+        let data = &extra[4..4 + len];
+        extra = &extra[4 + len..];
+        Some((id, data))
+    })
+}
+
+/// Reads every local header: it must exist, name the same file with the same method, and agree on
+/// sizes and CRC unless a data descriptor carries them. Entries must not overlap one another or the
+/// central directory (the classic zip bomb shares data between entries).
+fn check_locals(file: &File, entries: &mut [ZipEntry], cd_start: u64) -> Result<()> {
+    let mut spans = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter_mut().enumerate() {
+        let at = e.data_offset;
+        let mut h = [0u8; 30];
+        read_at(file, &mut h, at).map_err(|_| {
+            bad(format!(
+                "{}: local header missing (truncated archive)",
+                e.name_lossy()
+            ))
+        })?;
+        if u32le(&h, 0) != 0x0403_4b50 {
+            return Err(bad(format!(
+                "{}: no local header where the central directory points",
+                e.name_lossy()
+            )));
+        }
+        let n = usize::from(u16le(&h, 26));
+        let m = usize::from(u16le(&h, 28));
+        let mut name = vec![0u8; n];
+        read_at(file, &mut name, at + 30).map_err(Error::Input)?;
+        if name != e.name {
+            return Err(Error::Entry {
+                entry: e.name_lossy(),
+                reason: format!(
+                    "the local header names it {:?}: local and central headers disagree; refusing the archive",
+                    String::from_utf8_lossy(&name)
+                ),
+            });
+        }
+        if u16le(&h, 8) != e.method {
+            return Err(Error::Entry {
+                entry: e.name_lossy(),
+                reason: "local and central headers disagree on the compression method".into(),
+            });
+        }
+        let lflags = u16le(&h, 6);
+        if lflags & 8 == 0 {
+            let (lc, lu) = (u64::from(u32le(&h, 18)), u64::from(u32le(&h, 22)));
+            let sizes_agree = (lc == e.csize || lc == u64::from(u32::MAX))
+                && (lu == e.usize || lu == u64::from(u32::MAX));
+            if !sizes_agree || u32le(&h, 14) != e.crc {
+                return Err(Error::Entry {
+                    entry: e.name_lossy(),
+                    reason: "local and central headers disagree on size or CRC".into(),
+                });
+            }
+        }
+        let mut extra = vec![0u8; m];
+        read_at(file, &mut extra, at + 30 + n as u64).map_err(Error::Input)?;
+        if !extra_well_formed(&extra) {
+            return Err(Error::Entry {
+                entry: e.name_lossy(),
+                reason: "malformed extra field in the local header (a block runs past the end); refusing the archive".into(),
+            });
+        }
+        e.data_offset = at + 30 + n as u64 + m as u64;
+        let end = e
+            .data_offset
+            .checked_add(e.csize)
+            .ok_or_else(|| bad("entry size overflows"))?;
+        if end > cd_start {
+            return Err(Error::Entry {
+                entry: e.name_lossy(),
+                reason: "its data runs into the central directory (truncated or malformed archive)"
+                    .into(),
+            });
+        }
+        spans.push((at, end, i));
+    }
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(Error::Entry {
+                entry: entries[w[1].2].name_lossy(),
+                reason: format!(
+                    "overlaps the data of {}; overlapping entries are refused (zip bomb)",
+                    entries[w[0].2].name_lossy()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A reader of one entry's uncompressed data, held to the declared size, with the CRC checked at
+/// the end. Errors name the entry.
+pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader<'a>> {
+    if e.encrypted() {
+        return Err(Error::Entry {
+            entry: e.name_lossy(),
+            reason:
+                "is encrypted; encrypted entries are not supported (no passphrase is ever asked)"
+                    .into(),
+        });
+    }
+    let raw = RangeReader::new(file, e.data_offset, e.csize);
+    let inner: Box<dyn Read + 'a> = match e.method {
+        0 => Box::new(raw),
+        8 => Box::new(flate2::read::DeflateDecoder::new(
+            io::BufReader::with_capacity(64 << 10, raw),
+        )),
+        93 => Box::new(zstd::stream::read::Decoder::new(raw).map_err(Error::Input)?),
+        m => {
+            return Err(Error::Entry {
+                entry: e.name_lossy(),
+                reason: format!(
+                    "uses compression method {m} ({}), which is not supported",
+                    method_name(m)
+                ),
+            })
+        }
+    };
+    Ok(EntryReader {
+        inner,
+        name: e.name_lossy(),
+        left: e.usize,
+        crc: crc32fast::Hasher::new(),
+        expected_crc: e.crc,
+        done: false,
+    })
+}
+
+fn method_name(m: u16) -> &'static str {
+    match m {
+        1 => "shrink",
+        6 => "implode",
+        9 => "deflate64",
+        12 => "bzip2",
+        14 => "lzma",
+        95 => "xz",
+        98 => "ppmd",
+        99 => "AES encryption",
+        _ => "unknown",
+    }
+}
+
+pub(crate) struct EntryReader<'a> {
+    inner: Box<dyn Read + 'a>,
+    name: String,
+    left: u64,
+    crc: crc32fast::Hasher,
+    expected_crc: u32,
+    done: bool,
+}
+
+impl Read for EntryReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // The declared size is reached: the stream must end here and the CRC must match.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: decompresses to more than its declared size (refused)",
+                        self.name
+                    ),
+                ));
+            }
+            let crc = std::mem::take(&mut self.crc).finalize();
+            if crc != self.expected_crc {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: CRC-32 mismatch (stored {:08x}, computed {crc:08x})",
+                        self.name, self.expected_crc
+                    ),
+                ));
+            }
+            self.done = true;
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{}: data ends before its declared size", self.name),
+            ));
+        }
+        self.crc.update(&buf[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A DOS date and time, read as UTC.
+pub(crate) fn dos_to_unix(date: u16, time: u16) -> i64 {
+    let y = i64::from(date >> 9) + 1980;
+    let m = i64::from((date >> 5) & 15).clamp(1, 12);
+    let d = i64::from(date & 31).max(1);
+    let (hh, mm, ss) = (
+        i64::from(time >> 11),
+        i64::from((time >> 5) & 63),
+        i64::from(time & 31) * 2,
+    );
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hh * 3600 + mm * 60 + ss
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dos_epoch() {
+        assert_eq!(dos_to_unix((1 << 5) | 1, 0), 315_532_800);
+        let (t, d) = crate::format::zip::dos_time(1_700_000_000);
+        assert_eq!(dos_to_unix(d, t), 1_700_000_000);
+    }
+}
