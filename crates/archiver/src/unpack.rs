@@ -718,7 +718,8 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         let header = entry.header();
         let kind = header.entry_type();
         let mode = header.mode().unwrap_or(0o644);
-        let mtime = pax_mtime.unwrap_or_else(|| time_of(header.mtime().map(|t| t as i64).unwrap_or(0)));
+        let mtime =
+            pax_mtime.unwrap_or_else(|| time_of(header.mtime().map(|t| t as i64).unwrap_or(0)));
         use tar::EntryType as T;
         if matches!(
             kind,
@@ -878,7 +879,11 @@ fn pax_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<SystemTime> {
         nanos += c.to_digit(10)? * 10u32.pow(8 - i as u32);
     }
     let d = Duration::new(secs, nanos);
-    Some(if neg { UNIX_EPOCH.checked_sub(d)? } else { UNIX_EPOCH.checked_add(d)? })
+    Some(if neg {
+        UNIX_EPOCH.checked_sub(d)?
+    } else {
+        UNIX_EPOCH.checked_add(d)?
+    })
 }
 
 fn damaged(after: u64, e: io::Error) -> Error {
@@ -1091,9 +1096,7 @@ fn write_one(
     let temp = match temp {
         Some(t) => {
             set_mode(t.path(), safety::safe_mode(job.mode)).map_err(io_err)?;
-            t.as_file()
-                .set_modified(job.mtime)
-                .map_err(io_err)?;
+            t.as_file().set_modified(job.mtime).map_err(io_err)?;
             Some(t.into_temp_path())
         }
         None => None,

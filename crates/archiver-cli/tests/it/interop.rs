@@ -142,3 +142,51 @@ fn our_order_is_gnu_tar_sort_name() {
             .collect();
     assert_eq!(our_names, their_names);
 }
+
+/// A file over 8 GiB needs a base-256 size field: GNU tar, bsdtar and Python's tarfile must read
+/// its size back exactly, from one pass of the archive through a pipe (the file is sparse, so
+/// this costs time, not disk).
+#[test]
+fn files_over_8_gib_read_back_everywhere() {
+    require("tar");
+    require("bsdtar");
+    require("python3");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let size: u64 = (8 << 30) + 101;
+    std::fs::File::create(src.join("huge"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let w = work.path();
+    let script = format!(
+        "set -euo pipefail; '{bin}' pack -f tar '{src}' \
+         | tee >(tar -tvf - > '{w}/gnu.txt' 2> '{w}/gnu.err') >(bsdtar -tvf - > '{w}/bsd.txt' 2> '{w}/bsd.err') \
+         | python3 -c 'import sys, tarfile\nfor m in tarfile.open(fileobj=sys.stdin.buffer, mode=\"r|\"): print(m.name, m.size)' > '{w}/py.txt'; wait",
+        bin = env!("CARGO_BIN_EXE_archiver"),
+        src = src.display(),
+        w = w.display()
+    );
+    clean(Command::new("bash").arg("-c").arg(script));
+    // The process substitutions may finish just after bash does.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let read = |f: &str| std::fs::read_to_string(w.join(f)).unwrap();
+    assert!(
+        read("py.txt").starts_with(&format!("huge {size}\n")),
+        "{}",
+        read("py.txt")
+    );
+    for tool in ["gnu", "bsd"] {
+        assert_eq!(read(&format!("{tool}.err")), "", "{tool} warned");
+        let listing = read(&format!("{tool}.txt"));
+        let line = listing
+            .lines()
+            .find(|l| l.contains("huge"))
+            .unwrap_or_else(|| panic!("{tool}: {listing}"));
+        assert!(
+            line.split_whitespace().any(|f| f == size.to_string()),
+            "{tool}: {line}"
+        );
+    }
+}
