@@ -27,10 +27,10 @@ pub fn run(args: UnpackArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcom
 }
 
 pub fn verify(args: VerifyArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
-    if args.against.is_some() {
-        bail!("verify --against is not implemented yet; extract with `archiver unpack` and compare, or use `verify` alone");
-    }
     let mut u = Unpacker::verify_only().cancel_with(cancel.clone());
+    if let Some(dir) = &args.against {
+        u = u.against(dir);
+    }
     if let Some(j) = args.jobs {
         u = u.jobs(j as usize);
     }
@@ -52,6 +52,9 @@ fn finish(
         Ok(report) => {
             if report.stats.manifest_checked.is_none() {
                 tracing::info!("{name}: no embedded manifest; checked CRCs and checksums only");
+            }
+            for w in &report.warnings {
+                println!("{}: {}", w.path.display(), w.message);
             }
             Ok(if report.warnings.is_empty() {
                 Outcome::Success

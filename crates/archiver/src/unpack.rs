@@ -102,6 +102,7 @@ pub struct Unpacker {
     max_output: u64,
     memory_budget: u64,
     cancel: Cancel,
+    against: Option<PathBuf>,
 }
 
 impl Unpacker {
@@ -115,6 +116,7 @@ impl Unpacker {
             max_output: DEFAULT_MAX_OUTPUT,
             memory_budget: crate::DEFAULT_MEMORY_BUDGET,
             cancel: Cancel::new(),
+            against: None,
         }
     }
 
@@ -124,6 +126,13 @@ impl Unpacker {
             dest: None,
             ..Unpacker::new("")
         }
+    }
+
+    /// Verify mode only: also compare every entry with the tree in `dir` (type, size, mode, content,
+    /// link target), like GNU tar's `--compare`. Differences come back as warnings.
+    pub fn against(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.against = Some(dir.into());
+        self
     }
 
     /// Writer threads.
@@ -289,11 +298,13 @@ impl Unpacker {
         }
         let mut files: Vec<(u64, PathBuf, Option<tempfile::TempPath>, blake3::Hash)> =
             Vec::with_capacity(written.len());
+        let mut sizes: Vec<(u64, u32)> = Vec::with_capacity(written.len());
         for w in written {
             match w.result {
                 Ok((temp, hash, size)) => {
                     stats.files += 1;
                     stats.bytes += size;
+                    sizes.push((size, w.mode));
                     files.push((w.seq, w.rel, temp, hash));
                 }
                 Err(e) => return Err(e),
@@ -347,6 +358,10 @@ impl Unpacker {
             return Err(Error::Refused(refused));
         }
         let Some(dest) = &self.dest else {
+            let mut warnings = warnings;
+            if let Some(dir) = &self.against {
+                warnings.extend(compare(dir, &files, &sizes, &links, &dirs));
+            }
             return Ok(UnpackReport { stats, warnings });
         };
         for (_, rel, temp, _) in &mut files {
@@ -419,6 +434,112 @@ impl Unpacker {
         }
         Ok(UnpackReport { stats, warnings })
     }
+}
+
+/// Compares what the archive holds with a directory tree; one warning per difference.
+fn compare(
+    dir: &Path,
+    files: &[(u64, PathBuf, Option<tempfile::TempPath>, blake3::Hash)],
+    sizes: &[(u64, u32)],
+    links: &[LinkJob],
+    dirs: &[DirMeta],
+) -> Vec<Warning> {
+    let mut out: Vec<(u64, Warning)> = Vec::new();
+    let mut differ = |seq: u64, rel: &Path, message: String| {
+        out.push((
+            seq,
+            Warning {
+                path: dir.join(rel),
+                message,
+            },
+        ));
+    };
+    let mut by_path: HashMap<&Path, blake3::Hash> = HashMap::new();
+    for ((seq, rel, _, hash), (size, mode)) in files.iter().zip(sizes) {
+        by_path.insert(rel, *hash);
+        if rel == Path::new(MANIFEST_PATH) {
+            continue; // ours, not part of the packed tree
+        }
+        let path = dir.join(rel);
+        match fs::symlink_metadata(&path) {
+            Err(_) => differ(*seq, rel, "missing on disk".into()),
+            Ok(md) if !md.is_file() => differ(*seq, rel, "is not a regular file on disk".into()),
+            Ok(md) => {
+                if md.len() != *size {
+                    differ(
+                        *seq,
+                        rel,
+                        format!("size differs: archive {size}, disk {}", md.len()),
+                    );
+                } else if hash_file(&path).ok() != Some(*hash) {
+                    differ(*seq, rel, "contents differ".into());
+                }
+                if let Some(m) = disk_mode(&md).filter(|m| m & 0o777 != mode & 0o777) {
+                    differ(
+                        *seq,
+                        rel,
+                        format!(
+                            "mode differs: archive {:o}, disk {:o}",
+                            mode & 0o777,
+                            m & 0o777
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for l in links {
+        let path = dir.join(&l.rel);
+        match &l.kind {
+            Link::Sym { target } => match fs::read_link(&path) {
+                Ok(t) if &t == target => {}
+                Ok(t) => differ(
+                    l.seq,
+                    &l.rel,
+                    format!(
+                        "symlink target differs: archive {}, disk {}",
+                        target.display(),
+                        t.display()
+                    ),
+                ),
+                Err(_) => differ(l.seq, &l.rel, "missing on disk, or not a symlink".into()),
+            },
+            Link::Hard { target } => {
+                let want = by_path.get(target.as_path()).copied();
+                if want.is_none() || hash_file(&path).ok() != want {
+                    differ(
+                        l.seq,
+                        &l.rel,
+                        format!("contents differ from its link target {}", target.display()),
+                    );
+                }
+            }
+        }
+    }
+    for d in dirs {
+        if !dir.join(&d.rel).is_dir() {
+            differ(0, &d.rel, "missing on disk, or not a directory".into());
+        }
+    }
+    out.sort_by_key(|(seq, _)| *seq);
+    out.into_iter().map(|(_, w)| w).collect()
+}
+
+fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
+    let mut h = blake3::Hasher::new();
+    io::copy(&mut File::open(path)?, &mut h)?;
+    Ok(h.finalize())
+}
+
+#[cfg(unix)]
+fn disk_mode(md: &fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(md.permissions().mode())
+}
+
+#[cfg(not(unix))]
+fn disk_mode(_md: &fs::Metadata) -> Option<u32> {
+    None
 }
 
 /// `.NAME.archiver-SEQ` beside `rel`: where a link is made before it is renamed into place.
@@ -585,6 +706,7 @@ enum JobData {
 struct Written {
     seq: u64,
     rel: PathBuf,
+    mode: u32,
     result: Result<(Option<tempfile::TempPath>, blake3::Hash, u64)>,
 }
 
@@ -995,7 +1117,7 @@ fn writer(
             budget.release(job.cost);
             continue;
         }
-        let (seq, rel, cost) = (job.seq, job.rel.clone(), job.cost);
+        let (seq, rel, cost, mode) = (job.seq, job.rel.clone(), job.cost, job.mode);
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dest, job)))
                 .unwrap_or_else(|p| {
@@ -1006,7 +1128,15 @@ fn writer(
                     })
                 });
         budget.release(cost);
-        if results.send(Written { seq, rel, result }).is_err() {
+        if results
+            .send(Written {
+                seq,
+                rel,
+                mode,
+                result,
+            })
+            .is_err()
+        {
             break;
         }
     }

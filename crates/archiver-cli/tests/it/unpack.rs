@@ -520,3 +520,53 @@ fn corpus_unpacks_and_verifies_without_crashing() {
         }
     }
 }
+
+/// `verify --against DIR` reports every difference (content, mode, symlinks) and exits 1; an
+/// unchanged tree gives 0 and no output.
+#[test]
+fn verify_against_a_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a.txt", b"alpha", 0o644);
+    file(&src, "dir/b.txt", b"beta", 0o640);
+    std::os::unix::fs::symlink("a.txt", src.join("ln")).unwrap();
+    let archive = work.path().join("a.tar.gz");
+    ok(archiver().arg("pack").arg(&src).arg("-o").arg(&archive));
+    let same = clean(
+        archiver()
+            .arg("verify")
+            .arg(&archive)
+            .arg("--against")
+            .arg(&src),
+    );
+    assert!(
+        same.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+
+    std::fs::write(src.join("a.txt"), b"ALPHA").unwrap();
+    set_mode(&src.join("dir/b.txt"), 0o600);
+    std::fs::remove_file(src.join("ln")).unwrap();
+    std::os::unix::fs::symlink("dir/b.txt", src.join("ln")).unwrap();
+    let out = archiver()
+        .arg("verify")
+        .arg(&archive)
+        .arg("--against")
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 3, "{report}");
+    assert!(lines[0].ends_with("a.txt: contents differ"), "{report}");
+    assert!(
+        lines[1].ends_with("dir/b.txt: mode differs: archive 640, disk 600"),
+        "{report}"
+    );
+    assert!(
+        lines[2].ends_with("ln: symlink target differs: archive a.txt, disk dir/b.txt"),
+        "{report}"
+    );
+}
