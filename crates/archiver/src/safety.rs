@@ -25,9 +25,10 @@ fn refuse(why: impl Into<String>) -> Refusal {
 
 /// Checks an entry name and returns the relative path to create under the destination.
 ///
-/// Refused: empty names, absolute paths, drive letters, `..` components, NUL, and (for zip, where
-/// `\` is a Windows separator in disguise) backslashes. `.` components and a trailing `/` are
-/// dropped. A name that is only `.` (the destination itself) yields an empty path.
+/// Refused: empty names, absolute paths, drive letters, `..` components and NUL. In zip names a
+/// backslash is read as a separator (archives made on Windows use it), so `..\..\x` is refused as
+/// `..` and `dir\file` lands in `dir/file`, as Info-ZIP unzip does. `.` components and a trailing `/`
+/// are dropped. A name that is only `.` (the destination itself) yields an empty path.
 pub fn entry_path(raw: &[u8], zip: bool) -> Result<PathBuf, Refusal> {
     if raw.is_empty() {
         return Err(refuse("empty name"));
@@ -35,9 +36,22 @@ pub fn entry_path(raw: &[u8], zip: bool) -> Result<PathBuf, Refusal> {
     if raw.contains(&0) {
         return Err(refuse("NUL byte in the name"));
     }
-    if zip && raw.contains(&b'\\') {
-        return Err(refuse("backslash in a zip name (a Windows path separator)"));
-    }
+    let converted;
+    let backslashes = zip && raw.contains(&b'\\');
+    let raw = if backslashes {
+        converted = raw
+            .iter()
+            .map(|&b| if b == b'\\' { b'/' } else { b })
+            .collect::<Vec<u8>>();
+        &converted[..]
+    } else {
+        raw
+    };
+    let why_dotdot = if backslashes {
+        "`..` in the path (a backslash counts as a separator in zip names)"
+    } else {
+        "`..` in the path"
+    };
     if raw[0] == b'/' {
         return Err(refuse("absolute path"));
     }
@@ -48,7 +62,7 @@ pub fn entry_path(raw: &[u8], zip: bool) -> Result<PathBuf, Refusal> {
     for part in raw.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => return Err(refuse("`..` in the path")),
+            b".." => return Err(refuse(why_dotdot)),
             name => out.push(os_str(name)),
         }
     }
@@ -174,7 +188,11 @@ mod tests {
         assert!(entry_path(b"a/../../x", false).is_err());
         assert!(entry_path(b"..", false).is_err());
         assert!(entry_path(b"C:/x", false).is_err());
-        assert!(entry_path(b"a\\..\\x", true).is_err());
+        assert!(entry_path(b"..\\x", true).is_err());
+        assert_eq!(
+            entry_path(b"dir\\file", true).unwrap(),
+            PathBuf::from("dir/file")
+        );
         assert!(
             entry_path(b"a\\b", false).is_ok(),
             "a backslash is an ordinary byte in tar names"

@@ -575,6 +575,18 @@ fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// `fchmod` on the open file: no second path lookup.
+#[cfg(unix)]
+fn set_file_mode(f: &File, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_file_mode(_f: &File, _mode: u32) -> io::Result<()> {
+    Ok(())
+}
+
 /// Makes everything written under `dest` durable with one call: `syncfs` on Linux; elsewhere
 /// `sync`, which is what POSIX offers without an fsync per file.
 fn sync_dir(dest: &Path) -> io::Result<()> {
@@ -1225,7 +1237,7 @@ fn write_one(
     drop(out);
     let temp = match temp {
         Some(t) => {
-            set_mode(t.path(), safety::safe_mode(job.mode)).map_err(io_err)?;
+            set_file_mode(t.as_file(), safety::safe_mode(job.mode)).map_err(io_err)?;
             t.as_file().set_modified(job.mtime).map_err(io_err)?;
             Some(t.into_temp_path())
         }
