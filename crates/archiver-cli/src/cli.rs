@@ -55,6 +55,38 @@ pub enum Command {
     List(ListArgs),
     /// Read a whole archive and check every checksum and the manifest, extracting nothing
     Verify(VerifyArgs),
+    /// One archive per file stem: model1.dat + model1.out -> OUTDIR/model1.zip
+    #[command(
+        after_help = "The stem is the file name up to its last dot. Only regular files directly in DIR \
+        are grouped. Stems are packed in parallel; one failing stem does not stop the others (summary on \
+        stderr, exit 1).\n\nExample:\n  archiver group runs/ -o archives/ --ext dat,out"
+    )]
+    Group(GroupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// Directory whose files are grouped
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Where the archives go (created if missing)
+    #[arg(short, long, value_name = "OUTDIR")]
+    pub output: PathBuf,
+    /// Only files with these extensions (comma-separated, e.g. dat,out)
+    #[arg(long, value_name = "a,b,...", value_delimiter = ',')]
+    pub ext: Vec<String>,
+    /// tar | tar.gz | tar.zst | zip
+    #[arg(short, long, value_name = "FMT", default_value = "zip")]
+    pub format: String,
+    /// Stems packed at once (default: all cores)
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// Compression level
+    #[arg(short, long, value_name = "N")]
+    pub level: Option<u32>,
+    /// Do not embed the BLAKE3 manifest
+    #[arg(long)]
+    pub no_manifest: bool,
 }
 
 #[derive(Debug, Args)]

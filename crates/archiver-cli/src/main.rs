@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 finished with warnings, 2 fatal, 130 interrupted.
 
 mod cli;
+mod group;
 mod list;
 mod output;
 mod pack;
@@ -55,6 +56,7 @@ fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
         cli::Command::List(args) => list::run(args),
         cli::Command::Unpack(args) => unpack::run(args, cancel),
         cli::Command::Verify(args) => unpack::verify(args, cancel),
+        cli::Command::Group(args) => group::run(args, cancel),
     }
 }
 

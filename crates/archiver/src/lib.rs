@@ -38,6 +38,7 @@
 mod budget;
 mod error;
 pub mod format;
+pub mod group;
 mod list;
 pub mod manifest;
 mod owner;

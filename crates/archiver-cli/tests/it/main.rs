@@ -2,6 +2,7 @@
 
 mod cli;
 mod determinism;
+mod group;
 mod interop;
 mod list;
 mod unpack;
