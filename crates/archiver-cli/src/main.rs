@@ -6,6 +6,7 @@ mod group;
 mod list;
 mod output;
 mod pack;
+mod progress;
 mod unpack;
 
 use std::io::IsTerminal;
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
 
 fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     match cli.command {
-        cli::Command::Pack(args) => pack::run(args, cancel),
+        cli::Command::Pack(args) => pack::run(args, cli.global.quiet, cancel),
         cli::Command::List(args) => list::run(args),
         cli::Command::Unpack(args) => unpack::run(args, cancel),
         cli::Command::Verify(args) => unpack::verify(args, cancel),

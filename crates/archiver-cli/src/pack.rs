@@ -7,7 +7,7 @@ use crate::cli::PackArgs;
 use crate::output::Output;
 use crate::Outcome;
 
-pub fn run(args: PackArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
+pub fn run(args: PackArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     let to_stdout = args
         .output
         .as_deref()
@@ -44,7 +44,17 @@ pub fn run(args: PackArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome>
         packer = packer.exclude(glob.clone());
     }
 
-    let report = packer.pack(output.writer())?;
+    let reporter = crate::progress::Reporter::new(args.progress, args.no_progress, quiet)
+        .map(std::sync::Arc::new);
+    if let Some(r) = &reporter {
+        let r = std::sync::Arc::clone(r);
+        packer = packer.on_progress(move |p| r.update(p));
+    }
+    let report = packer.pack(output.writer());
+    if let Some(r) = &reporter {
+        r.finish();
+    }
+    let report = report?;
     output.commit()?;
     if args.stats {
         eprint!("{}", crate::pack::render_stats(&report));

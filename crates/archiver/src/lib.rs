@@ -116,6 +116,24 @@ pub struct PackReport {
 #[doc(hidden)]
 pub type FaultHook = Arc<dyn Fn(&str, &Path) + Send + Sync>;
 
+/// How far a pack has got. Totals are known from the start (the walk runs first), so a caller can
+/// show a real ETA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Entries written.
+    pub entries_done: u64,
+    /// Entries in the tree.
+    pub entries_total: u64,
+    /// File bytes written.
+    pub bytes_done: u64,
+    /// File bytes in the tree (as the walk saw them).
+    pub bytes_total: u64,
+}
+
+/// A progress callback. It runs on the writer thread at most every 50 ms and once at the end, so it
+/// must be quick (update a counter or a progress bar; never block).
+pub type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
+
 /// Options for a pack run. Build them through [`Packer`]'s methods.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -181,6 +199,7 @@ pub struct Packer {
     opts: PackOptions,
     cancel: Cancel,
     fault: Option<FaultHook>,
+    progress: Option<ProgressHook>,
 }
 
 impl std::fmt::Debug for Packer {
@@ -207,6 +226,7 @@ impl Packer {
             opts: PackOptions::default(),
             cancel: Cancel::new(),
             fault: None,
+            progress: None,
         }
     }
 
@@ -300,6 +320,12 @@ impl Packer {
         self.cancel.clone()
     }
 
+    /// Calls `f` with the progress of every run (from the writer thread, at most every 50 ms).
+    pub fn on_progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
     #[doc(hidden)]
     pub fn fault_hook(mut self, hook: FaultHook) -> Self {
         self.fault = Some(hook);
@@ -332,7 +358,10 @@ impl Packer {
             &self.paths,
             &self.opts,
             &self.cancel,
-            self.fault.clone(),
+            pipeline::Hooks {
+                fault: self.fault.clone(),
+                progress: self.progress.clone(),
+            },
             out,
         )
     }

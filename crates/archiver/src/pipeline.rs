@@ -33,7 +33,9 @@ use crate::read::{self, Chunk, ChunkEnd, Done, Job, Payload, SMALL_FILE, STREAM_
 use crate::reorder::ReorderBuffer;
 use crate::stats::{StageClock, StageStats, Stats};
 use crate::walk::{self, Kind, Meta, Walk, WalkOptions};
-use crate::{Cancel, FaultHook, PackOptions, PackReport, Warning, MANIFEST_PATH};
+use crate::{
+    Cancel, FaultHook, PackOptions, PackReport, Progress, ProgressHook, Warning, MANIFEST_PATH,
+};
 
 /// State every stage of one run can see.
 pub(crate) struct Shared {
@@ -103,13 +105,20 @@ impl Drop for PanicGuard<'_> {
 }
 
 /// Runs a whole pack.
+/// Optional callbacks of a run.
+pub(crate) struct Hooks {
+    pub fault: Option<FaultHook>,
+    pub progress: Option<ProgressHook>,
+}
+
 pub(crate) fn run<W: Write>(
     paths: &[PathBuf],
     opts: &PackOptions,
     cancel: &Cancel,
-    fault: Option<FaultHook>,
+    hooks: Hooks,
     out: W,
 ) -> Result<PackReport> {
+    let Hooks { fault, progress } = hooks;
     let started = Instant::now();
     let jobs = opts.jobs.max(1);
     let walk = walk::walk(
@@ -174,7 +183,7 @@ pub(crate) fn run<W: Write>(
         drop(done_tx);
 
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write_stage(&walk, done_rx, &shared, opts, out)
+            write_stage(&walk, done_rx, &shared, opts, progress.as_ref(), out)
         }))
         .unwrap_or_else(|p| {
             Err(Stop::Error(Error::Panic {
@@ -345,8 +354,22 @@ fn write_stage<W: Write>(
     done: Receiver<Done>,
     shared: &Shared,
     opts: &PackOptions,
+    progress: Option<&ProgressHook>,
     out: W,
 ) -> Result<WriteOutcome, Stop> {
+    let mut report = Progress {
+        entries_total: walk.entries.len() as u64,
+        bytes_total: walk
+            .entries
+            .iter()
+            .map(|e| match e.kind {
+                Kind::File { size } => size,
+                _ => 0,
+            })
+            .sum(),
+        ..Progress::default()
+    };
+    let mut last_report = Instant::now();
     let level = opts
         .level
         .unwrap_or_else(|| opts.format.levels().map_or(0, |(d, _)| d));
@@ -406,8 +429,21 @@ fn write_stage<W: Write>(
             written += 1;
         }
         shared.budget.release(cost);
+        if let Some(hook) = progress {
+            if last_report.elapsed() >= Duration::from_millis(50) {
+                report.entries_done = written;
+                report.bytes_done = w.stats.bytes_in;
+                hook(&report);
+                last_report = Instant::now();
+            }
+        }
     }
     drop(done);
+    if let Some(hook) = progress {
+        report.entries_done = written;
+        report.bytes_done = w.stats.bytes_in;
+        hook(&report);
+    }
     if opts.manifest {
         let meta = Meta {
             mode: 0o644,

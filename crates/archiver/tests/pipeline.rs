@@ -376,3 +376,25 @@ mod roundtrip {
         }
     }
 }
+
+/// The progress callback knows the totals from the start and ends at them.
+#[test]
+fn progress_reports_reach_the_totals() {
+    let t = tree(500, 2 << 20);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let report = Packer::new([t.path()])
+        .jobs(2)
+        .on_progress(move |p| s.lock().unwrap().push(*p))
+        .pack(io::sink())
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    let last = seen.last().expect("at least the final report");
+    assert_eq!(last.bytes_done, report.stats.bytes_in);
+    assert_eq!(last.bytes_done, last.bytes_total);
+    assert_eq!(last.entries_done, last.entries_total);
+    assert!(
+        seen.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done),
+        "progress went backwards"
+    );
+}

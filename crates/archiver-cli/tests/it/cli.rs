@@ -249,3 +249,33 @@ fn output_to_a_fifo_is_written_in_place() {
         "the FIFO was replaced"
     );
 }
+
+/// No bar on a pipe unless asked; `--progress` forces it, `-q` and `--no-progress` never show it.
+#[test]
+fn progress_bar_only_when_wanted() {
+    let work = tempfile::tempdir().unwrap();
+    file(work.path(), "f", &vec![7u8; 300_000], 0o644);
+    let quiet = archiver()
+        .args(["pack", "-o", "-"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(quiet.stderr.is_empty());
+    let forced = archiver()
+        .args(["pack", "--progress", "-o", "-"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+    assert!(
+        String::from_utf8_lossy(&forced.stderr).contains("entries"),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let never = archiver()
+        .args(["pack", "--progress", "--no-progress", "-o", "-"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(never.stderr.is_empty());
+}

@@ -1,0 +1,68 @@
+//! Progress: a bar on stderr when it is a terminal; with `--progress` on a non-terminal (a log, CI),
+//! one plain line per second instead. Never with -q or --no-progress. The pipeline reports at most
+//! every 50 ms from its writer thread and indicatif redraws at most 15 times a second, so progress
+//! costs the pipeline nothing measurable.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Where progress goes.
+pub enum Reporter {
+    Bar(ProgressBar),
+    Lines(Mutex<Option<Instant>>),
+}
+
+impl Reporter {
+    /// A reporter, if progress should be shown.
+    pub fn new(force: bool, never: bool, quiet: bool) -> Option<Reporter> {
+        let tty = std::io::stderr().is_terminal();
+        if never || !(force || (!quiet && tty)) {
+            return None;
+        }
+        if !tty {
+            return Some(Reporter::Lines(Mutex::new(None)));
+        }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(15));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        Some(Reporter::Bar(bar))
+    }
+
+    pub fn update(&self, p: &archiver::Progress) {
+        match self {
+            Reporter::Bar(bar) => {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+                bar.set_message(format!("{}/{} entries", p.entries_done, p.entries_total));
+            }
+            Reporter::Lines(last) => {
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                let done = p.entries_done == p.entries_total;
+                if done || last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    *last = Some(Instant::now());
+                    eprintln!(
+                        "archiver: progress: {} of {}, {}/{} entries",
+                        HumanBytes(p.bytes_done),
+                        HumanBytes(p.bytes_total),
+                        p.entries_done,
+                        p.entries_total
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Reporter::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
