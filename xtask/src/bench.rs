@@ -198,6 +198,43 @@ pub fn run(args: &[String]) -> Result {
                 format!("{tar} -C '{dir}' -cf - . | gzip -6 -c"),
             ));
         }
+        // Unpack: our default makes the data durable, so the peers are timed with `sync -f` after them.
+        let out = bench_dir.join("out");
+        let o_ = out.display().to_string();
+        let arch = bench_dir
+            .join(format!("{}.tar", ds.name))
+            .display()
+            .to_string();
+        let archz = bench_dir
+            .join(format!("{}.zip", ds.name))
+            .display()
+            .to_string();
+        crate::run(Command::new("sh").arg("-c").arg(format!(
+            "'{a}' pack -q '{dir}' -o '{arch}' && '{a}' pack -q '{dir}' -o '{archz}'"
+        )))?;
+        let prep = format!("rm -rf '{o_}' && mkdir -p '{o_}' ;; ");
+        work.push((
+            "unpack tar",
+            format!("archiver -j{j}"),
+            format!("{prep}'{a}' unpack -q -j {j} '{arch}' -C '{o_}'"),
+        ));
+        work.push((
+            "unpack tar",
+            format!("{tar} xf + sync"),
+            format!("{prep}{tar} -xf '{arch}' -C '{o_}' && sync"),
+        ));
+        work.push((
+            "unpack zip",
+            format!("archiver -j{j}"),
+            format!("{prep}'{a}' unpack -q -j {j} '{archz}' -C '{o_}'"),
+        ));
+        if have("unzip") {
+            work.push((
+                "unpack zip",
+                "unzip -q + sync".into(),
+                format!("{prep}unzip -q '{archz}' -d '{o_}' && sync"),
+            ));
+        }
         for (w, tool, cmd) in work {
             let m = measure(&ds.name, w, &tool, &cmd, o.runs)?;
             eprintln!(
@@ -248,7 +285,15 @@ fn measure(dataset: &str, work: &str, tool: &str, cmd: &str, runs: usize) -> Res
     let mut times = Vec::with_capacity(runs);
     let mut out_bytes = 0;
     let mut rss = 0;
+    // `PREPARE ;; CMD`: PREPARE runs untimed before every run (clearing an unpack destination).
+    let (prepare, cmd) = match cmd.split_once(" ;; ") {
+        Some((p, c)) => (Some(p), c),
+        None => (None, cmd),
+    };
     for i in 0..=runs {
+        if let Some(p) = prepare {
+            run_piped(p)?;
+        }
         let t = Instant::now();
         let (bytes, peak) = run_piped(cmd)?;
         let secs = t.elapsed().as_secs_f64();
@@ -337,7 +382,17 @@ fn render(results: &[Measure], datasets: &[Dataset]) -> String {
             p.dataset == m.dataset && p.work == m.work && !p.tool.starts_with("archiver")
         });
         let (tr, sr) = match peer {
-            Some(p) if m.tool.starts_with("archiver") => (
+            Some(p) if m.tool.starts_with("archiver") && p.out_bytes > 0 => (
+                format!("{:.2}×", m.median / p.median),
+                format!(
+                    "{:+.1}%",
+                    (m.out_bytes as f64 / p.out_bytes as f64 - 1.0) * 100.0
+                ),
+            ),
+            Some(p) if m.tool.starts_with("archiver") => {
+                (format!("{:.2}×", m.median / p.median), String::new())
+            }
+            Some(p) if false => (
                 format!("{:.2}×", m.median / p.median),
                 format!(
                     "{:+.1}%",
@@ -441,7 +496,8 @@ fn random(rng: &mut Lcg, len: usize) -> Vec<u8> {
 
 fn generate(base: &Path, size: f64, only: Option<&str>) -> Result<Vec<Dataset>> {
     let scaled = |n: f64| ((n * size).round() as usize).max(1);
-    let specs: [(&str, usize); 3] = [
+    let specs: [(&str, usize); 4] = [
+        ("tiny", 3),
         ("small", scaled(100_000.0)),
         ("large", scaled(128.0 * 1048576.0)),
         ("mixed", scaled(2_000.0)),
@@ -465,6 +521,11 @@ fn generate(base: &Path, size: f64, only: Option<&str>) -> Result<Vec<Dataset>> 
                     .map_err(|e| e.to_string())
             };
             match name {
+                "tiny" => {
+                    for i in 0..n {
+                        write(format!("file{i}.txt"), &text(&mut rng, 2000))?;
+                    }
+                }
                 "small" => {
                     for i in 0..n {
                         let len = (rng.next() % 4097) as usize;
