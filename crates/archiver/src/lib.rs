@@ -47,6 +47,7 @@ mod read;
 pub mod reorder;
 pub mod safety;
 mod stats;
+mod tarread;
 mod unpack;
 mod walk;
 mod zipread;

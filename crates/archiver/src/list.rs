@@ -49,7 +49,8 @@ impl EntryKind {
 /// One entry of an archive, as [`list`] reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct EntryInfo {
-    /// The name stored in the archive (lossy UTF-8 for display; see `raw_path`).
+    /// The name stored in the archive, for display: bytes that are not UTF-8 appear as `\ooo`
+    /// escapes (see `raw_path` for the bytes).
     pub path: String,
     /// The stored name's raw bytes.
     #[serde(skip)]
@@ -151,7 +152,7 @@ fn list_zip<R: Read + io::Seek>(
             None
         };
         let info = EntryInfo {
-            path: String::from_utf8_lossy(&raw_path).into_owned(),
+            path: display_name(&raw_path),
             raw_path,
             kind,
             size,
@@ -190,12 +191,35 @@ fn dos_to_unix(t: ::zip::DateTime) -> i64 {
 }
 
 fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
-    let mut archive = tar::Archive::new(tar);
+    let mut archive = crate::tarread::TarReader::new(tar);
     let mut count = 0u64;
-    let entries = archive.entries().map_err(Error::Input)?;
-    for entry in entries {
-        let entry = entry.map_err(|e| bad_tar(count, e))?;
-        let info = info(&entry).map_err(|e| bad_tar(count, e))?;
+    while let Some(e) = archive.next_entry().map_err(|e| bad_tar(count, e))? {
+        let kind = match e.typeflag {
+            b'0' | 0 if e.path.ends_with(b"/") => EntryKind::Dir,
+            b'0' | 0 | b'7' => EntryKind::File,
+            b'1' => EntryKind::Hardlink,
+            b'2' => EntryKind::Symlink,
+            b'3' => EntryKind::Char,
+            b'4' => EntryKind::Block,
+            b'5' => EntryKind::Dir,
+            b'6' => EntryKind::Fifo,
+            _ => EntryKind::Other,
+        };
+        let link_target =
+            matches!(kind, EntryKind::Symlink | EntryKind::Hardlink).then(|| display_name(&e.link));
+        let info = EntryInfo {
+            path: display_name(&e.path),
+            raw_path: e.path,
+            kind,
+            size: e.size,
+            mode: e.mode & 0o7777,
+            mtime: e.mtime_secs,
+            uid: e.uid,
+            gid: e.gid,
+            user: e.uname,
+            group: e.gname,
+            link_target,
+        };
         each(&info)?;
         count += 1;
     }
@@ -205,55 +229,24 @@ fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> 
     Ok(count)
 }
 
+/// A name for display: UTF-8 as is, other bytes as `\ooo` octal escapes (as bsdtar and GNU tar
+/// print names in other charsets), so distinct names never look alike.
+pub(crate) fn display_name(raw: &[u8]) -> String {
+    let mut s = String::with_capacity(raw.len());
+    for chunk in raw.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    s
+}
+
 fn bad_tar(after: u64, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         return Error::Output(e);
     }
     Error::BadArchive(format!("damaged archive after {after} entries: {e}"))
-}
-
-fn info<R: Read>(entry: &tar::Entry<'_, R>) -> io::Result<EntryInfo> {
-    let h = entry.header();
-    let raw_path = entry.path_bytes().into_owned();
-    let kind = match h.entry_type() {
-        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-            EntryKind::File
-        }
-        tar::EntryType::Directory => EntryKind::Dir,
-        tar::EntryType::Symlink => EntryKind::Symlink,
-        tar::EntryType::Link => EntryKind::Hardlink,
-        tar::EntryType::Char => EntryKind::Char,
-        tar::EntryType::Block => EntryKind::Block,
-        tar::EntryType::Fifo => EntryKind::Fifo,
-        _ => EntryKind::Other,
-    };
-    let link_target = entry
-        .link_name_bytes()
-        .filter(|_| matches!(kind, EntryKind::Symlink | EntryKind::Hardlink))
-        .map(|b| String::from_utf8_lossy(&b).into_owned());
-    Ok(EntryInfo {
-        path: String::from_utf8_lossy(&raw_path).into_owned(),
-        raw_path,
-        kind,
-        size: entry.size(),
-        mode: h.mode().unwrap_or(0) & 0o7777,
-        mtime: h.mtime().map(|t| t as i64).unwrap_or(0),
-        uid: h.uid().unwrap_or(0),
-        gid: h.gid().unwrap_or(0),
-        user: h
-            .username()
-            .ok()
-            .flatten()
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-        group: h
-            .groupname()
-            .ok()
-            .flatten()
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-        link_target,
-    })
 }
 
 /// An input after format detection.

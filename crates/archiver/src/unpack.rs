@@ -28,6 +28,7 @@ use crate::error::{panic_message, Error, Result};
 use crate::list::{open_tar, Opened};
 use crate::manifest;
 use crate::safety::{self, DirGuard};
+use crate::tarread::TarReader;
 use crate::zipread::{self, ZipEntry};
 use crate::{Cancel, Warning, MANIFEST_PATH};
 
@@ -838,29 +839,14 @@ impl Ctx<'_> {
 
 /// Reads a tar stream entry by entry, dispatching file data to the writers.
 fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
-    let mut archive = tar::Archive::new(tar);
+    let mut archive = TarReader::new(tar);
     let mut count = 0u64;
-    let entries = archive.entries().map_err(Error::Input)?;
-    for entry in entries {
+    while let Some(entry) = archive.next_entry().map_err(|e| damaged(count, e))? {
         ctx.check_cancel()?;
-        let mut entry = entry.map_err(|e| damaged(count, e))?;
         count += 1;
         let seq = ctx.next_seq();
-        // pax headers carry sub-second mtimes; the ustar field only whole (rounded) seconds.
-        let pax_mtime = pax_mtime(&mut entry);
-        let raw = entry.path_bytes().into_owned();
-        let header = entry.header();
-        let kind = header.entry_type();
-        let mode = header.mode().unwrap_or(0o644);
-        let mtime =
-            pax_mtime.unwrap_or_else(|| time_of(header.mtime().map(|t| t as i64).unwrap_or(0)));
-        use tar::EntryType as T;
-        if matches!(
-            kind,
-            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
-        ) {
-            continue;
-        }
+        let raw = entry.path.clone();
+        let (mode, mtime) = (entry.mode, entry.mtime);
         let rel = match safety::entry_path(&raw, false) {
             Ok(rel) => rel,
             Err(r) => {
@@ -868,28 +854,30 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                 continue;
             }
         };
-        match kind {
-            T::Directory => ctx.dir(rel, mode, mtime)?,
-            T::Regular | T::Continuous | T::GNUSparse => {
+        match entry.typeflag {
+            b'5' => ctx.dir(rel, mode, mtime)?,
+            // Pre-POSIX tars mark directories only by a trailing slash.
+            b'0' | 0 if raw.ends_with(b"/") => ctx.dir(rel, mode, mtime)?,
+            b'0' | 0 | b'7' => {
                 if rel.as_os_str().is_empty() {
                     ctx.refuse(&raw, "a file cannot be the destination itself");
                     continue;
                 }
-                let size = entry.size();
+                let size = entry.size;
                 ctx.grow(&raw, size)?;
                 let is_manifest = rel == Path::new(MANIFEST_PATH);
                 ctx.files.insert(rel.clone());
                 if !ctx.place(&rel)? {
-                    io::copy(&mut entry, &mut io::sink()).map_err(|e| damaged(count, e))?;
-                    continue;
+                    continue; // the rest of its data is skipped by the next `next_entry`
                 }
+                let mut data_in = archive.data();
                 if size <= crate::read::SMALL_FILE || is_manifest {
                     let cost = ctx
                         .budget
                         .acquire(size + 512, &|| ctx.opts.cancel.is_cancelled())
                         .map_err(|_| Error::Cancelled)?;
                     let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
-                    entry
+                    data_in
                         .read_to_end(&mut data)
                         .map_err(|e| damaged(count, e))?;
                     if is_manifest {
@@ -915,7 +903,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                     })?;
                     loop {
                         let mut chunk = Vec::with_capacity(crate::read::CHUNK);
-                        let n = (&mut entry)
+                        let n = (&mut data_in)
                             .take(crate::read::CHUNK as u64)
                             .read_to_end(&mut chunk)
                             .map_err(|e| damaged(count, e))?;
@@ -929,60 +917,43 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                     }
                 }
             }
-            T::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                match safety::symlink_target(&rel, &target) {
-                    Ok(target) if ctx.place(&rel)? => ctx.links.push(LinkJob {
-                        seq,
-                        rel,
-                        kind: Link::Sym { target },
-                    }),
-                    Ok(_) => {}
-                    Err(r) => ctx.refuse(&raw, r.0),
+            b'2' => match safety::symlink_target(&rel, &entry.link) {
+                Ok(target) if ctx.place(&rel)? => ctx.links.push(LinkJob {
+                    seq,
+                    rel,
+                    kind: Link::Sym { target },
+                }),
+                Ok(_) => {}
+                Err(r) => ctx.refuse(&raw, r.0),
+            },
+            b'1' => match safety::entry_path(&entry.link, false) {
+                Ok(target) if target.as_os_str().is_empty() => {
+                    ctx.refuse(&raw, "hard link to the destination itself")
                 }
-            }
-            T::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                match safety::entry_path(&target, false) {
-                    Ok(target) if target.as_os_str().is_empty() => {
-                        ctx.refuse(&raw, "hard link to the destination itself")
-                    }
-                    // Only to a regular file this archive extracted before the link.
-                    Ok(target) if !ctx.files.contains(&target) => ctx.refuse(
-                        &raw,
-                        format!(
-                            "hard link to {}, which is not an earlier file of this archive",
-                            target.display()
-                        ),
+                // Only to a regular file this archive extracted before the link.
+                Ok(target) if !ctx.files.contains(&target) => ctx.refuse(
+                    &raw,
+                    format!(
+                        "hard link to {}, which is not an earlier file of this archive",
+                        target.display()
                     ),
-                    Ok(target) => {
-                        if ctx.place(&rel)? {
-                            ctx.links.push(LinkJob {
-                                seq,
-                                rel,
-                                kind: Link::Hard { target },
-                            });
-                        }
+                ),
+                Ok(target) => {
+                    if ctx.place(&rel)? {
+                        ctx.links.push(LinkJob {
+                            seq,
+                            rel,
+                            kind: Link::Hard { target },
+                        });
                     }
-                    Err(r) => ctx.refuse(&raw, format!("hard link target: {}", r.0)),
                 }
-            }
-            T::Char | T::Block | T::Fifo => {
-                ctx.refuse(&raw, "device and FIFO entries are never created");
-            }
+                Err(r) => ctx.refuse(&raw, format!("hard link target: {}", r.0)),
+            },
+            b'3' | b'4' | b'6' => ctx.refuse(&raw, "device and FIFO entries are never created"),
             other => {
                 let w = Warning {
                     path: rel.clone(),
-                    message: format!(
-                        "entry type {:?} is not supported; skipped",
-                        other.as_byte() as char
-                    ),
+                    message: format!("entry type {:?} is not supported; skipped", other as char),
                 };
                 tracing::warn!("{}: {}", w.path.display(), w.message);
                 ctx.warnings.push(w);
@@ -993,31 +964,6 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| damaged(count, e))?;
     Ok(())
-}
-
-/// The `mtime` record of an entry's pax header (`1700000000.123456789`, possibly negative).
-fn pax_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<SystemTime> {
-    let exts = entry.pax_extensions().ok()??;
-    let value = exts
-        .filter_map(|e| e.ok())
-        .find(|e| e.key_bytes() == b"mtime")
-        .map(|e| String::from_utf8_lossy(e.value_bytes()).into_owned())?;
-    let (neg, digits) = match value.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, value.as_str()),
-    };
-    let (secs, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let secs: u64 = secs.parse().ok()?;
-    let mut nanos: u32 = 0;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        nanos += c.to_digit(10)? * 10u32.pow(8 - i as u32);
-    }
-    let d = Duration::new(secs, nanos);
-    Some(if neg {
-        UNIX_EPOCH.checked_sub(d)?
-    } else {
-        UNIX_EPOCH.checked_add(d)?
-    })
 }
 
 fn damaged(after: u64, e: io::Error) -> Error {

@@ -25,11 +25,17 @@ pub(crate) struct ZipEntry {
     pub unix_mode: Option<u32>,
     /// mtime: the extended-timestamp field if present, else the DOS time read as UTC.
     pub mtime: i64,
+    /// The central header carried an Info-ZIP Unicode Path field (0x7075).
+    unicode_field: bool,
+    /// The MS-DOS attribute byte (0x10: directory), set by DOS and Windows tools and Info-ZIP.
+    dos_attrs: u8,
 }
 
 impl ZipEntry {
     pub fn is_dir(&self) -> bool {
-        self.name.ends_with(b"/") || self.unix_mode.is_some_and(|m| m & 0o170000 == 0o040000)
+        self.name.ends_with(b"/")
+            || self.unix_mode.is_some_and(|m| m & 0o170000 == 0o040000)
+            || (self.unix_mode.is_none() && self.dos_attrs & 0x10 != 0)
     }
 
     pub fn is_symlink(&self) -> bool {
@@ -188,6 +194,7 @@ pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
         let name = cd[p + 46..p + 46 + n].to_vec();
         let extra = &cd[p + 46 + n..p + 46 + n + m];
         let mut mtime = None;
+        let (name, unicode_field) = unicode_name(name, extra);
         for (id, data) in extra_fields(extra) {
             match id {
                 0x0001 => {
@@ -221,6 +228,8 @@ pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
             data_offset: local + shift, // fixed up below, after the local header is read
             unix_mode,
             mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
+            unicode_field,
+            dos_attrs: external as u8,
         });
         p = rec_end;
     }
@@ -232,6 +241,20 @@ pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
     }
     check_locals(file, &mut out, cd_start)?;
     Ok(out)
+}
+
+/// The name to use: the Info-ZIP Unicode Path field's UTF-8 name when its CRC matches the header's
+/// own name, else the header's name. Also says whether such a field was present at all.
+fn unicode_name(raw: Vec<u8>, extra: &[u8]) -> (Vec<u8>, bool) {
+    for (id, data) in extra_fields(extra) {
+        if id == 0x7075 {
+            if data.len() > 5 && data[0] == 1 && u32le(data, 1) == crc32fast::hash(&raw) {
+                return (data[5..].to_vec(), true);
+            }
+            return (raw, true);
+        }
+    }
+    (raw, false)
 }
 
 /// Every block of an extra field fits inside it (a few trailing padding bytes are tolerated).
@@ -286,6 +309,14 @@ fn check_locals(file: &File, entries: &mut [ZipEntry], cd_start: u64) -> Result<
         let m = usize::from(u16le(&h, 28));
         let mut name = vec![0u8; n];
         read_at(file, &mut name, at + 30).map_err(Error::Input)?;
+        let mut extra = vec![0u8; m];
+        read_at(file, &mut extra, at + 30 + n as u64).map_err(Error::Input)?;
+        let (name, local_unicode) = unicode_name(name, &extra);
+        if name != e.name && (e.unicode_field || local_unicode) {
+            // Names spelled differently through Unicode Path fields (one side's may be stale):
+            // the local header's, as libarchive reads it.
+            e.name = name.clone();
+        }
         if name != e.name {
             return Err(Error::Entry {
                 entry: e.name_lossy(),
@@ -313,8 +344,6 @@ fn check_locals(file: &File, entries: &mut [ZipEntry], cd_start: u64) -> Result<
                 });
             }
         }
-        let mut extra = vec![0u8; m];
-        read_at(file, &mut extra, at + 30 + n as u64).map_err(Error::Input)?;
         if !extra_well_formed(&extra) {
             return Err(Error::Entry {
                 entry: e.name_lossy(),

@@ -130,7 +130,6 @@ fn corpus_tar_archives_never_crash() {
 
 /// The corpus archives marked `ok` list successfully with the same names bsdtar printed.
 #[test]
-#[ignore = "needs our own tar reader (issue 4): GNU tar tolerates link entries with a size, redundant L entries and blank numeric fields; the tar crate does not"]
 fn corpus_ok_archives_list_like_bsdtar() {
     corpus_check(true);
 }

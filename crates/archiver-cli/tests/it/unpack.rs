@@ -570,3 +570,63 @@ fn verify_against_a_directory() {
         "{report}"
     );
 }
+
+/// The corpus archives marked `ok` extract to the same tree bsdtar extracts (content, modes less
+/// the bits we strip, mtimes, symlinks): sparse files, long names, old hard links, zip variants.
+#[test]
+fn corpus_ok_archives_extract_like_bsdtar() {
+    let bsdtar = require("bsdtar");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/libarchive");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).unwrap()).unwrap();
+    let mut compared = 0;
+    for a in manifest["archives"].as_array().unwrap() {
+        if a["kind"] != "ok" || a["bsdtar_exit"] != 0 {
+            continue;
+        }
+        let file = root.join(a["file"].as_str().unwrap());
+        let work = tempfile::tempdir().unwrap();
+        let theirs = work.path().join("bsd");
+        std::fs::create_dir(&theirs).unwrap();
+        let bsd = Command::new(&bsdtar)
+            .arg("-xpf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&theirs)
+            .output()
+            .unwrap();
+        if !bsd.status.success() {
+            continue; // e.g. a name bsdtar cannot convert on this system
+        }
+        let ours = work.path().join("ours");
+        let out = unpack(&file, &ours, &["--no-sync"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // bsdtar creates symlinks that point outside; our policy refuses them (docs/SECURITY.md).
+        if !out.status.success()
+            && (err.contains("symlink target leaves the destination")
+                || err.contains("symlink to an absolute path"))
+        {
+            continue;
+        }
+        assert!(out.status.success(), "{}: {err}", a["file"]);
+        // Zip entries made on DOS/Windows carry no mode; bsdtar defaults to 0664/0775, we (like
+        // unzip with the usual umask) to 0644/0755. Group write is therefore not compared for zip.
+        let mask = if file.extension().is_some_and(|e| e == "zip") {
+            0o755
+        } else {
+            0o777
+        };
+        let strip = |mut s: Snapshot| {
+            for n in s.nodes.values_mut() {
+                match n {
+                    Node::File { mode, .. } | Node::Dir { mode } => *mode &= mask,
+                    Node::Symlink { .. } => {}
+                }
+            }
+            s
+        };
+        assert_same_tree(&strip(snapshot(&theirs)), &strip(snapshot(&ours)));
+        compared += 1;
+    }
+    assert!(compared >= 20, "only {compared} archives compared");
+}
