@@ -11,11 +11,13 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("deps") => deps(),
         Some("bench") => bench::run(&args[1..]),
+        Some("man") => man(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test [ARGS]   install missing test peers, then cargo test --workspace [ARGS]\n  \
+                 man           write the man page to target/man/archiver.1\n  \
                  deps          install the peers the tests drive (GNU tar, bsdtar, zstd, pigz, zip, unzip, 7z, b3sum)\n  \
                  bench [--quick] [--size F] [--runs N] [--jobs N] [--dir PATH]...\n                \
                  time archiver against the peers on PATH; results in target/bench/"
@@ -50,6 +52,29 @@ pub fn have(tool: &str) -> bool {
         .arg(format!("command -v {tool} >/dev/null 2>&1"))
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Renders the man page from the clap definition (through the binary, so it is always current).
+fn man() -> Result {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    run(Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "archiver-cli"])
+        .current_dir(&root))?;
+    let out = Command::new(root.join("target/debug/archiver"))
+        .arg("man")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err("archiver man failed".into());
+    }
+    let dir = root.join("target/man");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("archiver.1"), out.stdout).map_err(|e| e.to_string())?;
+    eprintln!("wrote target/man/archiver.1 (view: man target/man/archiver.1)");
+    Ok(())
 }
 
 /// Peers the tests run, with the Debian package that provides each.

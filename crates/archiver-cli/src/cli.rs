@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "archiver",
     version,
-    about,
     after_help = "Examples:\n  \
         archiver pack src/ -o src.tar.zst        pack a directory (format from the extension)\n  \
         archiver pack app/ | ssh pi 'tar xf - -C /opt/app'\n  \
@@ -62,6 +61,17 @@ pub enum Command {
         stderr, exit 1).\n\nExample:\n  archiver group runs/ -o archives/ --ext dat,out"
     )]
     Group(GroupArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Example:\n  archiver completions bash > /etc/bash_completion.d/archiver"
+    )]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Args)]

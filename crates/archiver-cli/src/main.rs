@@ -58,6 +58,27 @@ fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
         cli::Command::Unpack(args) => unpack::run(args, cancel),
         cli::Command::Verify(args) => unpack::verify(args, cancel),
         cli::Command::Group(args) => group::run(args, cancel),
+        cli::Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cli::Cli::command(), "archiver", &mut text);
+            print_quietly(&text)
+        }
+        cli::Command::Man => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cli::Cli::command()).render(&mut text)?;
+            print_quietly(&text)
+        }
+    }
+}
+
+/// Writes text to stdout; a reader that went away (`| head`) is not an error.
+fn print_quietly(text: &[u8]) -> anyhow::Result<Outcome> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(Outcome::Success),
     }
 }
 

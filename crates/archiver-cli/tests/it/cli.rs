@@ -279,3 +279,22 @@ fn progress_bar_only_when_wanted() {
         .unwrap();
     assert!(never.stderr.is_empty());
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = clean(archiver().args(["completions", shell]));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("archiver")
+                && text.contains("unpack")
+                && text.contains("--keep-existing"),
+            "{shell}"
+        );
+    }
+    let man = String::from_utf8(clean(archiver().arg("man")).stdout).unwrap();
+    assert!(
+        man.contains(".TH archiver 1") && man.contains("Fast, deterministic"),
+        "{man}"
+    );
+}
