@@ -288,7 +288,7 @@ fn completions_and_man_page_come_from_the_cli_definition() {
         assert!(
             text.contains("archiver")
                 && text.contains("unpack")
-                && text.contains("--keep-existing"),
+                && text.contains("keep-existing"),
             "{shell}"
         );
     }
