@@ -286,9 +286,7 @@ fn completions_and_man_page_come_from_the_cli_definition() {
         let out = clean(archiver().args(["completions", shell]));
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(
-            text.contains("archiver")
-                && text.contains("unpack")
-                && text.contains("keep-existing"),
+            text.contains("archiver") && text.contains("unpack") && text.contains("keep-existing"),
             "{shell}"
         );
     }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod determinism;
+mod faults;
 mod group;
 mod interop;
 mod list;
