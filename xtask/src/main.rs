@@ -12,12 +12,14 @@ fn main() -> ExitCode {
         Some("deps") => deps(),
         Some("bench") => bench::run(&args[1..]),
         Some("man") => man(),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  test [ARGS]   install missing test peers, then cargo test --workspace [ARGS]\n  \
                  man           write the man page to target/man/archiver.1\n  \
+                 fuzz [--seconds N] [TARGET]  run the cargo-fuzz targets (nightly), seeded from ../shared/corpus\n  \
                  deps          install the peers the tests drive (GNU tar, bsdtar, zstd, pigz, zip, unzip, 7z, b3sum)\n  \
                  bench [--quick] [--size F] [--runs N] [--jobs N] [--dir PATH]...\n                \
                  time archiver against the peers on PATH; results in target/bench/"
@@ -52,6 +54,60 @@ pub fn have(tool: &str) -> bool {
         .arg(format!("command -v {tool} >/dev/null 2>&1"))
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Runs every fuzz target (or one) for `--seconds` each, seeding the readers' corpora with the
+/// shared corpus of real archives. Crashes land in fuzz/artifacts/<target>/.
+fn fuzz(args: &[String]) -> Result {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut seconds = 60u64;
+    let mut only = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => {
+                seconds = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--seconds needs a number")?
+            }
+            t => only = Some(t.to_string()),
+        }
+    }
+    if !have("cargo-fuzz") {
+        run(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    let shared = root.join("../shared/corpus/libarchive/archives");
+    for target in ["read", "unpack", "roundtrip"] {
+        if only.as_deref().is_some_and(|o| o != target) {
+            continue;
+        }
+        let corpus = root.join("fuzz/corpus").join(target);
+        std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+        if target != "roundtrip" {
+            if let Ok(rd) = std::fs::read_dir(&shared) {
+                for e in rd.flatten() {
+                    let _ = std::fs::copy(e.path(), corpus.join(e.file_name()));
+                }
+            }
+        }
+        eprintln!("== fuzzing {target} for {seconds} s");
+        run(Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", target])
+            .arg(&corpus)
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=4096",
+                "-timeout=30",
+                "-max_len=262144",
+            ])
+            .current_dir(root.join("fuzz")))?;
+    }
+    Ok(())
 }
 
 /// Renders the man page from the clap definition (through the binary, so it is always current).
