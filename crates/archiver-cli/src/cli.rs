@@ -124,6 +124,12 @@ pub struct UnpackArgs {
     /// Refuse archives that expand to more than this many bytes (suffixes K, M, G, T)
     #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size)]
     pub max_output: u64,
+    /// Show a progress bar (default: when stderr is a terminal)
+    #[arg(long, overrides_with = "no_progress")]
+    pub progress: bool,
+    /// Never show a progress bar
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +143,12 @@ pub struct VerifyArgs {
     /// Reader threads (default: all cores)
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
+    /// Show a progress bar (default: when stderr is a terminal)
+    #[arg(long, overrides_with = "no_progress")]
+    pub progress: bool,
+    /// Never show a progress bar
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// `123`, `10K`, `5M`, `2G`, `1T` (powers of 1024).

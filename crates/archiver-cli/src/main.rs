@@ -55,8 +55,8 @@ fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     match cli.command {
         cli::Command::Pack(args) => pack::run(args, cli.global.quiet, cancel),
         cli::Command::List(args) => list::run(args),
-        cli::Command::Unpack(args) => unpack::run(args, cancel),
-        cli::Command::Verify(args) => unpack::verify(args, cancel),
+        cli::Command::Unpack(args) => unpack::run(args, cli.global.quiet, cancel),
+        cli::Command::Verify(args) => unpack::verify(args, cli.global.quiet, cancel),
         cli::Command::Group(args) => group::run(args, cancel),
         cli::Command::Completions { shell } => {
             use clap::CommandFactory;

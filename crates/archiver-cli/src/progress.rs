@@ -41,19 +41,28 @@ impl Reporter {
             Reporter::Bar(bar) => {
                 bar.set_length(p.bytes_total);
                 bar.set_position(p.bytes_done);
-                bar.set_message(format!("{}/{} entries", p.entries_done, p.entries_total));
+                if p.entries_total > 0 {
+                    bar.set_message(format!("{}/{} entries", p.entries_done, p.entries_total));
+                }
             }
             Reporter::Lines(last) => {
                 let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-                let done = p.entries_done == p.entries_total;
+                let done = p.bytes_total > 0 && p.bytes_done >= p.bytes_total;
                 if done || last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     *last = Some(Instant::now());
+                    let of = if p.bytes_total > 0 {
+                        format!(" of {}", HumanBytes(p.bytes_total))
+                    } else {
+                        String::new()
+                    };
+                    let entries = if p.entries_total > 0 {
+                        format!(", {}/{} entries", p.entries_done, p.entries_total)
+                    } else {
+                        String::new()
+                    };
                     eprintln!(
-                        "archiver: progress: {} of {}, {}/{} entries",
-                        HumanBytes(p.bytes_done),
-                        HumanBytes(p.bytes_total),
-                        p.entries_done,
-                        p.entries_total
+                        "archiver: progress: {}{of}{entries}",
+                        HumanBytes(p.bytes_done)
                     );
                 }
             }
@@ -64,5 +73,42 @@ impl Reporter {
         if let Reporter::Bar(bar) = self {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Counts the bytes of an archive as they are read, for unpack and verify progress.
+pub struct ProgressReader<'a, R> {
+    inner: R,
+    total: u64,
+    done: u64,
+    reported: u64,
+    reporter: &'a Reporter,
+}
+
+impl<'a, R> ProgressReader<'a, R> {
+    pub fn new(inner: R, total: u64, reporter: &'a Reporter) -> Self {
+        ProgressReader {
+            inner,
+            total,
+            done: 0,
+            reported: 0,
+            reporter,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done - self.reported >= 1 << 20 || (n == 0 && self.done > self.reported) {
+            self.reported = self.done;
+            self.reporter.update(&archiver::Progress {
+                bytes_done: self.done,
+                bytes_total: self.total.max(self.done),
+                ..Default::default()
+            });
+        }
+        Ok(n)
     }
 }

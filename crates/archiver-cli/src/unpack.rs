@@ -7,9 +7,10 @@ use anyhow::bail;
 use archiver::Unpacker;
 
 use crate::cli::{UnpackArgs, VerifyArgs};
+use crate::progress::{ProgressReader, Reporter};
 use crate::Outcome;
 
-pub fn run(args: UnpackArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
+pub fn run(args: UnpackArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     let mut u = Unpacker::new(&args.directory)
         .keep_existing(args.keep_existing)
         .sync(!args.no_sync)
@@ -19,14 +20,51 @@ pub fn run(args: UnpackArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcom
         u = u.jobs(j as usize);
     }
     let path = args.archive.as_deref().filter(|p| *p != Path::new("-"));
-    let result = match path {
-        Some(p) => u.unpack_path(p),
-        None => u.unpack(io::BufReader::with_capacity(256 << 10, io::stdin().lock())),
-    };
+    let reporter = Reporter::new(args.progress, args.no_progress, quiet);
+    let result = unpack_with(&u, path, reporter.as_ref());
     finish(result, path)
 }
 
-pub fn verify(args: VerifyArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
+/// Runs the unpacker on a file or stdin; with a reporter, progress is the share of the archive read.
+/// (A zip file is read in place, in parallel, and shows no progress.)
+fn unpack_with(
+    u: &Unpacker,
+    path: Option<&Path>,
+    reporter: Option<&Reporter>,
+) -> archiver::Result<archiver::UnpackReport> {
+    let result = match (path, reporter) {
+        (Some(p), Some(r)) if !is_zip(p) => {
+            let file = std::fs::File::open(p).map_err(|e| archiver::Error::Io {
+                path: p.to_path_buf(),
+                source: e,
+            })?;
+            let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+            u.unpack(io::BufReader::with_capacity(
+                256 << 10,
+                ProgressReader::new(file, total, r),
+            ))
+        }
+        (Some(p), _) => u.unpack_path(p),
+        (None, Some(r)) => u.unpack(io::BufReader::with_capacity(
+            256 << 10,
+            ProgressReader::new(io::stdin().lock(), 0, r),
+        )),
+        (None, None) => u.unpack(io::BufReader::with_capacity(256 << 10, io::stdin().lock())),
+    };
+    if let Some(r) = reporter {
+        r.finish();
+    }
+    result
+}
+
+fn is_zip(p: &Path) -> bool {
+    let mut head = [0u8; 4];
+    std::fs::File::open(p)
+        .and_then(|mut f| io::Read::read(&mut f, &mut head))
+        .is_ok_and(|n| archiver::detect(&head[..n]) == Some(archiver::Detected::Zip))
+}
+
+pub fn verify(args: VerifyArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     let mut u = Unpacker::verify_only().cancel_with(cancel.clone());
     if let Some(dir) = &args.against {
         u = u.against(dir);
@@ -35,10 +73,8 @@ pub fn verify(args: VerifyArgs, cancel: &archiver::Cancel) -> anyhow::Result<Out
         u = u.jobs(j as usize);
     }
     let path = Some(args.archive.as_path()).filter(|p| *p != Path::new("-"));
-    let result = match path {
-        Some(p) => u.unpack_path(p),
-        None => u.unpack(io::BufReader::with_capacity(256 << 10, io::stdin().lock())),
-    };
+    let reporter = Reporter::new(args.progress, args.no_progress, quiet);
+    let result = unpack_with(&u, path, reporter.as_ref());
     let outcome = finish(result, path)?;
     Ok(outcome)
 }
