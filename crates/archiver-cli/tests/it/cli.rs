@@ -278,6 +278,25 @@ fn progress_bar_only_when_wanted() {
         .output()
         .unwrap();
     assert!(never.stderr.is_empty());
+    let archive = work.path().join("a.tar");
+    ok(archiver()
+        .arg("pack")
+        .arg(work.path())
+        .arg("-o")
+        .arg(&archive));
+    for cmd in ["unpack", "verify"] {
+        let mut c = archiver();
+        c.args([cmd, "--progress"]).arg(&archive);
+        if cmd == "unpack" {
+            c.arg("-C").arg(work.path().join("x"));
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("archiver: progress: "),
+            "{cmd}"
+        );
+    }
 }
 
 #[test]
