@@ -103,6 +103,8 @@ pub fn symlink_target(link: &Path, target: &[u8]) -> Result<PathBuf, Refusal> {
 #[derive(Debug, Default)]
 pub struct DirGuard {
     checked: HashSet<PathBuf>,
+    /// Directories this guard created (empty before this run).
+    created: HashSet<PathBuf>,
 }
 
 impl DirGuard {
@@ -137,7 +139,9 @@ impl DirGuard {
                     )))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&full) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        self.created.insert(cur.clone());
+                    }
                     Err(e)
                         if e.kind() == io::ErrorKind::AlreadyExists
                             && full.is_dir()
@@ -149,6 +153,12 @@ impl DirGuard {
             self.checked.insert(cur.clone());
         }
         Ok(())
+    }
+
+    /// True when `rel` (relative to the destination) was created by this guard, so it held nothing
+    /// before this run.
+    pub fn created_here(&self, rel: &Path) -> bool {
+        self.created.contains(rel)
     }
 
     /// Creates the parents of `dest/rel`.

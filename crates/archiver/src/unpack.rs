@@ -365,14 +365,50 @@ impl Unpacker {
             }
             return Ok(UnpackReport { stats, warnings });
         };
-        for (_, rel, temp, _) in &mut files {
-            if let Some(temp) = temp.take() {
-                let target = dest.join(&*rel);
-                temp.persist(&target).map_err(|e| Error::Io {
-                    path: target,
-                    source: e.error,
-                })?;
+        // An archive may hold a path twice; the later entry wins, as in tar. With duplicates gone,
+        // the renames are independent and run in parallel.
+        let mut last: HashMap<&Path, usize> = HashMap::with_capacity(files.len());
+        for (i, (_, rel, _, _)) in files.iter().enumerate() {
+            last.insert(rel.as_path(), i);
+        }
+        let keep: Vec<bool> = (0..files.len())
+            .map(|i| last.get(files[i].1.as_path()) == Some(&i))
+            .collect();
+        drop(last);
+        let mut renames: Vec<(PathBuf, Option<tempfile::TempPath>)> =
+            Vec::with_capacity(files.len());
+        for ((_, rel, temp, _), keep) in files.iter_mut().zip(keep) {
+            if let (Some(temp), true) = (temp.take(), keep) {
+                renames.push((dest.join(&*rel), Some(temp)));
             }
+        }
+        let chunk = renames.len().div_ceil(self.jobs.max(1)).max(1);
+        let failures: Vec<Error> = std::thread::scope(|s| {
+            let handles: Vec<_> = renames
+                .chunks_mut(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut errors = Vec::new();
+                        for (target, temp) in part.iter_mut() {
+                            let Some(temp) = temp.take() else { continue };
+                            if let Err(e) = temp.persist(&*target) {
+                                errors.push(Error::Io {
+                                    path: target.clone(),
+                                    source: e.error,
+                                });
+                            }
+                        }
+                        errors
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        if let Some(e) = failures.into_iter().next() {
+            return Err(e);
         }
         // Links last: hard links first (their targets are files), then symlinks.
         let mut symlinks = Vec::new();
@@ -808,6 +844,10 @@ impl Ctx<'_> {
             source: e,
         })?;
         let path = dest.join(rel);
+        // In a directory this run created, nothing can be in the way: skip the lstat.
+        if rel.parent().is_some_and(|p| self.guard.created_here(p)) {
+            return Ok(true);
+        }
         match fs::symlink_metadata(&path) {
             Ok(_) if self.opts.keep_existing => {
                 self.stats.kept_existing += 1;
