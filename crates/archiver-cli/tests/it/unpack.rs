@@ -630,3 +630,23 @@ fn corpus_ok_archives_extract_like_bsdtar() {
     }
     assert!(compared >= 20, "only {compared} archives compared");
 }
+
+/// A path stored twice: the later entry wins, as with tar.
+#[test]
+fn a_path_stored_twice_ends_as_the_later_entry() {
+    use tar::EntryType as T;
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(
+        work.path(),
+        &hostile_tar(&[
+            ("d/a.txt", T::Regular, "", b"first"),
+            ("d/a.txt", T::Regular, "", b"second"),
+        ]),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        std::fs::read(work.path().join("dest/d/a.txt")).unwrap(),
+        b"second"
+    );
+}
