@@ -97,6 +97,12 @@ pub struct GroupArgs {
     /// Do not embed the BLAKE3 manifest
     #[arg(long)]
     pub no_manifest: bool,
+    /// Show a progress bar over the stems (default: when stderr is a terminal)
+    #[arg(long, overrides_with = "no_progress")]
+    pub progress: bool,
+    /// Never show a progress bar
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use archiver::{Format, Packer};
 use crate::cli::GroupArgs;
 use crate::Outcome;
 
-pub fn run(args: GroupArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
+pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     let format: Format = args.format.parse()?;
     let stems = archiver::group::plan(&args.dir, &args.ext)?;
     std::fs::create_dir_all(&args.output).with_context(|| {
@@ -24,7 +24,24 @@ pub fn run(args: GroupArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome
     let threads = args
         .jobs
         .map_or_else(archiver::default_jobs, |j| j as usize);
-    let results = archiver::group::run(&stems, &args.output, &template, threads, cancel);
+    let reporter =
+        crate::progress::Reporter::counter(args.progress, args.no_progress, quiet, "stems");
+    let report = |done: usize, total: usize| {
+        if let Some(r) = &reporter {
+            r.count(done as u64, total as u64, "stems");
+        }
+    };
+    let results = archiver::group::run(
+        &stems,
+        &args.output,
+        &template,
+        threads,
+        cancel,
+        Some(&report),
+    );
+    if let Some(r) = &reporter {
+        r.finish();
+    }
     if cancel.is_cancelled() {
         return Err(archiver::Error::Cancelled.into());
     }

@@ -57,7 +57,7 @@ fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
         cli::Command::List(args) => list::run(args),
         cli::Command::Unpack(args) => unpack::run(args, cli.global.quiet, cancel),
         cli::Command::Verify(args) => unpack::verify(args, cli.global.quiet, cancel),
-        cli::Command::Group(args) => group::run(args, cancel),
+        cli::Command::Group(args) => group::run(args, cli.global.quiet, cancel),
         cli::Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut text = Vec::new();

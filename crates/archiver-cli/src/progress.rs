@@ -16,6 +16,19 @@ pub enum Reporter {
 }
 
 impl Reporter {
+    /// A reporter counting items (e.g. stems) instead of bytes.
+    pub fn counter(force: bool, never: bool, quiet: bool, unit: &str) -> Option<Reporter> {
+        let r = Self::new(force, never, quiet)?;
+        if let Reporter::Bar(bar) = &r {
+            bar.set_style(
+                ProgressStyle::with_template(&format!("{{spinner}} [{{elapsed_precise}}] [{{wide_bar}}] {{pos}}/{{len}} {unit} ETA {{eta}}"))
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+        }
+        Some(r)
+    }
+
     /// A reporter, if progress should be shown.
     pub fn new(force: bool, never: bool, quiet: bool) -> Option<Reporter> {
         let tty = std::io::stderr().is_terminal();
@@ -64,6 +77,23 @@ impl Reporter {
                         "archiver: progress: {}{of}{entries}",
                         HumanBytes(p.bytes_done)
                     );
+                }
+            }
+        }
+    }
+
+    /// Progress in items rather than bytes.
+    pub fn count(&self, done: u64, total: u64, unit: &str) {
+        match self {
+            Reporter::Bar(bar) => {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            Reporter::Lines(last) => {
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                if done == total || last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    *last = Some(Instant::now());
+                    eprintln!("archiver: progress: {done}/{total} {unit}");
                 }
             }
         }

@@ -94,15 +94,18 @@ pub fn extension(format: Format) -> &'static str {
 
 /// Packs every stem into `outdir/<stem>.<ext>` with `threads` stems at a time (each packed with one
 /// worker, so the machine is shared across stems, not within one). Each archive is written to a
-/// temporary file and renamed when complete. Results come back in stem order.
+/// temporary file and renamed when complete. Results come back in stem order. `progress`, if given,
+/// is called with (stems done, stems in all) after each stem.
 pub fn run(
     stems: &[Stem],
     outdir: &Path,
     template: &Packer,
     threads: usize,
     cancel: &Cancel,
+    progress: Option<&(dyn Fn(usize, usize) + Sync)>,
 ) -> Vec<StemResult> {
     let next = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<StemResult>>> =
         Mutex::new((0..stems.len()).map(|_| None).collect());
     std::thread::scope(|s| {
@@ -119,6 +122,10 @@ pub fn run(
                     stem: stem.stem.clone(),
                     result,
                 });
+                let done = finished.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(report) = progress {
+                    report(done, stems.len());
+                }
             });
         }
     });
