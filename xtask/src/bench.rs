@@ -581,3 +581,85 @@ fn generate(base: &Path, size: f64, only: Option<&str>) -> Result<Vec<Dataset>> 
     }
     Ok(out)
 }
+
+/// `cargo xtask rss`: the memory bound under backpressure. Packs a tree of one large (sparse) file
+/// plus many small files into a consumer that takes only `--rate-mb` MB/s, and reports the peak RSS
+/// of `archiver` next to its byte budget. Defaults: 4 GiB, 200,000 files, 20 MB/s (about 4 minutes).
+pub fn rss(args: &[String]) -> Result {
+    let (mut gib, mut files, mut rate) = (4u64, 200_000usize, 20u64);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or(format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--gib" => gib = v.parse().map_err(|e| format!("--gib: {e}"))?,
+            "--files" => files = v.parse().map_err(|e| format!("--files: {e}"))?,
+            "--rate-mb" => rate = v.parse().map_err(|e| format!("--rate-mb: {e}"))?,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    let root = workspace_root();
+    crate::run(
+        Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet", "-p", "archiver-cli"])
+            .current_dir(&root),
+    )?;
+    let dir = root.join(format!("target/rss/tree-{gib}g-{files}"));
+    let stamp = root.join(format!("target/rss/tree-{gib}g-{files}.complete"));
+    if !stamp.exists() {
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        fs::File::create(dir.join("big.bin"))
+            .and_then(|f| f.set_len(gib << 30))
+            .map_err(|e| e.to_string())?;
+        let mut rng = Lcg(7);
+        for i in 0..files {
+            let p = dir.join(format!("d{:03}/f{i:06}", i % 500));
+            if i < 500 {
+                fs::create_dir_all(p.parent().unwrap()).map_err(|e| e.to_string())?;
+            }
+            let len = (rng.next() % 2048) as usize;
+            fs::write(&p, text(&mut rng, len)).map_err(|e| e.to_string())?;
+        }
+        fs::write(&stamp, b"").map_err(|e| e.to_string())?;
+    }
+    let bin = root.join("target/release/archiver");
+    let mut child = Command::new(&bin)
+        .args(["pack", "-q", "-f", "tar"])
+        .arg(&dir)
+        .args(["-o", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut out = child.stdout.take().unwrap();
+    let started = Instant::now();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    let per_sec = rate * 1_000_000;
+    loop {
+        let n = out.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        // Throttle: never run ahead of `rate` MB/s.
+        let due = std::time::Duration::from_secs_f64(total as f64 / per_sec as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let (ok, rss_kib) = wait_rss(&mut child)?;
+    if !ok {
+        return Err("archiver pack failed".into());
+    }
+    let budget_mib = crate::bench::DEFAULT_BUDGET_MIB;
+    println!(
+        "pack of {gib} GiB + {files} files into a {rate} MB/s consumer: {:.1} GB in {:.0} s, peak RSS {:.1} MiB (byte budget {budget_mib} MiB)",
+        total as f64 / 1e9,
+        started.elapsed().as_secs_f64(),
+        rss_kib as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// The CLI's default `--memory`, for the report.
+const DEFAULT_BUDGET_MIB: u64 = 16;

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("man") => man(),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("rss") => bench::rss(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
                  test [ARGS]   install missing test peers, then cargo test --workspace [ARGS]\n  \
                  man           write the man page to target/man/archiver.1\n  \
                  fuzz [--seconds N] [TARGET]  run the cargo-fuzz targets (nightly), seeded from ../shared/corpus\n  \
+                 rss [--gib N] [--files N] [--rate-mb N]  peak RSS of pack into a throttled consumer\n  \
                  deps          install the peers the tests drive (GNU tar, bsdtar, zstd, pigz, zip, unzip, 7z, b3sum)\n  \
                  bench [--quick] [--size F] [--runs N] [--jobs N] [--dir PATH]...\n                \
                  time archiver against the peers on PATH; results in target/bench/"
