@@ -109,85 +109,52 @@ pub fn list_path(
     list(io::BufReader::with_capacity(256 << 10, file), each)
 }
 
-fn list_zip<R: Read + io::Seek>(
-    input: R,
-    mut each: impl FnMut(&EntryInfo) -> Result<()>,
-) -> Result<u64> {
-    let mut archive = ::zip::ZipArchive::new(input)
-        .map_err(|e| Error::BadArchive(format!("damaged zip archive: {e}")))?;
+/// Lists a zip through our own directory reader, so `list` sees exactly the names, types and checks
+/// that `unpack` applies.
+fn list_zip(file: std::fs::File, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
+    let entries = crate::zipread::read_directory(&file)?;
     let mut count = 0;
-    for i in 0..archive.len() {
-        let mut f = archive
-            .by_index_raw(i)
-            .map_err(|e| Error::BadArchive(format!("damaged zip archive at entry {i}: {e}")))?;
-        let raw_path = f.name_raw().to_vec();
-        let mode = f.unix_mode();
-        let kind = if f.is_dir() {
+    for e in &entries {
+        let kind = if e.is_dir() {
             EntryKind::Dir
-        } else if mode.is_some_and(|m| m & 0o170000 == 0o120000) {
+        } else if e.is_symlink() {
             EntryKind::Symlink
         } else {
             EntryKind::File
         };
-        let mtime = f
-            .extra_data_fields()
-            .find_map(|x| match x {
-                ::zip::ExtraField::ExtendedTimestamp(t) => t.mod_time().map(i64::from),
-                _ => None,
-            })
-            .or_else(|| f.last_modified().map(dos_to_unix))
-            .unwrap_or(0);
-        let size = f.size();
-        let link_target = if kind == EntryKind::Symlink
-            && f.compression() == ::zip::CompressionMethod::Stored
-            && size <= 4096
-        {
+        let link_target = if kind == EntryKind::Symlink && e.usize <= 4096 {
             let mut t = Vec::new();
-            (&mut f)
-                .take(4096)
+            crate::zipread::open_entry(&file, e)?
                 .read_to_end(&mut t)
-                .map_err(Error::Input)?;
-            Some(String::from_utf8_lossy(&t).into_owned())
+                .map_err(|err| Error::Entry {
+                    entry: e.name_lossy(),
+                    reason: err.to_string(),
+                })?;
+            Some(display_name(&t))
         } else {
             None
         };
         let info = EntryInfo {
-            path: display_name(&raw_path),
-            raw_path,
+            path: display_name(&e.name),
+            raw_path: e.name.clone(),
             kind,
-            size,
-            mode: mode.map_or(if kind == EntryKind::Dir { 0o755 } else { 0o644 }, |m| {
-                m & 0o7777
-            }),
-            mtime,
+            size: e.usize,
+            mode: e
+                .unix_mode
+                .map_or(if kind == EntryKind::Dir { 0o755 } else { 0o644 }, |m| {
+                    m & 0o7777
+                }),
+            mtime: e.mtime,
             uid: 0,
             gid: 0,
             user: None,
             group: None,
             link_target,
         };
-        drop(f);
         each(&info)?;
         count += 1;
     }
     Ok(count)
-}
-
-/// A DOS date and time, read as UTC (as we write them).
-fn dos_to_unix(t: ::zip::DateTime) -> i64 {
-    let (y, m, d) = (
-        i64::from(t.year()),
-        i64::from(t.month()),
-        i64::from(t.day()),
-    );
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86_400 + i64::from(t.hour()) * 3600 + i64::from(t.minute()) * 60 + i64::from(t.second())
 }
 
 fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {

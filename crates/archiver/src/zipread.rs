@@ -134,6 +134,8 @@ pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
     let mut entries = u64::from(u16le(e, 10));
     let mut cd_size = u64::from(u32le(e, 12));
     let mut cd_offset = u64::from(u32le(e, 16));
+    // Where the central directory ends: the end record, or the ZIP64 end record before it.
+    let mut cd_end_at = eocd_at;
     // ZIP64: a locator right before the end record points at the ZIP64 end record.
     if eocd_at >= 20 {
         let mut loc = [0u8; 20];
@@ -151,14 +153,15 @@ pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
             entries = u64le(&rec, 32);
             cd_size = u64le(&rec, 40);
             cd_offset = u64le(&rec, 48);
+            cd_end_at = at;
         }
     }
     // Self-extracting archives and other prefixes: offsets are then relative to a later start.
     let cd_end = cd_offset
         .checked_add(cd_size)
         .ok_or_else(|| bad("central directory size overflows"))?;
-    let shift = if cd_end <= eocd_at {
-        eocd_at - cd_end
+    let shift = if cd_end <= cd_end_at {
+        cd_end_at - cd_end
     } else {
         return Err(bad("central directory overlaps its end record"));
     };

@@ -687,6 +687,23 @@ mod tests {
     }
 
     fn check(bytes: Vec<u8>) {
+        // Our own reader, used by list and unpack.
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, &bytes).unwrap();
+        let dir = crate::zipread::read_directory(&f).unwrap();
+        let names: Vec<&[u8]> = dir.iter().map(|e| e.name.as_slice()).collect();
+        assert_eq!(names, [&b"d/"[..], b"d/small.txt", b"link", b"big"]);
+        let mut big = Vec::new();
+        crate::zipread::open_entry(&f, &dir[3])
+            .unwrap()
+            .read_to_end(&mut big)
+            .unwrap();
+        assert_eq!(big, b"streamed content ".repeat(20_000));
+        assert!(dir[2].is_symlink() && dir[0].is_dir());
+        check_with_zip_crate(bytes);
+    }
+
+    fn check_with_zip_crate(bytes: Vec<u8>) {
         let mut a = ::zip::ZipArchive::new(io::Cursor::new(bytes)).unwrap();
         assert_eq!(a.len(), 4);
         let names: Vec<String> = (0..a.len())
