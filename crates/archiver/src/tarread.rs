@@ -183,7 +183,7 @@ impl<R: Read> TarReader<R> {
         let mut link = long_link.unwrap_or_else(|| trim_nul(block[157..257].to_vec()));
         let mut size = number(&block[124..136])?;
         let mut mtime_secs = signed_number(&block[136..148]).unwrap_or(0);
-        let mut mtime = secs_to_time(mtime_secs, 0);
+        let mut mtime = unix_time(mtime_secs, 0);
         let mut uid = number(&block[108..116]).unwrap_or(0);
         let mut gid = number(&block[116..124]).unwrap_or(0);
         let mode = number(&block[100..108]).unwrap_or(0o644) as u32;
@@ -580,7 +580,8 @@ fn parse_time(s: &str) -> Option<(i64, SystemTime)> {
     Some((whole, t))
 }
 
-fn secs_to_time(secs: i64, nanos: u32) -> SystemTime {
+/// A Unix time (seconds, possibly negative, plus nanoseconds) as a `SystemTime`.
+pub(crate) fn unix_time(secs: i64, nanos: u32) -> SystemTime {
     if secs >= 0 {
         UNIX_EPOCH + Duration::new(secs as u64, nanos)
     } else {

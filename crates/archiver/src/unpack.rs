@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
@@ -698,11 +698,7 @@ fn escapes(dest: &Path, rel: &Path) -> bool {
 }
 
 fn time_of(mtime: i64) -> SystemTime {
-    if mtime >= 0 {
-        UNIX_EPOCH + Duration::from_secs(mtime as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(mtime.unsigned_abs())
-    }
+    crate::tarread::unix_time(mtime, 0)
 }
 
 struct DirMeta {
