@@ -233,6 +233,11 @@ impl Unpacker {
                 guard: DirGuard::default(),
                 seq: 0,
                 total: 0,
+                free: self
+                    .dest
+                    .as_deref()
+                    .and_then(free_space)
+                    .unwrap_or(u64::MAX),
                 dirs: Vec::new(),
                 links: Vec::new(),
                 refused: Vec::new(),
@@ -579,6 +584,24 @@ fn disk_mode(_md: &fs::Metadata) -> Option<u32> {
     None
 }
 
+/// Bytes available to us on the filesystem holding `dir`.
+#[cfg(unix)]
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Option<u64> {
+    None
+}
+
 /// `.NAME.archiver-SEQ` beside `rel`: where a link is made before it is renamed into place.
 fn temp_sibling(rel: &Path, seq: u64) -> PathBuf {
     let name = rel
@@ -763,6 +786,9 @@ struct Ctx<'a> {
     guard: DirGuard,
     seq: u64,
     total: u64,
+    /// Bytes free in the destination's filesystem when we started: a bomb meets a clear error
+    /// before it fills the disk.
+    free: u64,
     dirs: Vec<DirMeta>,
     links: Vec<LinkJob>,
     refused: Vec<Refused>,
@@ -804,6 +830,15 @@ impl Ctx<'_> {
     /// Accounts for `size` more bytes of output against the limit.
     fn grow(&mut self, name: &[u8], size: u64) -> Result<()> {
         self.total = self.total.saturating_add(size);
+        if self.total > self.free {
+            return Err(Error::Entry {
+                entry: String::from_utf8_lossy(name).into_owned(),
+                reason: format!(
+                    "the archive needs more than the {} bytes free in the destination; nothing was given its final name",
+                    self.free
+                ),
+            });
+        }
         if self.total > self.opts.max_output {
             return Err(Error::Entry {
                 entry: String::from_utf8_lossy(name).into_owned(),

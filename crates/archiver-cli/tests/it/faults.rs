@@ -190,7 +190,7 @@ fn full_disk_is_a_clear_error_and_leaves_nothing_partial() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("No space left on device") && err.contains("noise.bin"),
+        err.contains("bytes free in the destination") && err.contains("noise.bin"),
         "{err}"
     );
     assert!(leftovers(&small).is_empty(), "{:?}", leftovers(&small));
