@@ -412,7 +412,6 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
     };
     Ok(EntryReader {
         inner,
-        name: e.name_lossy(),
         left: e.usize,
         crc: crc32fast::Hasher::new(),
         expected_crc: e.crc,
@@ -436,7 +435,6 @@ fn method_name(m: u16) -> &'static str {
 
 pub(crate) struct EntryReader<'a> {
     inner: Box<dyn Read + 'a>,
-    name: String,
     left: u64,
     crc: crc32fast::Hasher,
     expected_crc: u32,
@@ -454,10 +452,7 @@ impl Read for EntryReader<'_> {
             if self.inner.read(&mut probe)? != 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: decompresses to more than its declared size (refused)",
-                        self.name
-                    ),
+                    "decompresses to more than its declared size (refused)",
                 ));
             }
             let crc = std::mem::take(&mut self.crc).finalize();
@@ -465,8 +460,8 @@ impl Read for EntryReader<'_> {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "{}: CRC-32 mismatch (stored {:08x}, computed {crc:08x})",
-                        self.name, self.expected_crc
+                        "CRC-32 mismatch (stored {:08x}, computed {crc:08x})",
+                        self.expected_crc
                     ),
                 ));
             }
@@ -478,7 +473,7 @@ impl Read for EntryReader<'_> {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{}: data ends before its declared size", self.name),
+                "data ends before its declared size",
             ));
         }
         self.crc.update(&buf[..n]);
