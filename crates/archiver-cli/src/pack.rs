@@ -43,6 +43,7 @@ pub fn run(args: PackArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Re
     for glob in &args.exclude {
         packer = packer.exclude(glob.clone());
     }
+    packer = test_fault(packer);
 
     let reporter = crate::progress::Reporter::new(args.progress, args.no_progress, quiet)
         .map(std::sync::Arc::new);
@@ -69,6 +70,25 @@ pub fn run(args: PackArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Re
     } else {
         Outcome::Warnings
     })
+}
+
+/// Fault injection for the test suite only (debug builds): `ARCHIVER_TEST_PANIC_AT=STAGE:NAME` makes
+/// the STAGE (`read` or `write`) panic at the entry whose file name is NAME. Release builds ignore it.
+fn test_fault(packer: Packer) -> Packer {
+    #[cfg(debug_assertions)]
+    if let Ok(spec) = std::env::var("ARCHIVER_TEST_PANIC_AT") {
+        if let Some((stage, name)) = spec.split_once(':') {
+            let (stage, name) = (stage.to_string(), std::ffi::OsString::from(name));
+            return packer.fault_hook(std::sync::Arc::new(
+                move |s: &str, rel: &std::path::Path| {
+                    if s == stage && rel.file_name() == Some(name.as_os_str()) {
+                        panic!("injected by ARCHIVER_TEST_PANIC_AT");
+                    }
+                },
+            ));
+        }
+    }
+    packer
 }
 
 /// SOURCE_DATE_EPOCH as reproducible-builds.org defines it; 0 when unset.

@@ -196,3 +196,91 @@ fn full_disk_is_a_clear_error_and_leaves_nothing_partial() {
     assert!(leftovers(&small).is_empty(), "{:?}", leftovers(&small));
     assert!(!small.join("noise.bin").exists());
 }
+
+/// A panicking worker (injected, debug builds only) ends the run with exit 2 and a message naming
+/// the entry, never a hang; the partial archive is removed.
+#[test]
+fn a_worker_panic_is_an_error_naming_the_entry() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    for i in 0..300 {
+        file(&src, &format!("d/f{i:03}"), b"data", 0o644);
+    }
+    let target = work.path().join("out.tar");
+    for stage in ["read", "write"] {
+        let out = archiver()
+            .env("ARCHIVER_TEST_PANIC_AT", format!("{stage}:f123"))
+            .args(["pack", "-j", "3", "-o"])
+            .arg(&target)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{stage}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("internal error in the {stage} stage")),
+            "{err}"
+        );
+        if stage == "read" {
+            assert!(err.contains("while handling d/f123"), "{err}");
+        }
+        assert!(!target.exists());
+    }
+}
+
+/// An unreadable file and an unreadable directory are skipped with a warning naming them (exit 1);
+/// --strict makes that fatal. Run as an unprivileged user (root reads everything).
+#[test]
+fn unreadable_files_are_warnings() {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    let work = tempfile::Builder::new()
+        .prefix("unreadable")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = work.path().join("src");
+    file(&src, "ok.txt", b"fine", 0o644);
+    file(&src, "secret.txt", b"no", 0o000);
+    file(&src, "closed/inner.txt", b"no", 0o644);
+    set_mode(&src.join("closed"), 0o000);
+    let bin = env!("CARGO_BIN_EXE_archiver");
+    let run = |extra: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                bin,
+                "pack",
+            ])
+            .args(extra.split_whitespace())
+            .arg(&src)
+            .args(["-o", "-"])
+            .output()
+            .unwrap()
+    };
+    let out = run("");
+    set_mode(&src.join("closed"), 0o755);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("secret.txt: cannot open: permission denied; skipped"),
+        "{err}"
+    );
+    assert!(err.contains("closed"), "{err}");
+    let names =
+        String::from_utf8(ok(archiver().args(["list", "-"]).stdin_bytes(&out.stdout)).stdout)
+            .unwrap();
+    assert!(
+        names.contains("ok.txt\n") && !names.contains("secret.txt"),
+        "{names}"
+    );
+    set_mode(&src.join("closed"), 0o000);
+    let strict = run("--strict");
+    set_mode(&src.join("closed"), 0o755);
+    assert_eq!(strict.status.code(), Some(2));
+}
