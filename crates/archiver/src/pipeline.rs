@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub follow_symlinks: bool,
     /// `Some` when writing zip: the workers compress entries with it.
     pub zip: Option<ZipEncoding>,
+    /// The entry the writer is on (for naming it if the writer panics); `usize::MAX` before any.
+    writing: std::sync::atomic::AtomicUsize,
     fault: Option<FaultHook>,
 }
 
@@ -148,6 +150,7 @@ pub(crate) fn run<W: Write>(
                 level: opts.level.unwrap_or(method.levels().0),
             }
         }),
+        writing: std::sync::atomic::AtomicUsize::new(usize::MAX),
         fault,
     };
     let (job_tx, job_rx) = bounded::<Job>(jobs * 2);
@@ -186,9 +189,10 @@ pub(crate) fn run<W: Write>(
             write_stage(&walk, done_rx, &shared, opts, progress.as_ref(), out)
         }))
         .unwrap_or_else(|p| {
+            let at = shared.writing.load(Ordering::Relaxed);
             Err(Stop::Error(Error::Panic {
                 stage: "write",
-                entry: None,
+                entry: walk.entries.get(at).map(|e| e.rel.display().to_string()),
                 message: panic_message(&*p),
             }))
         });
@@ -513,6 +517,7 @@ impl Writer<'_> {
         let entry = &self.walk.entries[seq];
         let rel = entry.rel.as_path();
         let meta = &entry.meta;
+        self.shared.writing.store(seq, Ordering::Relaxed);
         self.shared.fault_point("write", rel);
         if !matches!(payload, Payload::Skip { .. } | Payload::Failed(_)) {
             self.newest = self.newest.max(meta.mtime);

@@ -221,9 +221,7 @@ fn a_worker_panic_is_an_error_naming_the_entry() {
             err.contains(&format!("internal error in the {stage} stage")),
             "{err}"
         );
-        if stage == "read" {
-            assert!(err.contains("while handling d/f123"), "{err}");
-        }
+        assert!(err.contains("while handling d/f123"), "{err}");
         assert!(!target.exists());
     }
 }
