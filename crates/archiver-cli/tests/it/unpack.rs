@@ -24,7 +24,6 @@ fn our_archives_round_trip() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     gnarly_tree(&src, 300, 31);
-    let expected = snapshot(&src);
     for format in ["tar", "tar.gz", "tar.zst", "zip"] {
         let archive = work.path().join(format!("a.{format}"));
         ok(archiver()
@@ -50,7 +49,6 @@ fn our_archives_round_trip() {
         assert_same_tree(&want, &snapshot_extracted(&dest));
         clean(archiver().arg("verify").arg(&archive));
     }
-    let _ = expected;
 }
 
 /// Archives written by GNU tar (gnu, posix, ustar), bsdtar, Info-ZIP (file and `zip -` pipe),
