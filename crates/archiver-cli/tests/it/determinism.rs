@@ -50,7 +50,10 @@ fn reproducible_ignores_mtimes_and_owners() {
     };
     let before = run();
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
-    for e in walk_files(&src) {
+    for e in non_dirs_under(&src)
+        .into_iter()
+        .filter(|p| p.symlink_metadata().unwrap().is_file())
+    {
         let f = std::fs::File::options().write(true).open(&e).unwrap();
         f.set_modified(later).unwrap();
     }
@@ -72,21 +75,4 @@ fn reproducible_ignores_mtimes_and_owners() {
         assert_eq!(e["uid"], 0);
         assert_eq!(e["user"], serde_json::Value::Null);
     }
-}
-
-fn walk_files(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }

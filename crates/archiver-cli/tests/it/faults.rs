@@ -6,22 +6,13 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
+/// Temporary files (ours or tempfile's) left anywhere below `dir`.
 fn leftovers(dir: &Path) -> Vec<String> {
-    let mut v = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            }
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.ends_with(".tmp") || n.contains("archiver-tmp") {
-                v.push(n);
-            }
-        }
-    }
-    v
+    non_dirs_under(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") || n.contains("archiver-tmp"))
+        .collect()
 }
 
 fn interrupt_after(cmd: &mut Command, delay: Duration) -> (Option<i32>, String) {
@@ -113,18 +104,7 @@ fn sigint_during_unpack_leaves_no_temporary_files() {
     }
     assert_eq!(code, Some(130), "{err}");
     assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
-    let mut files = 0;
-    let mut stack = vec![dest.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                files += 1;
-            }
-        }
-    }
+    let files = non_dirs_under(&dest).len();
     assert_eq!(
         files, 0,
         "an interrupted unpack gives no file its final name"

@@ -294,3 +294,20 @@ impl StdinBytes for Command {
         self.stdin(f)
     }
 }
+
+/// Every entry below `root` that is not a directory (files, symlinks, ...), at any depth.
+pub fn non_dirs_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
