@@ -68,7 +68,8 @@ fn entries(bencher: divan::Bencher) {
     bencher
         .counter(divan::counter::ItemsCount::new(2_000usize))
         .bench(|| {
-            archiver::Packer::new([dir.path()])
+            archiver::Packer::new(["."])
+                .directory(dir.path())
                 .jobs(2)
                 .pack(std::io::sink())
                 .unwrap()

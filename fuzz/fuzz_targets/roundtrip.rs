@@ -32,9 +32,9 @@ fuzz_target!(|tree: Tree| {
     let format = [archiver::Format::Tar, archiver::Format::TarGz, archiver::Format::TarZst, archiver::Format::Zip]
         [tree.format as usize % 4];
     let mut one = Vec::new();
-    archiver::Packer::new([dir.path()]).format(format).jobs(1).pack(&mut one).unwrap();
+    archiver::Packer::new(["."]).directory(dir.path()).format(format).jobs(1).pack(&mut one).unwrap();
     let mut three = Vec::new();
-    archiver::Packer::new([dir.path()]).format(format).jobs(3).pack(&mut three).unwrap();
+    archiver::Packer::new(["."]).directory(dir.path()).format(format).jobs(3).pack(&mut three).unwrap();
     assert!(one == three, "output depends on -j");
     let out = tempfile::tempdir().unwrap();
     archiver::Unpacker::new(out.path()).sync(false).unpack(&one[..]).unwrap();

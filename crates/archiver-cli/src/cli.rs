@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
     name = "archiver",
     version,
     after_help = "Examples:\n  \
-        archiver pack src/ -o src.tar.zst        pack a directory (format from the extension)\n  \
-        archiver pack app/ | ssh pi 'tar xf - -C /opt/app'\n  \
+        archiver pack src -o src.tar.zst         pack a directory (stored as src/...; format from the extension)\n  \
+        archiver pack -C app . | ssh pi 'archiver unpack -C /opt/app'\n  \
         archiver list src.tar.zst --long         show what an archive holds\n\n\
         Exit status: 0 success, 1 finished with warnings, 2 error, 130 interrupted."
 )]
@@ -27,7 +27,7 @@ pub struct Global {
     /// Print only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Say more (-v: info, -vv: debug); RUST_LOG overrides
+    /// List each entry on stderr as it is written, like tar -v (-vv: debug messages too); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
@@ -36,10 +36,11 @@ pub struct Global {
 pub enum Command {
     /// Pack files and directories into an archive
     #[command(
-        after_help = "Paths inside the archive are relative to each PATH: `archiver pack app/` stores \
-        app/src/x as src/x.\nEntries are sorted by name; the output is byte-identical for any -j.\n\n\
-        Examples:\n  archiver pack . -o ../site.tar.gz --exclude '*.o' --exclude target/\n  \
-        SOURCE_DATE_EPOCH=1700000000 archiver pack --reproducible dist/ -o dist.tar"
+        after_help = "Paths are stored as given, like GNU tar: `archiver pack app` stores app/src/x; \
+        `archiver pack -C app .` stores src/x. A leading / or .. is removed with a warning.\n\
+        Entries are sorted by name; the output is byte-identical for any -j.\n\n\
+        Examples:\n  archiver pack -C site . -o site.tar.gz --exclude '*.o' --exclude target/\n  \
+        SOURCE_DATE_EPOCH=1700000000 archiver pack --reproducible dist -o dist.tar"
     )]
     Pack(PackArgs),
     /// Extract an archive safely, checking every file against its embedded manifest
@@ -47,7 +48,7 @@ pub enum Command {
         after_help = "The format is detected from the bytes. Files appear under their final names only \
         after the whole archive was read and verified; entries that would escape DIR (absolute paths, `..`, \
         symlinks leading out, devices) are refused.\n\nExamples:\n  archiver unpack site.tar.zst -C /srv/site\n  \
-        archiver pack app/ | ssh pi 'archiver unpack -C /opt/app'"
+        archiver pack -C app . | ssh pi 'archiver unpack -C /opt/app'"
     )]
     Unpack(UnpackArgs),
     /// List the entries of an archive (tar, tar.gz, tar.zst, zip)
@@ -175,17 +176,20 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct PackArgs {
-    /// Files and directories to pack
+    /// Files and directories to pack, stored as given (`app` stores app/...; `-C app .` stores the contents)
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Change to DIR first: PATHs are relative to it (GNU tar's -C)
+    #[arg(short = 'C', long = "directory", value_name = "DIR")]
+    pub directory: Option<PathBuf>,
     /// Write the archive here; '-' = stdout (the default when stdout is not a terminal)
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// tar | tar.gz | tar.zst | zip (default: from the -o extension, else tar)
-    #[arg(short, long, value_name = "FMT")]
+    /// tar | tar.gz | tar.zst | zip (default: from the -o extension; tar on stdout)
+    #[arg(short, long, value_name = "FMT", value_parser = ["tar", "tar.gz", "tgz", "tar.zst", "tzst", "zip"])]
     pub format: Option<String>,
     /// zip entries: deflate (default; every reader has it), zstd (smaller, faster; few readers) or store
-    #[arg(long, value_name = "METHOD", default_value = "deflate")]
+    #[arg(long, value_name = "METHOD", default_value = "deflate", value_parser = ["deflate", "zstd", "store"])]
     pub zip_method: String,
     /// Worker threads (default: all cores); the output is identical for every value
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]

@@ -4,6 +4,7 @@
 mod cli;
 mod group;
 mod list;
+mod names;
 mod output;
 mod pack;
 mod progress;
@@ -28,13 +29,22 @@ fn main() -> ExitCode {
     let cancel = archiver::Cancel::new();
     {
         let cancel = cancel.clone();
-        // SIGINT and SIGTERM: ask the pipeline to stop; it cleans up and we exit 130. A second signal
-        // while cleanup is stuck (a blocked write to a pipe, say) ends the process at once.
+        // SIGINT, SIGTERM and SIGHUP: ask the run to stop; it cleans up and we exit 130. Every stage
+        // watches the flag, but a write blocked on a consumer that reads nothing cannot see it, so a
+        // watchdog ends the process after a grace period; a second signal ends it at once. Either way
+        // the temporary output file goes first.
         let _ = ctrlc::set_handler(move || {
             if cancel.is_cancelled() {
+                output::remove_temporaries();
                 std::process::exit(130);
             }
             cancel.cancel();
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                output::remove_temporaries();
+                eprintln!("archiver: interrupted");
+                std::process::exit(130);
+            });
         });
     }
     match run(cli, &cancel) {
@@ -53,7 +63,9 @@ fn main() -> ExitCode {
 
 fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     match cli.command {
-        cli::Command::Pack(args) => pack::run(args, cli.global.quiet, cancel),
+        cli::Command::Pack(args) => {
+            pack::run(args, cli.global.quiet, cli.global.verbose > 0, cancel)
+        }
         cli::Command::List(args) => list::run(args),
         cli::Command::Unpack(args) => unpack::run(args, cli.global.quiet, cancel),
         cli::Command::Verify(args) => unpack::verify(args, cli.global.quiet, cancel),

@@ -6,6 +6,32 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+/// Temporary output files of this process, removed by [`remove_temporaries`] when a signal ends the
+/// process before the normal cleanup (drop) can run.
+static TEMPORARIES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes every temporary output file still registered (called from the signal handler).
+pub fn remove_temporaries() {
+    let list = TEMPORARIES.lock().unwrap_or_else(|p| p.into_inner());
+    for p in list.iter() {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+fn register(p: &Path) {
+    TEMPORARIES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(p.to_path_buf());
+}
+
+fn unregister(p: &Path) {
+    TEMPORARIES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|q| q != p);
+}
+
 /// An archive destination. A file is written under a temporary name beside the target and renamed
 /// into place only by [`Output::commit`]; dropping an uncommitted output removes the temporary file,
 /// so a failed or interrupted run never leaves a half-written archive under the real name.
@@ -65,6 +91,7 @@ impl Output {
                 let temp = builder
                     .tempfile_in(dir)
                     .with_context(|| format!("{}: cannot create the output file", p.display()))?;
+                register(temp.path());
                 Ok(Output::File {
                     temp,
                     target: p.to_path_buf(),
@@ -101,15 +128,10 @@ impl Output {
     pub fn commit(self) -> anyhow::Result<()> {
         match self {
             Output::File { temp, target } => {
-                temp.persist(&target)
-                    .map_err(|e| e.error)
-                    .with_context(|| {
-                        format!(
-                            "{}: cannot move the finished archive into place",
-                            target.display()
-                        )
-                    })?;
-                Ok(())
+                let temp_path = temp.path().to_path_buf();
+                let result = finish_file(temp, &target);
+                unregister(&temp_path);
+                result
             }
             Output::Special { mut file, path } => file
                 .flush()
@@ -117,6 +139,35 @@ impl Output {
             Output::Stdout(mut s) => s.flush().context("writing the archive"),
         }
     }
+}
+
+/// Makes a finished temporary file the archive: the permission bits of a file it replaces are kept
+/// (an archive someone made 0600 stays private), the data reaches the disk before the rename, so a
+/// crash leaves the old archive or the new one, never a torn one.
+fn finish_file(temp: tempfile::NamedTempFile, target: &Path) -> anyhow::Result<()> {
+    let what = || format!("{}: writing the archive", target.display());
+    #[cfg(unix)]
+    if let Ok(old) = std::fs::metadata(target) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = old.permissions().mode() & 0o7777;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(what)?;
+    }
+    temp.as_file().sync_all().with_context(what)?;
+    temp.persist(target).map_err(|e| e.error).with_context(|| {
+        format!(
+            "{}: cannot move the finished archive into place",
+            target.display()
+        )
+    })?;
+    // The rename itself is durable once the directory is.
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// stdout without Rust's line buffering: archives are binary and large.

@@ -7,15 +7,24 @@ use crate::cli::PackArgs;
 use crate::output::Output;
 use crate::Outcome;
 
-pub fn run(args: PackArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
+pub fn run(
+    args: PackArgs,
+    quiet: bool,
+    verbose: bool,
+    cancel: &archiver::Cancel,
+) -> anyhow::Result<Outcome> {
     let to_stdout = args
         .output
         .as_deref()
         .is_none_or(|p| p == std::path::Path::new("-"));
-    let format = match (&args.format, &args.output) {
-        (Some(f), _) => f.parse::<Format>()?,
-        (None, Some(p)) if !to_stdout => Format::from_path(p).unwrap_or(Format::Tar),
-        _ => Format::Tar,
+    let explicit = args
+        .format
+        .as_deref()
+        .map(str::parse::<Format>)
+        .transpose()?;
+    let format = match &args.output {
+        Some(p) if !to_stdout => format_for(p, explicit)?,
+        _ => explicit.unwrap_or(Format::Tar),
     };
     let reproducible = if args.reproducible {
         Some(source_date_epoch()?)
@@ -34,6 +43,12 @@ pub fn run(args: PackArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Re
         .strict(args.strict)
         .memory_budget(args.memory << 20)
         .cancel_with(cancel.clone());
+    if let Some(dir) = &args.directory {
+        packer = packer.directory(dir);
+    }
+    if verbose {
+        packer = packer.on_entry(|path| eprintln!("{}", crate::names::escape(path)));
+    }
     if let Some(j) = args.jobs {
         packer = packer.jobs(j as usize);
     }
@@ -70,6 +85,47 @@ pub fn run(args: PackArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Re
     } else {
         Outcome::Warnings
     })
+}
+
+/// Extensions of formats we read or recognise but do not write: naming one is a mistake, not a
+/// request for a plain tar.
+const FOREIGN: &[&str] = &[
+    ".tar.xz", ".txz", ".xz", ".tar.bz2", ".tbz", ".tbz2", ".bz2", ".tar.lz", ".lz", ".lzma",
+    ".tar.lz4", ".lz4", ".7z", ".rar", ".gz", ".zst", ".cpio", ".jar",
+];
+
+/// The format for `-o PATH`: from its extension, checked against `-f` when both are given.
+fn format_for(path: &std::path::Path, explicit: Option<Format>) -> anyhow::Result<Format> {
+    let supported = ".tar, .tar.gz, .tgz, .tar.zst, .tzst, .zip";
+    // A device or FIFO (such as /dev/null) has no extension to go by.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Ok(explicit.unwrap_or(Format::Tar));
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match (Format::from_path(path), explicit) {
+        (Some(by_name), Some(f)) if by_name != f => anyhow::bail!(
+            "{}: the extension says {by_name} but -f says {f}; make them agree",
+            path.display()
+        ),
+        (Some(f), _) => Ok(f),
+        (None, explicit) => {
+            if let Some(ext) = FOREIGN.iter().find(|e| name.ends_with(*e)) {
+                anyhow::bail!(
+                    "{}: archiver does not write {ext} archives; use one of {supported}",
+                    path.display()
+                );
+            }
+            explicit.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: cannot tell the format from the name; use one of {supported}, or give -f",
+                    path.display()
+                )
+            })
+        }
+    }
 }
 
 /// Fault injection for the test suite only (debug builds): `ARCHIVER_TEST_PANIC_AT=STAGE:NAME` makes

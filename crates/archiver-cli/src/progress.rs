@@ -11,7 +11,8 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where progress goes.
 pub enum Reporter {
-    Bar(ProgressBar),
+    /// The bar, and whether it shows an ETA yet (only once the totals are final).
+    Bar(ProgressBar, std::sync::atomic::AtomicBool),
     Lines(Mutex<Option<Instant>>),
 }
 
@@ -19,7 +20,7 @@ impl Reporter {
     /// A reporter counting items (e.g. stems) instead of bytes.
     pub fn counter(force: bool, never: bool, quiet: bool, unit: &str) -> Option<Reporter> {
         let r = Self::new(force, never, quiet)?;
-        if let Reporter::Bar(bar) = &r {
+        if let Reporter::Bar(bar, _) = &r {
             bar.set_style(
                 ProgressStyle::with_template(&format!("{{spinner}} [{{elapsed_precise}}] [{{wide_bar}}] {{pos}}/{{len}} {unit} ETA {{eta}}"))
                     .expect("valid template")
@@ -39,6 +40,20 @@ impl Reporter {
             return Some(Reporter::Lines(Mutex::new(None)));
         }
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(15));
+        // Until the walk has finished the total still grows: a rate, but no ETA.
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bytes} of {total_bytes}+ {bytes_per_sec} {msg}",
+            )
+            .expect("valid template"),
+        );
+        Some(Reporter::Bar(
+            bar,
+            std::sync::atomic::AtomicBool::new(false),
+        ))
+    }
+
+    fn show_eta(bar: &ProgressBar) {
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
@@ -46,16 +61,23 @@ impl Reporter {
             .expect("valid template")
             .progress_chars("=> "),
         );
-        Some(Reporter::Bar(bar))
     }
 
     pub fn update(&self, p: &archiver::Progress) {
         match self {
-            Reporter::Bar(bar) => {
+            Reporter::Bar(bar, eta) => {
+                use std::sync::atomic::Ordering;
+                if p.totals_final && !eta.swap(true, Ordering::Relaxed) {
+                    Self::show_eta(bar);
+                }
                 bar.set_length(p.bytes_total);
                 bar.set_position(p.bytes_done);
                 if p.entries_total > 0 {
-                    bar.set_message(format!("{}/{} entries", p.entries_done, p.entries_total));
+                    let more = if p.totals_final { "" } else { "+" };
+                    bar.set_message(format!(
+                        "{}/{}{more} entries",
+                        p.entries_done, p.entries_total
+                    ));
                 }
             }
             Reporter::Lines(last) => {
@@ -85,7 +107,10 @@ impl Reporter {
     /// Progress in items rather than bytes.
     pub fn count(&self, done: u64, total: u64, unit: &str) {
         match self {
-            Reporter::Bar(bar) => {
+            Reporter::Bar(bar, eta) => {
+                if !eta.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    Self::show_eta(bar);
+                }
                 bar.set_length(total);
                 bar.set_position(done);
             }
@@ -100,7 +125,7 @@ impl Reporter {
     }
 
     pub fn finish(&self) {
-        if let Reporter::Bar(bar) = self {
+        if let Reporter::Bar(bar, _) = self {
             bar.finish_and_clear();
         }
     }
@@ -136,6 +161,7 @@ impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
             self.reporter.update(&archiver::Progress {
                 bytes_done: self.done,
                 bytes_total: self.total.max(self.done),
+                totals_final: self.total > 0,
                 ..Default::default()
             });
         }

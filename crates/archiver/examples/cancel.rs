@@ -6,7 +6,9 @@ use std::time::Duration;
 
 fn main() {
     let dir = std::env::args().nth(1).unwrap_or_else(|| ".".into());
-    let packer = archiver::Packer::new([&dir]).format(archiver::Format::TarGz);
+    let packer = archiver::Packer::new(["."])
+        .directory(&dir)
+        .format(archiver::Format::TarGz);
     let cancel = packer.cancel_handle();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));

@@ -5,7 +5,8 @@
 fn main() -> Result<(), archiver::Error> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| ".".into());
     let mut archive = Vec::new();
-    let report = archiver::Packer::new([&dir])
+    let report = archiver::Packer::new(["."])
+        .directory(&dir)
         .format(archiver::Format::TarZst)
         .pack(&mut archive)?;
     println!(

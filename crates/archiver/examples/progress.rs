@@ -4,7 +4,8 @@
 
 fn main() -> Result<(), archiver::Error> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| ".".into());
-    let report = archiver::Packer::new([&dir])
+    let report = archiver::Packer::new(["."])
+        .directory(&dir)
         .format(archiver::Format::TarGz)
         .on_progress(|p| {
             let pct = if p.bytes_total == 0 {

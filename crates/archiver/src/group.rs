@@ -153,10 +153,13 @@ fn pack_one(
             path: target.clone(),
             source: e,
         })?;
-    let packer = Packer::new(&stem.files)
-        .options(template.pack_options().clone())
-        .jobs(1)
-        .cancel_with(cancel.clone());
+    // Each file is stored under its own name, as if packed with `-C DIR name...`.
+    let names = stem.files.iter().filter_map(|f| f.file_name());
+    let mut packer = Packer::new(names).options(template.pack_options().clone());
+    if let Some(dir) = stem.files.first().and_then(|f| f.parent()) {
+        packer = packer.directory(dir);
+    }
+    let packer = packer.jobs(1).cancel_with(cancel.clone());
     let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         packer.pack(temp.as_file_mut())
     }))

@@ -2,15 +2,15 @@
 //!
 //! Packing runs as a pipeline of stages, each on its own threads, joined by bounded channels:
 //!
-//! 1. [`walk`](crate::walk): a parallel directory walk, collected and sorted so every entry gets a
-//!    deterministic sequence number;
+//! 1. the walk: directories listed in parallel ahead of a single sequencer that emits entries in
+//!    their final order (a depth-first walk, each directory sorted by name) as soon as it is known;
 //! 2. read workers: read and BLAKE3-hash files in parallel, admitted in order against a byte budget;
 //! 3. [`reorder`]: restores sequence order;
 //! 4. the writer: one thread owns the tar stream and the output; gzip and zstd compress in parallel
 //!    below it with output that does not depend on the thread count.
 //!
 //! The same tree always gives the same bytes, for any number of threads. Memory is bounded by the byte
-//! budget plus the sorted path list. The library never prints and never exits: warnings are returned
+//! budget and the walk's lookahead, not by the number of files. The library never prints and never exits: warnings are returned
 //! in the [`PackReport`] (and emitted as `tracing` events), errors as [`Error`].
 //!
 //! ```
@@ -19,7 +19,8 @@
 //! std::fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
 //!
 //! let mut archive = Vec::new();
-//! let report = archiver::Packer::new([dir.path()])
+//! let report = archiver::Packer::new(["."])
+//!     .directory(dir.path())
 //!     .format(archiver::Format::TarZst)
 //!     .jobs(2)
 //!     .pack(&mut archive)?;
@@ -117,23 +118,28 @@ pub struct PackReport {
 #[doc(hidden)]
 pub type FaultHook = Arc<dyn Fn(&str, &Path) + Send + Sync>;
 
-/// How far a pack has got. Totals are known from the start (the walk runs first), so a caller can
-/// show a real ETA.
+/// How far a run has got. The walk streams ahead of the writer, so the totals grow until
+/// `totals_final` is set; from then on they are exact and a caller can show an ETA.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Entries written.
     pub entries_done: u64,
-    /// Entries in the tree.
+    /// Entries found so far.
     pub entries_total: u64,
-    /// File bytes written.
+    /// File bytes written (counted inside large files too).
     pub bytes_done: u64,
-    /// File bytes in the tree (as the walk saw them).
+    /// File bytes found so far (as the walk saw them).
     pub bytes_total: u64,
+    /// True once the walk has finished: the totals will not grow any more.
+    pub totals_final: bool,
 }
 
 /// A progress callback. It runs on the writer thread at most every 50 ms and once at the end, so it
 /// must be quick (update a counter or a progress bar; never block).
 pub type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Called with each entry's stored name as it is written (for `tar -v` style listings).
+pub type EntryHook = Arc<dyn Fn(&Path) + Send + Sync>;
 
 /// Options for a pack run. Build them through [`Packer`]'s methods.
 #[derive(Debug, Clone)]
@@ -163,6 +169,8 @@ pub struct PackOptions {
     pub strict: bool,
     /// Files never to pack, such as the archive being written (matched by device and inode).
     pub skip_files: Vec<PathBuf>,
+    /// The directory the paths are relative to (GNU tar's `-C`); `None` = the current directory.
+    pub directory: Option<PathBuf>,
 }
 
 impl Default for PackOptions {
@@ -180,6 +188,7 @@ impl Default for PackOptions {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             strict: false,
             skip_files: Vec::new(),
+            directory: None,
         }
     }
 }
@@ -191,9 +200,11 @@ pub fn default_jobs() -> usize {
 
 /// Packs directory trees into an archive.
 ///
-/// Paths inside the archive are relative to each given path: packing `app/` stores `app/src/main.rs`
-/// as `src/main.rs`; a file given directly is stored under its name. Entries are sorted component by
-/// component on raw bytes. See the crate documentation for an example.
+/// Paths are stored as given, like GNU tar: packing `app` stores `app/src/main.rs`; packing `.` with
+/// [`directory`](Self::directory)`("app")` stores `src/main.rs`. A leading `/` or anything up to a
+/// `..` component is removed (with a warning). Two paths that would store the same name, or one
+/// inside another, are an error naming both. Entries are sorted component by component on raw
+/// bytes (a depth-first walk with each directory sorted). See the crate documentation for an example.
 #[derive(Clone)]
 pub struct Packer {
     paths: Vec<PathBuf>,
@@ -201,6 +212,7 @@ pub struct Packer {
     cancel: Cancel,
     fault: Option<FaultHook>,
     progress: Option<ProgressHook>,
+    on_entry: Option<EntryHook>,
 }
 
 impl std::fmt::Debug for Packer {
@@ -228,6 +240,7 @@ impl Packer {
             cancel: Cancel::new(),
             fault: None,
             progress: None,
+            on_entry: None,
         }
     }
 
@@ -310,6 +323,13 @@ impl Packer {
         self
     }
 
+    /// Makes the paths relative to `dir` (GNU tar's `-C`): `Packer::new(["."]).directory("app")`
+    /// stores the contents of `app`.
+    pub fn directory(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.opts.directory = Some(dir.into());
+        self
+    }
+
     /// Uses this cancellation handle (share it with a signal handler or another thread).
     pub fn cancel_with(mut self, cancel: Cancel) -> Self {
         self.cancel = cancel;
@@ -324,6 +344,13 @@ impl Packer {
     /// Calls `f` with the progress of every run (from the writer thread, at most every 50 ms).
     pub fn on_progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Calls `f` with each entry's name inside the archive as it is written, from the writer thread,
+    /// in archive order (the manifest included). It must be quick.
+    pub fn on_entry(mut self, f: impl Fn(&Path) + Send + Sync + 'static) -> Self {
+        self.on_entry = Some(Arc::new(f));
         self
     }
 
@@ -362,6 +389,7 @@ impl Packer {
             pipeline::Hooks {
                 fault: self.fault.clone(),
                 progress: self.progress.clone(),
+                entry: self.on_entry.clone(),
             },
             out,
         )

@@ -7,16 +7,23 @@
 
 use std::path::Path;
 
-/// Builds the manifest text as entries are written.
+/// Manifest text kept in memory up to this size; beyond it, it spills to an anonymous temporary file
+/// (its tar header needs its size, so it cannot be streamed out before it is complete).
+const SPILL_AT: usize = 4 << 20;
+
+/// Builds the manifest text as entries are written. Memory stays below [`SPILL_AT`] whatever the
+/// number of files.
 #[derive(Debug, Default)]
-pub struct ManifestWriter {
+pub(crate) struct ManifestWriter {
     text: Vec<u8>,
-    files: u64,
+    spilled: Option<std::fs::File>,
+    size: u64,
 }
 
 impl ManifestWriter {
     /// Adds one file.
-    pub fn add(&mut self, path: &Path, hash: &blake3::Hash) {
+    pub fn add(&mut self, path: &Path, hash: &blake3::Hash) -> std::io::Result<()> {
+        let start = self.text.len();
         let name = path_bytes(path);
         let escape = name.iter().any(|&b| matches!(b, b'\\' | b'\n' | b'\r'));
         if escape {
@@ -37,22 +44,42 @@ impl ManifestWriter {
             self.text.extend_from_slice(&name);
         }
         self.text.push(b'\n');
-        self.files += 1;
+        self.size += (self.text.len() - start) as u64;
+        if self.text.len() >= SPILL_AT {
+            use std::io::Write;
+            let file = match &mut self.spilled {
+                Some(f) => f,
+                None => self.spilled.insert(tempfile::tempfile()?),
+            };
+            file.write_all(&self.text)?;
+            self.text.clear();
+        }
+        Ok(())
     }
 
-    /// Files listed so far.
-    pub fn len(&self) -> u64 {
-        self.files
+    /// The manifest's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
-    /// True when no file was listed.
-    pub fn is_empty(&self) -> bool {
-        self.files == 0
+    /// The whole text, to be read once.
+    pub fn into_reader(self) -> std::io::Result<Box<dyn std::io::Read>> {
+        use std::io::{Read, Seek};
+        match self.spilled {
+            None => Ok(Box::new(std::io::Cursor::new(self.text))),
+            Some(mut f) => {
+                f.rewind()?;
+                Ok(Box::new(f.chain(std::io::Cursor::new(self.text))))
+            }
+        }
     }
 
-    /// The manifest's bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.text
+    /// The whole text in memory (zip entries are compressed whole).
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut v = Vec::with_capacity(self.size as usize);
+        self.into_reader()?.read_to_end(&mut v)?;
+        Ok(v)
     }
 }
 
@@ -137,9 +164,9 @@ mod tests {
     fn plain_and_escaped_lines_round_trip() {
         let h = blake3::hash(b"x");
         let mut m = ManifestWriter::default();
-        m.add(Path::new("dir/plain name.txt"), &h);
-        m.add(Path::new("we\\ird\nname\r"), &h);
-        let text = m.into_bytes();
+        m.add(Path::new("dir/plain name.txt"), &h).unwrap();
+        m.add(Path::new("we\\ird\nname\r"), &h).unwrap();
+        let text = m.into_bytes().unwrap();
         let expected = format!(
             "{h}  dir/plain name.txt\n\\{h}  we\\\\ird\\nname\\r\n",
             h = h.to_hex()
@@ -149,6 +176,25 @@ mod tests {
         assert_eq!(parsed[0].path, b"dir/plain name.txt");
         assert_eq!(parsed[1].path, b"we\\ird\nname\r");
         assert_eq!(parsed[1].hash, h);
+    }
+
+    #[test]
+    fn a_large_manifest_spills_to_a_file_and_reads_back_whole() {
+        let h = blake3::hash(b"x");
+        let mut m = ManifestWriter::default();
+        let mut expected = Vec::new();
+        for i in 0..60_000 {
+            let name = format!("dir/file-{i:06}");
+            m.add(Path::new(&name), &h).unwrap();
+            expected.extend_from_slice(format!("{}  {name}\n", h.to_hex()).as_bytes());
+        }
+        assert!(
+            m.spilled.is_some(),
+            "over {SPILL_AT} bytes the text must leave memory"
+        );
+        assert!(m.text.len() < SPILL_AT);
+        assert_eq!(m.size(), expected.len() as u64);
+        assert_eq!(m.into_bytes().unwrap(), expected);
     }
 
     #[test]

@@ -3,24 +3,28 @@
 //!
 //! Threads and channels (all bounded):
 //! ```text
-//! walk (jobs threads, collected + sorted)
-//!   └─ feeder ──jobs: bounded(2·jobs)──▶ read workers ×jobs ──done: bounded(4·jobs)──▶ writer (caller's thread)
+//! listers ×jobs ◀─requests─ walk sequencer ──entries: bounded(8 × 256)──▶ feeder
+//!   feeder ──jobs: bounded(2·jobs)──▶ read workers ×jobs ──done: bounded(4·jobs)──▶ writer (caller's thread)
 //!        ▲  reserves bytes in order                             streams: bounded(STREAM_DEPTH) per large file
-//!        └──────────── byte budget ◀── released by the writer after each entry
+//!        └──────────── byte budget ◀── released by the writer after each batch
 //! ```
-//! Shutdown: the writer is the only consumer of `done`; when it returns (finished or failed) it drops
-//! the receiver, so workers' sends fail and they stop; [`Shared::fail`] closes the budget so the feeder
-//! stops; the feeder dropping `jobs` ends idle workers. Every stage checks the shared stop flag between
-//! items. A panicking stage records itself through a drop guard before unwinding, so nothing waits
-//! forever for its output.
+//! Shutdown: no stage blocks without watching the stop flag. Every blocking send and receive goes
+//! through [`send_until`] / [`recv_until`], which wake every 50 ms to check [`Shared::stopped`] (a
+//! stage failed, the writer's output broke, or the caller cancelled); the budget wait polls it too.
+//! So whatever ends a run, every thread returns within a poll interval plus the item it is on, and
+//! the orchestrator can join them all. A panicking stage records itself through a drop guard before
+//! unwinding, so nothing waits forever for its output.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{
+    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError,
+};
 
 use crate::budget::Budget;
 use crate::error::{panic_message, Error, Result};
@@ -32,9 +36,10 @@ use crate::manifest::ManifestWriter;
 use crate::read::{self, Chunk, ChunkEnd, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
 use crate::reorder::ReorderBuffer;
 use crate::stats::{StageClock, StageStats, Stats};
-use crate::walk::{self, Kind, Meta, Walk, WalkOptions};
+use crate::walk::{self, Entry, Kind, Meta, WalkOptions, WalkTotals};
 use crate::{
-    Cancel, FaultHook, PackOptions, PackReport, Progress, ProgressHook, Warning, MANIFEST_PATH,
+    Cancel, EntryHook, FaultHook, PackOptions, PackReport, Progress, ProgressHook, Warning,
+    MANIFEST_PATH,
 };
 
 /// State every stage of one run can see.
@@ -46,8 +51,12 @@ pub(crate) struct Shared {
     pub follow_symlinks: bool,
     /// `Some` when writing zip: the workers compress entries with it.
     pub zip: Option<ZipEncoding>,
-    /// The entry the writer is on (for naming it if the writer panics); `usize::MAX` before any.
-    writing: std::sync::atomic::AtomicUsize,
+    /// The entry the writer is on (for naming it if the writer panics).
+    writing: Mutex<Option<PathBuf>>,
+    /// What the walk has found so far (progress totals).
+    pub totals: WalkTotals,
+    /// Batches the feeder admitted in all, once it has finished (`u64::MAX` until then).
+    batches: AtomicU64,
     fault: Option<FaultHook>,
 }
 
@@ -68,7 +77,7 @@ impl Shared {
         self.halt();
     }
 
-    fn halt(&self) {
+    pub fn halt(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.budget.close();
     }
@@ -106,13 +115,91 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-/// Runs a whole pack.
 /// Optional callbacks of a run.
 pub(crate) struct Hooks {
     pub fault: Option<FaultHook>,
     pub progress: Option<ProgressHook>,
+    pub entry: Option<EntryHook>,
 }
 
+/// How often a blocked stage looks at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Sends `msg`, giving up (false) once `stopped()` says so or the receiver is gone. Every blocking
+/// send in a pack goes through here, so no stage can sleep forever on a consumer that stopped.
+pub(crate) fn send_until<T>(tx: &Sender<T>, mut msg: T, stopped: &dyn Fn() -> bool) -> bool {
+    loop {
+        match tx.send_timeout(msg, POLL) {
+            Ok(()) => return true,
+            Err(SendTimeoutError::Disconnected(_)) => return false,
+            Err(SendTimeoutError::Timeout(back)) => {
+                if stopped() {
+                    return false;
+                }
+                msg = back;
+            }
+        }
+    }
+}
+
+/// Receives, giving up (`None`) once `stopped()` says so or every sender is gone.
+pub(crate) fn recv_until<T>(rx: &Receiver<T>, stopped: &dyn Fn() -> bool) -> Option<T> {
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(v) => return Some(v),
+            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(RecvTimeoutError::Timeout) => {
+                if stopped() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Spawns a named stage thread whose panic stops the whole run (recorded as the stage's failure).
+fn spawn_stage<'scope, 'env, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    shared: &'scope Shared,
+    stage: &'static str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    std::thread::Builder::new()
+        .name(format!("archiver-{stage}"))
+        .spawn_scoped(s, move || {
+            let _guard = PanicGuard { shared, stage };
+            f()
+        })
+        .map_err(|e| {
+            shared.halt();
+            Error::Thread(e)
+        })
+}
+
+/// Joins a stage thread; a panic becomes the run's recorded failure.
+fn join_stage<T>(
+    shared: &Shared,
+    stage: &'static str,
+    h: Result<std::thread::ScopedJoinHandle<'_, T>>,
+) -> Option<T> {
+    match h.map(|h| h.join()) {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(p)) => {
+            shared.fail(Error::Panic {
+                stage,
+                entry: None,
+                message: panic_message(&*p),
+            });
+            None
+        }
+        Err(e) => {
+            shared.fail(e);
+            None
+        }
+    }
+}
+
+/// Runs a whole pack: walk → feeder → read workers → writer (on the caller's thread).
 pub(crate) fn run<W: Write>(
     paths: &[PathBuf],
     opts: &PackOptions,
@@ -120,23 +207,27 @@ pub(crate) fn run<W: Write>(
     hooks: Hooks,
     out: W,
 ) -> Result<PackReport> {
-    let Hooks { fault, progress } = hooks;
+    let Hooks {
+        fault,
+        progress,
+        entry: on_entry,
+    } = hooks;
     let started = Instant::now();
     let jobs = opts.jobs.max(1);
-    let walk = walk::walk(
-        paths,
-        &WalkOptions {
-            threads: jobs,
-            excludes: opts.excludes.clone(),
-            ignore_files: opts.ignore_files,
-            follow_symlinks: opts.follow_symlinks,
-            skip_manifest: opts.manifest,
-            skip_files: walk::file_ids(&opts.skip_files),
-            hard_links: opts.format != Format::Zip,
-        },
-        cancel.flag(),
-    )?;
-    let walk_time = started.elapsed();
+    let (roots, notes) = walk::plan_roots(paths)?;
+    for note in &notes {
+        tracing::warn!("{note}");
+    }
+    let walk_opts = WalkOptions {
+        threads: jobs,
+        directory: opts.directory.clone(),
+        excludes: opts.excludes.clone(),
+        ignore_files: opts.ignore_files,
+        follow_symlinks: opts.follow_symlinks,
+        skip_manifest: opts.manifest,
+        skip_files: walk::file_ids(&opts.skip_files),
+        hard_links: opts.format != Format::Zip,
+    };
     let shared = Shared {
         cancel: cancel.clone(),
         stop: AtomicBool::new(false),
@@ -150,80 +241,77 @@ pub(crate) fn run<W: Write>(
                 level: opts.level.unwrap_or(method.levels().0),
             }
         }),
-        writing: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        writing: Mutex::new(None),
+        totals: WalkTotals::default(),
+        batches: AtomicU64::new(u64::MAX),
         fault,
     };
+    let stopped = || shared.stopped();
+    let (walk_tx, walk_rx) = bounded::<Vec<Entry>>(8);
     let (job_tx, job_rx) = bounded::<Job>(jobs * 2);
     let (done_tx, done_rx) = bounded::<Done>(jobs * 4);
 
-    let (written, feed_clock, read_clock) = std::thread::scope(|s| {
-        let feeder = std::thread::Builder::new()
-            .name("archiver-feed".into())
-            .spawn_scoped(s, || {
-                let _guard = PanicGuard {
-                    shared: &shared,
-                    stage: "feed",
-                };
-                feed(&walk, job_tx, &shared)
-            });
+    let (written, clocks) = std::thread::scope(|s| {
+        let walker = spawn_stage(s, &shared, "walk", || {
+            let r = walk::run(&roots, &walk_opts, &walk_tx, &shared.totals, &stopped);
+            drop(walk_tx);
+            r.map_err(|e| {
+                if !matches!(e, Error::Cancelled) {
+                    shared.fail(e);
+                }
+                shared.halt();
+            })
+            .ok()
+        });
+        let feeder = spawn_stage(s, &shared, "feed", || feed(walk_rx, job_tx, &shared));
         let mut workers = Vec::with_capacity(jobs);
         for _ in 0..jobs {
-            let (rx, tx) = (job_rx.clone(), done_tx.clone());
-            let (walk, shared) = (&walk, &shared);
-            workers.push(
-                std::thread::Builder::new()
-                    .name("archiver-read".into())
-                    .spawn_scoped(s, move || {
-                        let _guard = PanicGuard {
-                            shared,
-                            stage: "read",
-                        };
-                        read::worker(walk, rx, tx, shared)
-                    }),
-            );
+            let (rx, tx, shared) = (job_rx.clone(), done_tx.clone(), &shared);
+            workers.push(spawn_stage(s, shared, "read", move || {
+                read::worker(rx, tx, shared)
+            }));
         }
         drop(job_rx);
         drop(done_tx);
 
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write_stage(&walk, done_rx, &shared, opts, progress.as_ref(), out)
+            write_stage(
+                done_rx,
+                &shared,
+                opts,
+                (progress.as_ref(), on_entry.as_ref()),
+                out,
+            )
         }))
         .unwrap_or_else(|p| {
-            let at = shared.writing.load(Ordering::Relaxed);
             Err(Stop::Error(Error::Panic {
                 stage: "write",
-                entry: walk.entries.get(at).map(|e| e.rel.display().to_string()),
+                entry: shared
+                    .writing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
                 message: panic_message(&*p),
             }))
         });
         if written.is_err() {
             shared.halt();
         }
-
-        let mut feed_clock = StageClock::default();
-        match feeder.map(|h| h.join()) {
-            Ok(Ok(clock)) => feed_clock = clock,
-            Ok(Err(p)) => shared.fail(Error::Panic {
-                stage: "feed",
-                entry: None,
-                message: panic_message(&*p),
-            }),
-            Err(e) => shared.fail(Error::Thread(e)),
-        }
+        let walk_clock = join_stage(&shared, "walk", walker).flatten();
+        let feed_clock = join_stage(&shared, "feed", feeder).unwrap_or_default();
         let mut read_clock = StageClock::default();
         for w in workers {
-            match w.map(|h| h.join()) {
-                Ok(Ok(clock)) => read_clock.add(&clock),
-                Ok(Err(p)) => shared.fail(Error::Panic {
-                    stage: "read",
-                    entry: None,
-                    message: panic_message(&*p),
-                }),
-                Err(e) => shared.fail(Error::Thread(e)),
+            if let Some(c) = join_stage(&shared, "read", w) {
+                read_clock.add(&c);
             }
         }
-        (written, feed_clock, read_clock)
+        (
+            written,
+            (walk_clock.unwrap_or_default(), feed_clock, read_clock),
+        )
     });
+    let (walk_clock, feed_clock, read_clock) = clocks;
 
     let mut outcome = match written {
         Ok(outcome) => match shared.take_failure() {
@@ -248,15 +336,7 @@ pub(crate) fn run<W: Write>(
     outcome.stats.budget_limit = shared.budget.limit();
     let write_clock = outcome.clock;
     outcome.stats.stages = vec![
-        StageStats::from_clock(
-            "walk",
-            jobs,
-            StageClock {
-                busy: walk_time,
-                items: walk.entries.len() as u64,
-                ..Default::default()
-            },
-        ),
+        StageStats::from_clock("walk", jobs, walk_clock),
         StageStats::from_clock("feed", 1, feed_clock),
         StageStats::from_clock("read", jobs, read_clock),
         StageStats::from_clock("write", 1, write_clock),
@@ -283,14 +363,18 @@ impl From<Error> for Stop {
 
 /// What an entry costs in the byte budget: its data if read whole (or one stream window), plus a
 /// fixed overhead so that even empty entries are counted.
-fn cost_of(kind: &Kind, rel: &Path) -> u64 {
-    let overhead = 512 + rel.as_os_str().len() as u64;
+fn cost_of(e: &Entry) -> u64 {
+    let overhead = 512 + e.path.as_os_str().len() as u64;
     overhead
-        + match *kind {
-            Kind::File { size } if size <= SMALL_FILE => size,
+        + match e.kind {
+            Kind::File { size, .. } if size <= SMALL_FILE => size,
             Kind::File { .. } => (read::CHUNK * STREAM_DEPTH) as u64,
             _ => 0,
         }
+}
+
+fn is_streamed(e: &Entry) -> bool {
+    matches!(e.kind, Kind::File { size, .. } if size > SMALL_FILE)
 }
 
 /// A batch closes at this much budget cost...
@@ -298,51 +382,84 @@ const BATCH_BYTES: u64 = 256 << 10;
 /// ...or this many entries.
 const BATCH_ENTRIES: usize = 64;
 
-/// The feeder: groups consecutive entries into batches and admits them in sequence order against the
-/// byte budget. A streamed (large) file is always a batch of its own.
-fn feed(walk: &Walk, jobs: Sender<Job>, shared: &Shared) -> StageClock {
+/// The feeder: takes entries from the walk in order, groups consecutive ones into batches and admits
+/// them in sequence order against the byte budget. A streamed (large) file is always a batch of its
+/// own. A batch closes early when the walk has nothing more ready, so the first bytes never wait
+/// for a full batch.
+fn feed(walk: Receiver<Vec<Entry>>, jobs: Sender<Job>, shared: &Shared) -> StageClock {
     let mut clock = StageClock::default();
-    let entries = &walk.entries;
-    let mut next = 0;
-    let mut batch = 0u64;
-    while next < entries.len() {
+    let stopped = || shared.stopped();
+    let mut pending: VecDeque<Entry> = VecDeque::new();
+    let mut walk_open = true;
+    let (mut batch, mut seq) = (0u64, 0u64);
+    let started = Instant::now();
+    loop {
         if shared.stopped() {
-            break;
+            return clock;
         }
-        let first = next;
+        if pending.is_empty() {
+            if !walk_open {
+                break;
+            }
+            let t = Instant::now();
+            match recv_until(&walk, &stopped) {
+                Some(chunk) => pending.extend(chunk),
+                None => walk_open = false,
+            }
+            clock.starved += t.elapsed();
+            continue;
+        }
+        while walk_open && pending.len() < BATCH_ENTRIES {
+            match walk.try_recv() {
+                Ok(chunk) => pending.extend(chunk),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => walk_open = false,
+            }
+        }
+        let mut entries = Vec::with_capacity(pending.len().min(BATCH_ENTRIES));
         let mut cost = 0;
-        while next < entries.len() {
-            let e = &entries[next];
-            let c = cost_of(&e.kind, &e.rel);
-            let streamed = matches!(e.kind, Kind::File { size } if size > SMALL_FILE);
-            if next > first && (streamed || cost + c > BATCH_BYTES || next - first >= BATCH_ENTRIES)
+        while let Some(e) = pending.front() {
+            let c = cost_of(e);
+            let streamed = is_streamed(e);
+            if !entries.is_empty()
+                && (streamed || cost + c > BATCH_BYTES || entries.len() >= BATCH_ENTRIES)
             {
                 break;
             }
             cost += c;
-            next += 1;
+            entries.push(pending.pop_front().expect("front exists"));
             if streamed {
                 break;
             }
         }
         let t = Instant::now();
-        let cost = match shared.budget.acquire(cost, &|| shared.stopped()) {
-            Ok(c) => c,
-            Err(_) => break,
+        let Ok(cost) = shared.budget.acquire(cost, &stopped) else {
+            return clock;
         };
-        let sent = jobs.send(Job {
-            batch,
-            first: first as u64,
-            count: (next - first) as u32,
-            cost,
-        });
+        let count = entries.len() as u64;
+        let sent = send_until(
+            &jobs,
+            Job {
+                batch,
+                first: seq,
+                entries,
+                cost,
+            },
+            &stopped,
+        );
         clock.blocked += t.elapsed();
-        clock.items += (next - first) as u64;
-        batch += 1;
-        if sent.is_err() {
-            break;
+        if !sent {
+            return clock;
         }
+        clock.items += count;
+        batch += 1;
+        seq += count;
     }
+    // Every entry was admitted: the writer may end once it has written `batch` batches.
+    shared.batches.store(batch, Ordering::SeqCst);
+    clock.busy = started
+        .elapsed()
+        .saturating_sub(clock.starved + clock.blocked);
     clock
 }
 
@@ -352,28 +469,44 @@ struct WriteOutcome {
     clock: StageClock,
 }
 
+/// Calls the caller's progress hook at a bounded rate, with the walk's totals so far.
+struct Reporter<'a> {
+    hook: Option<&'a ProgressHook>,
+    totals: &'a WalkTotals,
+    report: Progress,
+    last: Instant,
+}
+
+impl Reporter<'_> {
+    fn tick(&mut self, entries_done: u64, bytes_done: u64, force: bool) {
+        let Some(hook) = self.hook else { return };
+        if !force && self.last.elapsed() < Duration::from_millis(50) {
+            return;
+        }
+        self.report.entries_done = entries_done;
+        self.report.bytes_done = bytes_done;
+        self.report.entries_total = self.totals.entries.load(Ordering::Relaxed);
+        self.report.bytes_total = self.totals.bytes.load(Ordering::Relaxed);
+        self.report.totals_final = self.totals.done.load(Ordering::Relaxed);
+        hook(&self.report);
+        self.last = Instant::now();
+    }
+}
+
 /// The writer: restores order, writes every entry, appends the manifest, finishes the stream.
 fn write_stage<W: Write>(
-    walk: &Walk,
     done: Receiver<Done>,
     shared: &Shared,
     opts: &PackOptions,
-    progress: Option<&ProgressHook>,
+    (progress, on_entry): (Option<&ProgressHook>, Option<&EntryHook>),
     out: W,
 ) -> Result<WriteOutcome, Stop> {
-    let mut report = Progress {
-        entries_total: walk.entries.len() as u64,
-        bytes_total: walk
-            .entries
-            .iter()
-            .map(|e| match e.kind {
-                Kind::File { size } => size,
-                _ => 0,
-            })
-            .sum(),
-        ..Progress::default()
+    let mut reporter = Reporter {
+        hook: progress,
+        totals: &shared.totals,
+        report: Progress::default(),
+        last: Instant::now(),
     };
-    let mut last_report = Instant::now();
     let level = opts
         .level
         .unwrap_or_else(|| opts.format.levels().map_or(0, |(d, _)| d));
@@ -391,63 +524,62 @@ fn write_stage<W: Write>(
         }
     };
     let mut w = Writer {
-        walk,
         shared,
         strict: opts.strict,
         stats: Stats::default(),
         warnings: Vec::new(),
         manifest: ManifestWriter::default(),
-        link_hashes: link_targets(walk),
+        link_hashes: HashMap::new(),
         newest: 0,
         starved: Duration::ZERO,
+        written: 0,
+        on_entry,
     };
+    let stopped = || shared.stopped();
     let started = Instant::now();
     let mut reorder: ReorderBuffer<Done> = ReorderBuffer::new(0);
-    let total = walk.entries.len() as u64;
-    let mut written = 0u64;
+    let mut batches = 0u64;
     // Entries (not batches) held in the reorder buffer, for the statistics.
     let (mut held, mut held_peak) = (0usize, 0usize);
-    while written < total {
+    loop {
         if shared.stopped() {
             return Err(Stop::Halted);
         }
         let Some(batch) = reorder.pop() else {
+            // The feeder stores how many batches it admitted once it is done (and before the
+            // workers can all be gone); all of them written means the end.
+            if batches == shared.batches.load(Ordering::SeqCst) {
+                break;
+            }
             let t = Instant::now();
-            let got = done.recv();
+            let got = recv_until(&done, &stopped);
             w.starved += t.elapsed();
             match got {
-                Ok(d) => {
-                    held += d.payloads.len();
+                Some(d) => {
+                    held += d.items.len();
                     held_peak = held_peak.max(held);
                     reorder.insert(d.batch, d);
                 }
-                Err(_) => return Err(Stop::Halted),
+                // Every worker is gone (or the run stopped) with batches still missing.
+                None if batches != shared.batches.load(Ordering::SeqCst) => {
+                    return Err(Stop::Halted)
+                }
+                None => break,
             }
             continue;
         };
-        debug_assert_eq!(batch.first, written, "batches arrive in sequence order");
+        debug_assert_eq!(batch.first, w.written, "batches arrive in sequence order");
         let cost = batch.cost;
-        held -= batch.payloads.len();
-        for (i, payload) in batch.payloads.into_iter().enumerate() {
-            w.entry(&mut sink, batch.first as usize + i, payload)?;
-            written += 1;
+        held -= batch.items.len();
+        for (entry, payload) in batch.items {
+            w.entry(&mut sink, entry, payload, &mut reporter)?;
         }
+        batches += 1;
         shared.budget.release(cost);
-        if let Some(hook) = progress {
-            if last_report.elapsed() >= Duration::from_millis(50) {
-                report.entries_done = written;
-                report.bytes_done = w.stats.bytes_in;
-                hook(&report);
-                last_report = Instant::now();
-            }
-        }
+        reporter.tick(w.written, w.stats.bytes_in, false);
     }
     drop(done);
-    if let Some(hook) = progress {
-        report.entries_done = written;
-        report.bytes_done = w.stats.bytes_in;
-        hook(&report);
-    }
+    reporter.tick(w.written, w.stats.bytes_in, true);
     if opts.manifest {
         let meta = Meta {
             mode: 0o644,
@@ -455,14 +587,24 @@ fn write_stage<W: Write>(
             uid: 0,
             gid: 0,
         };
-        let text = std::mem::take(&mut w.manifest).into_bytes();
+        let manifest = std::mem::take(&mut w.manifest);
+        let size = manifest.size();
         let name = Path::new(MANIFEST_PATH);
         match &mut sink {
-            Sink::Tar(t) => t.file(name, &meta, text.len() as u64, &text[..]),
-            Sink::Zip(z) => zip::encode(text, name, shared.zip.expect("zip encoding set for zip"))
+            Sink::Tar(t) => manifest
+                .into_reader()
+                .and_then(|r| t.file(name, &meta, size, r)),
+            Sink::Zip(z) => manifest
+                .into_bytes()
+                .and_then(|text| {
+                    zip::encode(text, name, shared.zip.expect("zip encoding set for zip"))
+                })
                 .and_then(|e| z.encoded(name, &meta, &e)),
         }
         .map_err(Error::Output)?;
+        if let Some(hook) = on_entry {
+            hook(name);
+        }
     }
     let metered = sink.finish().map_err(Error::Output)?;
     let mut stats = w.stats;
@@ -473,7 +615,7 @@ fn write_stage<W: Write>(
         busy: elapsed.saturating_sub(w.starved + metered.blocked),
         starved: w.starved,
         blocked: metered.blocked,
-        items: total,
+        items: w.written,
     };
     Ok(WriteOutcome {
         stats,
@@ -482,45 +624,46 @@ fn write_stage<W: Write>(
     })
 }
 
-/// Entries that later hard links point at: their hashes are kept for the links' manifest lines.
-fn link_targets(walk: &Walk) -> std::collections::HashMap<usize, Option<blake3::Hash>> {
-    walk.entries
-        .iter()
-        .filter_map(|e| match e.kind {
-            Kind::HardLink { target } => Some((target, None)),
-            _ => None,
-        })
-        .collect()
-}
-
 struct Writer<'a> {
-    walk: &'a Walk,
     shared: &'a Shared,
     strict: bool,
     stats: Stats,
     warnings: Vec<Warning>,
     manifest: ManifestWriter,
-    /// Hard-link targets → their hash, once stored (`None` until then, or if it was skipped).
-    link_hashes: std::collections::HashMap<usize, Option<blake3::Hash>>,
+    /// Files that later hard links point at (stored name) → their hash once stored (`None` if it
+    /// was skipped). Only multiply-linked files are here, so this does not grow with the tree.
+    link_hashes: HashMap<PathBuf, Option<blake3::Hash>>,
     /// Newest mtime stored: the manifest's own mtime, so it does not depend on the clock.
     newest: i64,
     starved: Duration,
+    /// Entries written so far.
+    written: u64,
+    on_entry: Option<&'a EntryHook>,
 }
 
 impl Writer<'_> {
     fn entry<W: Write>(
         &mut self,
         sink: &mut Sink<W>,
-        seq: usize,
+        entry: Entry,
         payload: Payload,
+        reporter: &mut Reporter<'_>,
     ) -> Result<(), Stop> {
-        let entry = &self.walk.entries[seq];
-        let rel = entry.rel.as_path();
+        let rel = entry.path.as_path();
         let meta = &entry.meta;
-        self.shared.writing.store(seq, Ordering::Relaxed);
+        *self
+            .shared
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(entry.path.clone());
         self.shared.fault_point("write", rel);
+        self.written += 1;
         if !matches!(payload, Payload::Skip { .. } | Payload::Failed(_)) {
             self.newest = self.newest.max(meta.mtime);
+        }
+        if let Kind::File { linked: true, .. } = entry.kind {
+            // Stays `None` unless the file is stored below.
+            self.link_hashes.insert(entry.path.clone(), None);
         }
         match payload {
             Payload::File {
@@ -533,9 +676,9 @@ impl Writer<'_> {
                 };
                 tar.file(rel, meta, data.len() as u64, &data[..])
                     .map_err(Error::Output)?;
-                self.stored_file(seq, data.len() as u64, &hash);
+                self.stored_file(&entry, data.len() as u64, &hash)?;
                 if let Some(w) = warning {
-                    self.warn(entry, w)?;
+                    self.warn(&entry, w)?;
                 }
             }
             Payload::Encoded {
@@ -547,9 +690,9 @@ impl Writer<'_> {
                     unreachable!("only zip entries are encoded")
                 };
                 z.encoded(rel, meta, &encoded).map_err(Error::Output)?;
-                self.stored_file(seq, encoded.size, &hash);
+                self.stored_file(&entry, encoded.size, &hash)?;
                 if let Some(w) = warning {
-                    self.warn(entry, w)?;
+                    self.warn(&entry, w)?;
                 }
             }
             Payload::Stream {
@@ -557,7 +700,20 @@ impl Writer<'_> {
                 chunks,
                 method,
             } => {
-                let mut reader = ChunkReader::new(&chunks);
+                let base = self.stats.bytes_in;
+                let written_so_far = self.written;
+                let stopped = || self.shared.stopped();
+                let mut reader = ChunkReader {
+                    rx: &chunks,
+                    buf: Vec::new(),
+                    pos: 0,
+                    end: None,
+                    broken: false,
+                    starved: Duration::ZERO,
+                    stopped: &stopped,
+                    done: 0,
+                    on_bytes: &mut |n| reporter.tick(written_so_far, base + n, false),
+                };
                 let written = match sink {
                     Sink::Tar(t) => t.file(rel, meta, size, &mut reader),
                     Sink::Zip(z) => {
@@ -576,62 +732,75 @@ impl Writer<'_> {
                     return Err(Stop::Halted);
                 }
                 written.map_err(Error::Output)?;
-                let end = reader.end.ok_or(Stop::Halted)?;
-                self.stored_file(seq, size, &end.hash);
+                let end = reader.end.take().ok_or(Stop::Halted)?;
+                self.stored_file(&entry, size, &end.hash)?;
                 if let Some(w) = end.warning {
-                    self.warn(entry, w)?;
+                    self.warn(&entry, w)?;
                 }
             }
             Payload::Symlink { target } => {
                 sink.symlink(rel, meta, &target).map_err(Error::Output)?;
                 self.stats.symlinks += 1;
+                if leads_outside(rel, &target) {
+                    // Not a warning about the run (the link is stored as it is), so not counted.
+                    tracing::warn!(
+                        "{}: symbolic link to {} leads outside the archive; archiver unpack \
+                         refuses it unless --allow-outside-links is given",
+                        entry.disk.display(),
+                        target.display()
+                    );
+                }
             }
-            Payload::Header => match entry.kind {
+            Payload::Header => match &entry.kind {
                 Kind::Dir => {
                     sink.dir(rel, meta).map_err(Error::Output)?;
                     self.stats.dirs += 1;
                 }
-                Kind::HardLink { target } => match self.link_hashes.get(&target).copied().flatten()
-                {
-                    Some(hash) => {
-                        let target_rel = &self.walk.entries[target].rel;
-                        sink.hardlink(rel, meta, target_rel)
-                            .map_err(Error::Output)?;
-                        self.manifest.add(rel, &hash);
-                        self.stats.hardlinks += 1;
+                Kind::HardLink { target } => {
+                    match self.link_hashes.get(target).copied().flatten() {
+                        Some(hash) => {
+                            sink.hardlink(rel, meta, target).map_err(Error::Output)?;
+                            self.manifest.add(rel, &hash).map_err(Error::Output)?;
+                            self.stats.hardlinks += 1;
+                        }
+                        None => {
+                            self.stats.skipped += 1;
+                            let first = target.display().to_string();
+                            self.warn(
+                                &entry,
+                                format!("hard link to {first}, which was not stored; skipped"),
+                            )?;
+                        }
                     }
-                    None => {
-                        let first = self.walk.entries[target].rel.display().to_string();
-                        self.stats.skipped += 1;
-                        self.warn(
-                            entry,
-                            format!("hard link to {first}, which was not stored; skipped"),
-                        )?;
-                    }
-                },
+                }
                 _ => unreachable!("only directories and hard links are header-only"),
             },
             Payload::Skip { warning } => {
                 self.stats.skipped += 1;
-                self.warn(entry, warning)?;
+                self.warn(&entry, warning)?;
             }
             Payload::Failed(e) => return Err(Stop::Error(e)),
+        }
+        if let (Some(hook), false) = (self.on_entry, matches!(entry.kind, Kind::Warning { .. })) {
+            hook(&entry.path);
         }
         Ok(())
     }
 
-    fn stored_file(&mut self, seq: usize, size: u64, hash: &blake3::Hash) {
-        let rel = &self.walk.entries[seq].rel;
-        self.manifest.add(rel, hash);
-        if let Some(slot) = self.link_hashes.get_mut(&seq) {
+    fn stored_file(&mut self, entry: &Entry, size: u64, hash: &blake3::Hash) -> Result<(), Stop> {
+        self.manifest
+            .add(&entry.path, hash)
+            .map_err(Error::Output)?;
+        if let Some(slot) = self.link_hashes.get_mut(&entry.path) {
             *slot = Some(*hash);
         }
         self.stats.files += 1;
         self.stats.bytes_in += size;
+        Ok(())
     }
 
-    fn warn(&mut self, entry: &walk::Entry, message: String) -> Result<()> {
-        let path = self.walk.source_path(entry);
+    fn warn(&mut self, entry: &Entry, message: String) -> Result<()> {
+        let path = entry.disk.clone();
         self.stats.warnings += 1;
         if self.strict {
             return Err(Error::Strict { path, message });
@@ -640,6 +809,28 @@ impl Writer<'_> {
         self.warnings.push(Warning { path, message });
         Ok(())
     }
+}
+
+/// True when a symlink stored at `rel` with this target resolves outside the archive's top level
+/// (absolute, or more `..` than it has parents): unpack's policy refuses such links.
+pub(crate) fn leads_outside(rel: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return true;
+    }
+    let mut depth = rel.components().count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Adapts the zip sink's streamed-entry data to `Write`, for `io::copy`.
@@ -700,19 +891,10 @@ struct ChunkReader<'a> {
     end: Option<ChunkEnd>,
     broken: bool,
     starved: Duration,
-}
-
-impl<'a> ChunkReader<'a> {
-    fn new(rx: &'a Receiver<Chunk>) -> Self {
-        ChunkReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-            end: None,
-            broken: false,
-            starved: Duration::ZERO,
-        }
-    }
+    stopped: &'a dyn Fn() -> bool,
+    /// Raw bytes handed out so far, for progress inside large files.
+    done: u64,
+    on_bytes: &'a mut dyn FnMut(u64),
 }
 
 impl Read for ChunkReader<'_> {
@@ -722,32 +904,27 @@ impl Read for ChunkReader<'_> {
                 let n = out.len().min(self.buf.len() - self.pos);
                 out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
                 self.pos += n;
+                self.done += n as u64;
+                (self.on_bytes)(self.done);
                 return Ok(n);
             }
             if self.end.is_some() {
                 return Ok(0);
             }
             let t = Instant::now();
-            let got = self.rx.recv();
+            let got = recv_until(self.rx, self.stopped);
             self.starved += t.elapsed();
             match got {
-                Ok(Chunk::Data(v)) => {
+                Some(Chunk::Data(v)) => {
                     self.buf = v;
                     self.pos = 0;
                 }
-                Ok(Chunk::End(end)) => self.end = Some(end),
-                Err(_) => {
+                Some(Chunk::End(end)) => self.end = Some(end),
+                None => {
                     self.broken = true;
                     return Err(io::Error::other("file stream ended early"));
                 }
             }
         }
-    }
-}
-
-/// Makes the cancel flag reachable from the walk, which only knows `AtomicBool`.
-impl Cancel {
-    pub(crate) fn flag(&self) -> &AtomicBool {
-        &self.0
     }
 }

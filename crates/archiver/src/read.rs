@@ -17,12 +17,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use rustix::fs::{Mode, OFlags};
 
 use crate::error::{panic_message, Error};
 use crate::format::zip;
-use crate::pipeline::Shared;
+use crate::pipeline::{recv_until, send_until, Shared};
 use crate::stats::StageClock;
-use crate::walk::{Entry, Kind, Walk};
+use crate::walk::{Entry, Kind, Source};
 
 /// Files up to this size are read whole.
 pub(crate) const SMALL_FILE: u64 = 1 << 20;
@@ -31,25 +32,25 @@ pub(crate) const CHUNK: usize = 256 << 10;
 /// Chunks a streamed file may have in flight.
 pub(crate) const STREAM_DEPTH: usize = 4;
 
-/// A batch of consecutive entries admitted together: batch number, first sequence number (= index
-/// in the walk), entry count, and the budget the batch holds. Batching amortises channel traffic
+/// A batch of consecutive entries admitted together: batch number, sequence number of its first
+/// entry, the entries themselves, and the budget the batch holds. Batching amortises channel traffic
 /// over many small files; a streamed file is always a batch of its own.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct Job {
     pub batch: u64,
     pub first: u64,
-    pub count: u32,
+    pub entries: Vec<Entry>,
     pub cost: u64,
 }
 
-/// A finished (or, for a stream, started) batch on its way to the reorder buffer: one payload per
-/// entry, in sequence order.
+/// A finished (or, for a stream, started) batch on its way to the reorder buffer: each entry with
+/// its payload, in sequence order.
 #[derive(Debug)]
 pub(crate) struct Done {
     pub batch: u64,
     pub first: u64,
     pub cost: u64,
-    pub payloads: Vec<Payload>,
+    pub items: Vec<(Entry, Payload)>,
 }
 
 /// What the writer needs to store one entry.
@@ -104,103 +105,134 @@ pub(crate) struct ChunkEnd {
 }
 
 /// Runs one worker until the job channel closes or the writer goes away.
-pub(crate) fn worker(
-    walk: &Walk,
-    jobs: Receiver<Job>,
-    done: Sender<Done>,
-    shared: &Shared,
-) -> StageClock {
+pub(crate) fn worker(jobs: Receiver<Job>, done: Sender<Done>, shared: &Shared) -> StageClock {
     let mut clock = StageClock::default();
+    let stopped = || shared.stopped();
     loop {
         let waited = Instant::now();
-        let Ok(job) = jobs.recv() else { break };
+        let Some(job) = recv_until(&jobs, &stopped) else {
+            break;
+        };
         clock.starved += waited.elapsed();
         let started = Instant::now();
-        let mut payloads = Vec::with_capacity(job.count as usize);
-        for seq in job.first..job.first + u64::from(job.count) {
+        let (batch, first, cost) = (job.batch, job.first, job.cost);
+        let mut items = Vec::with_capacity(job.entries.len());
+        for entry in job.entries {
             if shared.stopped() {
                 return clock;
             }
-            let entry = &walk.entries[seq as usize];
-            let path = walk.source_path(entry);
+            let streamed = matches!(entry.kind, Kind::File { size, .. } if size > SMALL_FILE);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                shared.fault_point("read", &entry.rel);
-                prepare(entry, &path, job, &done, shared, &mut clock)
+                shared.fault_point("read", &entry.path);
+                prepare(&entry, shared)
             }));
             clock.items += 1;
             match outcome {
-                Ok(Some(payload)) => payloads.push(payload),
-                // A stream: its Done was sent when it started and the data has followed.
-                Ok(None) => {}
+                Ok(Prepared::Payload(payload)) => items.push((entry, payload)),
+                Ok(Prepared::Stream(stream)) => {
+                    // A batch of one: its Done goes out now, the data follows through the stream.
+                    let d = Done {
+                        batch,
+                        first,
+                        cost,
+                        items: vec![(entry, stream.payload)],
+                    };
+                    if !send_until(&done, d, &stopped) {
+                        return clock;
+                    }
+                    if let Some(feed) = stream.feed {
+                        feed.run(shared, &mut clock);
+                    }
+                }
                 Err(panic) => {
                     let failed = Error::Panic {
                         stage: "read",
-                        entry: Some(entry.rel.display().to_string()),
+                        entry: Some(entry.path.display().to_string()),
                         message: panic_message(&*panic),
                     };
-                    if matches!(entry.kind, Kind::File { size } if size > SMALL_FILE) {
-                        // The writer already holds this stream; it sees it break and stops.
+                    if streamed {
+                        // The writer may already hold this stream; it sees it break and stops.
                         shared.fail(failed);
                         return clock;
                     }
-                    payloads.push(Payload::Failed(failed));
+                    items.push((entry, Payload::Failed(failed)));
                 }
             }
         }
         clock.busy += started.elapsed();
-        if payloads.is_empty() {
+        if items.is_empty() {
             continue;
         }
         let sending = Instant::now();
-        let sent = done.send(Done {
-            batch: job.batch,
-            first: job.first,
-            cost: job.cost,
-            payloads,
-        });
+        let sent = send_until(
+            &done,
+            Done {
+                batch,
+                first,
+                cost,
+                items,
+            },
+            &stopped,
+        );
         clock.blocked += sending.elapsed();
-        if sent.is_err() {
+        if !sent {
             break; // The writer is gone; the orchestrator reports why.
         }
     }
     clock
 }
 
-/// Builds the payload for one entry. Returns `None` for streamed files, whose `Done` (a batch of
-/// one) this function sends itself before the data.
-fn prepare(
-    entry: &Entry,
-    path: &Path,
-    job: Job,
-    done: &Sender<Done>,
-    shared: &Shared,
-    clock: &mut StageClock,
-) -> Option<Payload> {
+/// What a worker makes of one entry.
+enum Prepared {
+    Payload(Payload),
+    Stream(Started),
+}
+
+/// A large file whose stream has been set up: the payload for the writer, and the work that feeds
+/// its chunks (run after the payload was sent).
+struct Started {
+    payload: Payload,
+    feed: Option<StreamFeed>,
+}
+
+/// Builds the payload for one entry. Streamed files come back as [`Prepared::Stream`].
+fn prepare(entry: &Entry, shared: &Shared) -> Prepared {
     match entry.kind {
-        Kind::File { size } if size <= SMALL_FILE => {
-            Some(read_small(path, &entry.rel, size, shared))
+        Kind::File { size, .. } if size <= SMALL_FILE => {
+            Prepared::Payload(read_small(entry, size, shared))
         }
-        Kind::File { size } => {
-            let file = match open(path, shared) {
-                Ok(f) => f,
-                Err(e) => return Some(open_failure(&e)),
-            };
-            stream(file, size, &entry.rel, job, done, shared, clock);
-            None
-        }
-        Kind::Symlink => Some(match std::fs::read_link(path) {
+        Kind::File { size, .. } => match open(entry, shared) {
+            Ok(file) => Prepared::Stream(start_stream(file, size, &entry.path, shared)),
+            Err(e) => Prepared::Payload(open_failure(&e)),
+        },
+        Kind::Symlink => Prepared::Payload(match read_link(entry) {
             Ok(target) => Payload::Symlink { target },
             Err(e) => open_failure(&e),
         }),
-        Kind::Dir | Kind::HardLink { .. } => Some(Payload::Header),
-        Kind::Warning { ref message } => Some(Payload::Skip {
+        Kind::Dir | Kind::HardLink { .. } => Prepared::Payload(Payload::Header),
+        Kind::Warning { ref message } => Prepared::Payload(Payload::Skip {
             warning: message.clone(),
         }),
     }
 }
 
-fn read_small(path: &Path, rel: &Path, size: u64, shared: &Shared) -> Payload {
-    let file = match open(path, shared) {
+fn read_link(entry: &Entry) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    match &entry.source {
+        Source::At(dir) => {
+            let target = rustix::fs::readlinkat(&**dir, entry.name(), Vec::new())?;
+            Ok(PathBuf::from(std::ffi::OsString::from_vec(
+                target.into_bytes(),
+            )))
+        }
+        Source::Path(p) => std::fs::read_link(p),
+        Source::None => Err(io::ErrorKind::NotFound.into()),
+    }
+}
+
+fn read_small(entry: &Entry, size: u64, shared: &Shared) -> Payload {
+    let rel = entry.path.as_path();
+    let file = match open(entry, shared) {
         Ok(f) => f,
         Err(e) => return open_failure(&e),
     };
@@ -310,20 +342,11 @@ impl ChunkSource {
     }
 }
 
-/// Streams a large file to the writer: raw chunks for tar, compressed chunks for zip (compression
-/// happens here, on the worker). Sends the `Done` for the entry first, once the method is known.
-fn stream(
-    file: File,
-    size: u64,
-    rel: &Path,
-    job: Job,
-    done: &Sender<Done>,
-    shared: &Shared,
-    clock: &mut StageClock,
-) {
+/// Sets up streaming of a large file: raw chunks for tar, compressed chunks for zip (compression
+/// happens on the worker). Reads the first chunk to choose the zip method.
+fn start_stream(file: File, size: u64, rel: &Path, shared: &Shared) -> Started {
     let mut source = ChunkSource::new(file, size);
-    let mut hasher = blake3::Hasher::new();
-    let mut first = source.next_chunk();
+    let first = source.next_chunk();
     let mut encoder = None;
     let mut method = None;
     if let (Some(enc), Some(chunk)) = (shared.zip, first.as_ref()) {
@@ -333,118 +356,124 @@ fn stream(
                 method = Some(m);
             }
             Err(e) => {
-                let _ = done.send(one(
-                    job,
-                    Payload::Failed(Error::Entry {
+                return Started {
+                    payload: Payload::Failed(Error::Entry {
                         entry: rel.display().to_string(),
                         reason: format!("compression failed: {e}"),
                     }),
-                ));
-                return;
+                    feed: None,
+                }
             }
         }
     }
     let (tx, rx) = bounded(STREAM_DEPTH);
-    if done
-        .send(one(
-            job,
-            Payload::Stream {
-                size,
-                chunks: rx,
-                method,
-            },
-        ))
-        .is_err()
-    {
-        return;
-    }
-    let send = |chunk: Chunk, clock: &mut StageClock| {
-        let t = Instant::now();
-        let sent = tx.send(chunk).is_ok();
-        clock.blocked += t.elapsed();
-        sent
-    };
-    while let Some(raw) = first.take().or_else(|| source.next_chunk()) {
-        if shared.stopped() {
-            return; // Dropping `tx` tells the writer the stream ended early.
-        }
-        hasher.update(&raw);
-        let out = match encoder.as_mut() {
-            None => raw,
-            Some(e) => match e.update(&raw) {
-                Ok(out) => out,
-                Err(_) => return, // The writer sees the stream break; compression cannot fail on valid input.
-            },
-        };
-        if !out.is_empty() && !send(Chunk::Data(out), clock) {
-            return;
-        }
-    }
-    let mut end = ChunkEnd {
-        hash: hasher.finalize(),
-        warning: source.finish(),
-        crc: 0,
-        stored: size,
-    };
-    if let Some(e) = encoder {
-        let Ok((tail, crc, csize)) = e.finish() else {
-            return;
-        };
-        if !tail.is_empty() && !send(Chunk::Data(tail), clock) {
-            return;
-        }
-        end.crc = crc;
-        end.stored = csize;
-    }
-    send(Chunk::End(end), clock);
-}
-
-fn one(job: Job, payload: Payload) -> Done {
-    Done {
-        batch: job.batch,
-        first: job.first,
-        cost: job.cost,
-        payloads: vec![payload],
+    Started {
+        payload: Payload::Stream {
+            size,
+            chunks: rx,
+            method,
+        },
+        feed: Some(StreamFeed {
+            source,
+            first,
+            encoder,
+            tx,
+            size,
+        }),
     }
 }
 
-fn open(path: &Path, shared: &Shared) -> io::Result<File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Non-blocking so that a file swapped for a FIFO since the walk cannot hang us; no-follow so
-        // that one swapped for a symlink is not silently dereferenced.
-        let mut flags = libc::O_NONBLOCK;
-        if !shared.follow_symlinks {
-            flags |= libc::O_NOFOLLOW;
-        }
-        opts.custom_flags(flags);
-    }
-    #[cfg(not(unix))]
-    let _ = shared;
-    opts.open(path)
+/// The worker's side of a stream: reads, hashes, compresses (zip) and sends the chunks.
+struct StreamFeed {
+    source: ChunkSource,
+    first: Option<Vec<u8>>,
+    encoder: Option<zip::StreamEncoder>,
+    tx: Sender<Chunk>,
+    size: u64,
 }
+
+impl StreamFeed {
+    fn run(mut self, shared: &Shared, clock: &mut StageClock) {
+        let stopped = || shared.stopped();
+        let mut hasher = blake3::Hasher::new();
+        let tx = self.tx;
+        let send = |chunk: Chunk, clock: &mut StageClock| {
+            let t = Instant::now();
+            // Watches the stop flag while blocked: a writer that stopped reading never strands us.
+            let sent = send_until(&tx, chunk, &stopped);
+            clock.blocked += t.elapsed();
+            sent
+        };
+        while let Some(raw) = self.first.take().or_else(|| self.source.next_chunk()) {
+            if shared.stopped() {
+                return; // Dropping `tx` tells the writer the stream ended early.
+            }
+            hasher.update(&raw);
+            let out = match self.encoder.as_mut() {
+                None => raw,
+                Some(e) => match e.update(&raw) {
+                    Ok(out) => out,
+                    Err(_) => return, // The writer sees the stream break; compression cannot fail on valid input.
+                },
+            };
+            if !out.is_empty() && !send(Chunk::Data(out), clock) {
+                return;
+            }
+        }
+        let mut end = ChunkEnd {
+            hash: hasher.finalize(),
+            warning: self.source.finish(),
+            crc: 0,
+            stored: self.size,
+        };
+        if let Some(e) = self.encoder {
+            let Ok((tail, crc, csize)) = e.finish() else {
+                return;
+            };
+            if !tail.is_empty() && !send(Chunk::Data(tail), clock) {
+                return;
+            }
+            end.crc = crc;
+            end.stored = csize;
+        }
+        send(Chunk::End(end), clock);
+    }
+}
+
+/// Opens an entry for reading exactly as the walk saw it: relative to its directory's handle,
+/// never following a symlink, non-blocking (a file swapped for a FIFO cannot hang us), and only if
+/// it is still the same file (device and inode) the walk found.
+fn open(entry: &Entry, shared: &Shared) -> io::Result<File> {
+    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    if !shared.follow_symlinks {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = match &entry.source {
+        Source::At(dir) => rustix::fs::openat(&**dir, entry.name(), flags, Mode::empty())?,
+        Source::Path(p) => rustix::fs::open(p, flags, Mode::empty())?,
+        Source::None => return Err(io::ErrorKind::NotFound.into()),
+    };
+    if crate::walk::fstat_id(&fd)? != entry.id {
+        return Err(io::Error::other(REPLACED));
+    }
+    Ok(File::from(fd))
+}
+
+const REPLACED: &str = "was replaced by another file since the walk; skipped";
 
 fn open_failure(e: &io::Error) -> Payload {
     let warning = match e.kind() {
         io::ErrorKind::NotFound => "vanished before it could be read; skipped".to_string(),
         io::ErrorKind::PermissionDenied => "cannot open: permission denied; skipped".to_string(),
         _ if is_loop(e) => "was replaced by a symbolic link since the walk; skipped".to_string(),
+        _ if e.to_string() == REPLACED => REPLACED.to_string(),
         _ => format!("cannot read: {e}; skipped"),
     };
     Payload::Skip { warning }
 }
 
-#[cfg(unix)]
 fn is_loop(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ELOOP)
-}
-
-#[cfg(not(unix))]
-fn is_loop(_e: &io::Error) -> bool {
-    false
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ pub struct UnpackReport {
 /// let src = tempfile::tempdir().unwrap();
 /// std::fs::write(src.path().join("a.txt"), "hi").unwrap();
 /// let mut archive = Vec::new();
-/// archiver::Packer::new([src.path()]).pack(&mut archive)?;
+/// archiver::Packer::new(["."]).directory(src.path()).pack(&mut archive)?;
 ///
 /// let dest = tempfile::tempdir().unwrap();
 /// let report = archiver::Unpacker::new(dest.path()).sync(false).unpack(&archive[..])?;

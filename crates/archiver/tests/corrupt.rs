@@ -22,7 +22,8 @@ fn sample(format: Format) -> Vec<u8> {
     #[cfg(unix)]
     std::os::unix::fs::symlink("dir/a.txt", p.join("link")).unwrap();
     let mut out = Vec::new();
-    Packer::new([p])
+    Packer::new(["."])
+        .directory(p)
         .format(format)
         .jobs(2)
         .pack(&mut out)
@@ -35,7 +36,8 @@ fn stored_sample(format: Format) -> Vec<u8> {
     let t = tempfile::tempdir().unwrap();
     std::fs::write(t.path().join("a.txt"), b"alpha ".repeat(300)).unwrap();
     let mut out = Vec::new();
-    Packer::new([t.path()])
+    Packer::new(["."])
+        .directory(t.path())
         .format(format)
         .zip_method(archiver::ZipMethod::Store)
         .pack(&mut out)

@@ -45,9 +45,9 @@ proptest! {
         }
         let format = [Format::Tar, Format::TarGz, Format::TarZst, Format::Zip][format];
         let mut a = Vec::new();
-        Packer::new([src.path()]).format(format).jobs(jobs).pack(&mut a).unwrap();
+        Packer::new(["."]).directory(src.path()).format(format).jobs(jobs).pack(&mut a).unwrap();
         let mut b = Vec::new();
-        Packer::new([src.path()]).format(format).jobs(other).pack(&mut b).unwrap();
+        Packer::new(["."]).directory(src.path()).format(format).jobs(other).pack(&mut b).unwrap();
         prop_assert!(a == b, "{format}: -j {jobs} and -j {other} differ");
         let dest = tempfile::tempdir().unwrap();
         let report = Unpacker::new(dest.path()).jobs(other).sync(false).unpack(&a[..]).unwrap();
