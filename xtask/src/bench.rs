@@ -130,12 +130,12 @@ pub fn run(args: &[String]) -> Result {
             (
                 "tar",
                 "archiver -j1".into(),
-                format!("'{a}' pack -q -j 1 -f tar '{dir}' -o -"),
+                format!("'{a}' pack -q -j 1 -f tar -C '{dir}' . -o -"),
             ),
             (
                 "tar",
                 format!("archiver -j{j}"),
-                format!("'{a}' pack -q -j {j} -f tar '{dir}' -o -"),
+                format!("'{a}' pack -q -j {j} -f tar -C '{dir}' . -o -"),
             ),
             (
                 "tar",
@@ -145,22 +145,22 @@ pub fn run(args: &[String]) -> Result {
             (
                 "tar.gz",
                 "archiver -j1".into(),
-                format!("'{a}' pack -q -j 1 -f tar.gz '{dir}' -o -"),
+                format!("'{a}' pack -q -j 1 -f tar.gz -C '{dir}' . -o -"),
             ),
             (
                 "tar.gz",
                 format!("archiver -j{j}"),
-                format!("'{a}' pack -q -j {j} -f tar.gz '{dir}' -o -"),
+                format!("'{a}' pack -q -j {j} -f tar.gz -C '{dir}' . -o -"),
             ),
             (
                 "tar.zst",
                 "archiver -j1".into(),
-                format!("'{a}' pack -q -j 1 -f tar.zst '{dir}' -o -"),
+                format!("'{a}' pack -q -j 1 -f tar.zst -C '{dir}' . -o -"),
             ),
             (
                 "tar.zst",
                 format!("archiver -j{j}"),
-                format!("'{a}' pack -q -j {j} -f tar.zst '{dir}' -o -"),
+                format!("'{a}' pack -q -j {j} -f tar.zst -C '{dir}' . -o -"),
             ),
             (
                 "tar.zst",
@@ -171,12 +171,12 @@ pub fn run(args: &[String]) -> Result {
         work.push((
             "zip",
             "archiver -j1".into(),
-            format!("'{a}' pack -q -j 1 -f zip '{dir}' -o -"),
+            format!("'{a}' pack -q -j 1 -f zip -C '{dir}' . -o -"),
         ));
         work.push((
             "zip",
             format!("archiver -j{j}"),
-            format!("'{a}' pack -q -j {j} -f zip '{dir}' -o -"),
+            format!("'{a}' pack -q -j {j} -f zip -C '{dir}' . -o -"),
         ));
         if have("zip") {
             work.push((
@@ -210,7 +210,7 @@ pub fn run(args: &[String]) -> Result {
             .display()
             .to_string();
         crate::run(Command::new("sh").arg("-c").arg(format!(
-            "'{a}' pack -q '{dir}' -o '{arch}' && '{a}' pack -q '{dir}' -o '{archz}'"
+            "'{a}' pack -q -C '{dir}' . -o '{arch}' && '{a}' pack -q -C '{dir}' . -o '{archz}'"
         )))?;
         let prep = format!("rm -rf '{o_}' && mkdir -p '{o_}' ;; ");
         work.push((
@@ -624,9 +624,9 @@ pub fn rss(args: &[String]) -> Result {
     }
     let bin = root.join("target/release/archiver");
     let mut child = Command::new(&bin)
-        .args(["pack", "-q", "-f", "tar"])
+        .args(["pack", "-q", "-f", "tar", "-C"])
         .arg(&dir)
-        .args(["-o", "-"])
+        .args([".", "-o", "-"])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;

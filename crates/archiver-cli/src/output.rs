@@ -116,6 +116,15 @@ impl Output {
         }
     }
 
+    /// What to call the output in a message.
+    pub fn name(&self) -> String {
+        match self {
+            Output::File { target, .. } => target.display().to_string(),
+            Output::Special { path, .. } => path.display().to_string(),
+            Output::Stdout(_) => "stdout".into(),
+        }
+    }
+
     pub fn writer(&mut self) -> &mut dyn Write {
         match self {
             Output::File { temp, .. } => temp.as_file_mut(),

@@ -70,7 +70,11 @@ pub fn run(
     if let Some(r) = &reporter {
         r.finish();
     }
-    let report = report?;
+    // An output error names the output: the file, or stdout (a closed pipe, say).
+    let report = report.map_err(|e| match e {
+        archiver::Error::Output(_) => anyhow::Error::new(e).context(output.name()),
+        e => e.into(),
+    })?;
     output.commit()?;
     if args.stats {
         eprint!("{}", crate::pack::render_stats(&report));

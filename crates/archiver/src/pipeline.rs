@@ -214,10 +214,7 @@ pub(crate) fn run<W: Write>(
     } = hooks;
     let started = Instant::now();
     let jobs = opts.jobs.max(1);
-    let (roots, notes) = walk::plan_roots(paths)?;
-    for note in &notes {
-        tracing::warn!("{note}");
-    }
+    let roots = walk::plan_roots(paths)?;
     let walk_opts = WalkOptions {
         threads: jobs,
         directory: opts.directory.clone(),
@@ -228,6 +225,7 @@ pub(crate) fn run<W: Write>(
         skip_files: walk::file_ids(&opts.skip_files),
         hard_links: opts.format != Format::Zip,
     };
+    walk::check_roots(&roots, &walk_opts)?;
     let shared = Shared {
         cancel: cancel.clone(),
         stop: AtomicBool::new(false),
@@ -510,11 +508,13 @@ fn write_stage<W: Write>(
     let level = opts
         .level
         .unwrap_or_else(|| opts.format.levels().map_or(0, |(d, _)| d));
+    let metered = Metered::new(out);
+    let closed = std::sync::Arc::clone(&metered.closed);
     let mut sink = match opts.format {
-        Format::Zip => Sink::Zip(ZipSink::new(Metered::new(out), opts.reproducible)),
+        Format::Zip => Sink::Zip(ZipSink::new(metered, opts.reproducible)),
         _ => {
-            let codec = Codec::new(opts.format, Metered::new(out), level, opts.jobs.max(1))
-                .map_err(Error::Output)?;
+            let codec =
+                Codec::new(opts.format, metered, level, opts.jobs.max(1)).map_err(Error::Output)?;
             Sink::Tar(TarSink::new(
                 codec,
                 HeaderPolicy {
@@ -523,6 +523,9 @@ fn write_stage<W: Write>(
             ))
         }
     };
+    // Declared after `sink` on purpose: locals drop in reverse order, so on an early return this
+    // closes the output before the sink's layers drop (the tar builder would append end blocks).
+    let mut abandon = Abandon(Some(closed));
     let mut w = Writer {
         shared,
         strict: opts.strict,
@@ -606,6 +609,7 @@ fn write_stage<W: Write>(
             hook(name);
         }
     }
+    abandon.0 = None;
     let metered = sink.finish().map_err(Error::Output)?;
     let mut stats = w.stats;
     stats.bytes_out = metered.bytes;
@@ -622,6 +626,17 @@ fn write_stage<W: Write>(
         warnings: w.warnings,
         clock,
     })
+}
+
+/// Closes the output when the writer leaves early (see [`Metered::closed`]).
+struct Abandon(Option<std::sync::Arc<AtomicBool>>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(closed) = &self.0 {
+            closed.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 struct Writer<'a> {

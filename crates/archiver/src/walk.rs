@@ -147,18 +147,19 @@ pub(crate) struct Root {
     pub given: PathBuf,
     /// The stored name: `given` without a leading `/`, `./` or anything up to a `..`.
     pub stored: PathBuf,
+    /// What was removed from `given`, to tell the user once the root is known to exist.
+    pub note: Option<String>,
 }
 
 /// Turns the PATHs into roots: stored names computed as tar does (a leading `/` and anything up to
 /// the last `..` removed, with a warning), sorted, and checked so that no two store the same name
 /// and none lies inside another (the walk order needs that, and a user never means it).
-pub(crate) fn plan_roots(paths: &[PathBuf]) -> Result<(Vec<Root>, Vec<String>)> {
+pub(crate) fn plan_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
     if paths.is_empty() {
         return Err(Error::Usage(
             "nothing to pack: give at least one path".into(),
         ));
     }
-    let mut notes = Vec::new();
     let mut roots: Vec<Root> = Vec::with_capacity(paths.len());
     for given in paths {
         let mut stored = PathBuf::new();
@@ -174,15 +175,16 @@ pub(crate) fn plan_roots(paths: &[PathBuf]) -> Result<(Vec<Root>, Vec<String>)> 
                 Component::Normal(n) => stored.push(n),
             }
         }
-        if let Some(what) = removed {
-            notes.push(format!(
+        let note = removed.map(|what| {
+            format!(
                 "{}: removing leading '{what}' from member names",
                 given.display()
-            ));
-        }
+            )
+        });
         roots.push(Root {
             given: given.clone(),
             stored,
+            note,
         });
     }
     roots.sort_by(|a, b| compare_paths(&a.stored, &b.stored));
@@ -200,7 +202,7 @@ pub(crate) fn plan_roots(paths: &[PathBuf]) -> Result<(Vec<Root>, Vec<String>)> 
             });
         }
     }
-    Ok((roots, notes))
+    Ok(roots)
 }
 
 fn display_stored(p: &Path) -> String {
@@ -209,6 +211,40 @@ fn display_stored(p: &Path) -> String {
     } else {
         p.display().to_string()
     }
+}
+
+/// Checks every root exists (and can be stored) before anything is written, so a missing PATH
+/// fails the run up front, with nothing on the output.
+pub(crate) fn check_roots(roots: &[Root], opts: &WalkOptions) -> Result<()> {
+    stat_roots(roots, opts).map(drop)
+}
+
+fn stat_roots(roots: &[Root], opts: &WalkOptions) -> Result<Vec<Stat>> {
+    let mut stats = Vec::with_capacity(roots.len());
+    for r in roots {
+        let path = match &opts.directory {
+            Some(d) => d.join(&r.given),
+            None => r.given.clone(),
+        };
+        let st = if opts.follow_symlinks {
+            rustix::fs::stat(&path)
+        } else {
+            rustix::fs::lstat(&path)
+        }
+        .map_err(|e| Error::Source {
+            path: r.given.clone(),
+            reason: io_reason(&e.into()),
+        })?;
+        let st = stat_of(&st);
+        if r.stored.as_os_str().is_empty() && st.ft != FileType::Directory {
+            return Err(Error::Source {
+                path: r.given.clone(),
+                reason: "is not a directory, and has no name to store it under".into(),
+            });
+        }
+        stats.push(st);
+    }
+    Ok(stats)
 }
 
 /// A file's facts from one `lstat`.
@@ -576,32 +612,14 @@ struct Sequencer<'a> {
 
 impl Sequencer<'_> {
     fn walk_roots(&mut self, roots: &[Root]) -> Result<()> {
-        // Every root is checked before anything is sent, so a missing PATH fails the run up front.
+        let stats = stat_roots(roots, self.opts)?;
         let base = self.opts.directory.clone();
         let on_disk = |r: &Root| match &base {
             Some(d) => d.join(&r.given),
             None => r.given.clone(),
         };
-        let mut stats = Vec::with_capacity(roots.len());
-        for r in roots {
-            let path = on_disk(r);
-            let st = if self.opts.follow_symlinks {
-                rustix::fs::stat(&path)
-            } else {
-                rustix::fs::lstat(&path)
-            }
-            .map_err(|e| Error::Source {
-                path: r.given.clone(),
-                reason: io_reason(&e.into()),
-            })?;
-            let st = stat_of(&st);
-            if r.stored.as_os_str().is_empty() && st.ft != FileType::Directory {
-                return Err(Error::Source {
-                    path: r.given.clone(),
-                    reason: "is not a directory, and has no name to store it under".into(),
-                });
-            }
-            stats.push(st);
+        for note in roots.iter().filter_map(|r| r.note.as_ref()) {
+            tracing::warn!("{note}");
         }
         for (r, st) in roots.iter().zip(stats) {
             let path = on_disk(r);
@@ -1015,7 +1033,7 @@ mod tests {
     /// Walks and returns (stored name, kind) of every entry, in order.
     fn walk_all(paths: &[&str], opts: WalkOptions) -> Result<Vec<(String, Kind)>> {
         let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
-        let (roots, _) = plan_roots(&paths)?;
+        let roots = plan_roots(&paths)?;
         let (tx, rx) = bounded(4);
         let totals = WalkTotals::default();
         let never = || false;
@@ -1119,11 +1137,10 @@ mod tests {
 
     #[test]
     fn leading_slash_and_dotdot_are_removed_with_a_note() {
-        let (roots, notes) =
-            plan_roots(&[PathBuf::from("/etc/hosts"), PathBuf::from("../x/y")]).unwrap();
+        let roots = plan_roots(&[PathBuf::from("/etc/hosts"), PathBuf::from("../x/y")]).unwrap();
         let stored: Vec<_> = roots.iter().map(|r| r.stored.clone()).collect();
         assert_eq!(stored, [PathBuf::from("etc/hosts"), PathBuf::from("x/y")]);
-        assert_eq!(notes.len(), 2);
+        assert!(roots.iter().all(|r| r.note.is_some()));
     }
 
     #[test]

@@ -491,11 +491,7 @@ fn warnings_come_out_in_entry_order() {
         .fault_hook(hook)
         .pack(io::sink())
         .unwrap();
-    let got: Vec<PathBuf> = report
-        .warnings
-        .iter()
-        .map(|w| w.path.clone())
-        .collect();
+    let got: Vec<PathBuf> = report.warnings.iter().map(|w| w.path.clone()).collect();
     let mut want: Vec<PathBuf> = victims.iter().map(PathBuf::from).collect();
     want.sort();
     assert_eq!(got, want);

@@ -8,7 +8,9 @@ fn pack_bytes(src: &Path, format: &str, jobs: &str, extra: &[&str]) -> Vec<u8> {
     ok(archiver()
         .args(["pack", "-q", "-f", format, "-j", jobs])
         .args(extra)
+        .arg("-C")
         .arg(src)
+        .arg(".")
         .arg("-o")
         .arg("-"))
     .stdout
@@ -45,7 +47,9 @@ fn reproducible_ignores_mtimes_and_owners() {
         ok(archiver()
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .args(["pack", "--reproducible", "-f", "tar", "-o", "-"])
-            .arg(&src))
+            .arg("-C")
+            .arg(&src)
+            .arg("."))
         .stdout
     };
     let before = run();

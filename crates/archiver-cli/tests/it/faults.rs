@@ -62,7 +62,9 @@ fn sigint_during_pack_removes_the_partial_archive() {
         archiver()
             .args(["pack", "-j", "1", "-l", "9", "-f", "tar.gz", "-o"])
             .arg(&target)
-            .arg(&src),
+            .arg("-C")
+            .arg(&src)
+            .arg("."),
         Duration::from_millis(400),
     );
     assert_eq!(code, Some(130), "{err}");
@@ -89,7 +91,12 @@ fn sigint_during_unpack_leaves_no_temporary_files() {
         );
     }
     let archive = work.path().join("a.tar.gz");
-    ok(archiver().args(["pack", "-o"]).arg(&archive).arg(&src));
+    ok(archiver()
+        .args(["pack", "-o"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
     let dest = work.path().join("dest");
     let (code, err) = interrupt_after(
         archiver()
@@ -146,7 +153,9 @@ fn full_disk_is_a_clear_error_and_leaves_nothing_partial() {
     let out = archiver()
         .args(["pack", "-o"])
         .arg(&target)
+        .arg("-C")
         .arg(&src)
+        .arg(".")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -159,7 +168,12 @@ fn full_disk_is_a_clear_error_and_leaves_nothing_partial() {
     );
 
     let archive = work.path().join("a.tar");
-    ok(archiver().args(["pack", "-o"]).arg(&archive).arg(&src));
+    ok(archiver()
+        .args(["pack", "-o"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
     let out = archiver()
         .arg("unpack")
         .arg(&archive)
@@ -192,7 +206,9 @@ fn a_worker_panic_is_an_error_naming_the_entry() {
             .env("ARCHIVER_TEST_PANIC_AT", format!("{stage}:f123"))
             .args(["pack", "-j", "3", "-o"])
             .arg(&target)
+            .arg("-C")
             .arg(&src)
+            .arg(".")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{stage}");
@@ -236,7 +252,9 @@ fn unreadable_files_are_warnings() {
                 "pack",
             ])
             .args(extra.split_whitespace())
+            .arg("-C")
             .arg(&src)
+            .arg(".")
             .args(["-o", "-"])
             .output()
             .unwrap()

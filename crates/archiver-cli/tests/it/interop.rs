@@ -12,7 +12,9 @@ fn pack(src: &Path, out: &Path, format: &str, jobs: &str) {
         archiver()
             .args(["pack", "-j", jobs, "-f", format, "-o"])
             .arg(out)
-            .arg(src),
+            .arg("-C")
+            .arg(src)
+            .arg("."),
     );
 }
 
@@ -102,7 +104,7 @@ fn pack_to_a_pipe() {
     let dest = work.path().join("dest");
     std::fs::create_dir(&dest).unwrap();
     clean(Command::new("sh").arg("-c").arg(format!(
-        "set -e; '{}' pack -f tar.zst '{}' | tar --zstd -xpf - -C '{}'",
+        "set -e; '{}' pack -f tar.zst -C '{}' . | tar --zstd -xpf - -C '{}'",
         env!("CARGO_BIN_EXE_archiver"),
         src.display(),
         dest.display()
@@ -132,7 +134,9 @@ fn our_order_is_gnu_tar_sort_name() {
             .collect();
     let ours = ok(archiver()
         .args(["pack", "--no-manifest", "-o", "-"])
-        .arg(&src))
+        .arg("-C")
+        .arg(&src)
+        .arg("."))
     .stdout;
     let our_names: Vec<String> =
         String::from_utf8(ok(Command::new(&gnu).args(["-tf", "-"]).stdin_bytes(&ours)).stdout)
@@ -161,7 +165,7 @@ fn files_over_8_gib_read_back_everywhere() {
         .unwrap();
     let w = work.path();
     let script = format!(
-        "set -euo pipefail; '{bin}' pack -f tar '{src}' \
+        "set -euo pipefail; '{bin}' pack -f tar -C '{src}' . \
          | tee >(tar -tvf - > '{w}/gnu.txt' 2> '{w}/gnu.err') >(bsdtar -tvf - > '{w}/bsd.txt' 2> '{w}/bsd.err') \
          | python3 -c 'import sys, tarfile\nfor m in tarfile.open(fileobj=sys.stdin.buffer, mode=\"r|\"): print(m.name, m.size)' > '{w}/py.txt'; wait",
         bin = env!("CARGO_BIN_EXE_archiver"),

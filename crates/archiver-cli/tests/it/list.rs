@@ -63,7 +63,9 @@ fn long_and_json_listings() {
         .env("SOURCE_DATE_EPOCH", "86400")
         .args(["pack", "--reproducible", "-o"])
         .arg(&archive)
-        .arg(&src));
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
     let long =
         String::from_utf8(clean(archiver().args(["list", "--long"]).arg(&archive)).stdout).unwrap();
     let lines: Vec<&str> = long.lines().collect();
@@ -109,7 +111,13 @@ fn garbage_and_corruption_are_clear_errors() {
     let src = work.path().join("src");
     file(&src, "f", &vec![b'x'; 10_000], 0o644);
     let gz = work.path().join("a.tar.gz");
-    ok(archiver().arg("pack").arg(&src).arg("-o").arg(&gz));
+    ok(archiver()
+        .arg("pack")
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .arg("-o")
+        .arg(&gz));
     let mut bytes = std::fs::read(&gz).unwrap();
     let n = bytes.len();
     bytes[n - 8] ^= 0xff; // CRC-32 in the trailer

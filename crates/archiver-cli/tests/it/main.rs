@@ -6,6 +6,7 @@ mod faults;
 mod group;
 mod interop;
 mod list;
+mod stress;
 mod unpack;
 mod util;
 mod zip;

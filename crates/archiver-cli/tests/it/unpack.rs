@@ -29,7 +29,9 @@ fn our_archives_round_trip() {
         ok(archiver()
             .args(["pack", "-f", format, "-o"])
             .arg(&archive)
-            .arg(&src));
+            .arg("-C")
+            .arg(&src)
+            .arg("."));
         let dest = work.path().join(format!("x-{format}"));
         clean(archiver().arg("unpack").arg(&archive).arg("-C").arg(&dest));
         let mut want = snapshot(&src);
@@ -411,7 +413,12 @@ fn manifest_and_checksums_are_enforced() {
     let src = src_dir.path().join("src");
     file(&src, "a.txt", b"original content\n", 0o644);
     file(&src, "b.txt", b"other\n", 0o644);
-    let tar = ok(archiver().args(["pack", "-f", "tar", "-o", "-"]).arg(&src)).stdout;
+    let tar = ok(archiver()
+        .args(["pack", "-f", "tar", "-o", "-"])
+        .arg("-C")
+        .arg(&src)
+        .arg("."))
+    .stdout;
     let mut tampered = tar.clone();
     let at = tampered.windows(8).position(|w| w == b"original").unwrap();
     tampered[at] = b'O';
@@ -431,7 +438,9 @@ fn manifest_and_checksums_are_enforced() {
 
     let mut gz = ok(archiver()
         .args(["pack", "-f", "tar.gz", "-o", "-"])
-        .arg(&src))
+        .arg("-C")
+        .arg(&src)
+        .arg("."))
     .stdout;
     let n = gz.len();
     gz[n - 6] ^= 0x55; // inside the CRC-32
@@ -448,7 +457,13 @@ fn keep_existing_and_replace() {
     let src = work.path().join("src");
     file(&src, "a.txt", b"from the archive", 0o644);
     let archive = work.path().join("a.tar");
-    ok(archiver().arg("pack").arg(&src).arg("-o").arg(&archive));
+    ok(archiver()
+        .arg("pack")
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .arg("-o")
+        .arg(&archive));
     let dest = work.path().join("dest");
     file(&dest, "a.txt", b"precious local edit", 0o600);
     clean(
@@ -533,7 +548,13 @@ fn verify_against_a_directory() {
     file(&src, "dir/b.txt", b"beta", 0o640);
     std::os::unix::fs::symlink("a.txt", src.join("ln")).unwrap();
     let archive = work.path().join("a.tar.gz");
-    ok(archiver().arg("pack").arg(&src).arg("-o").arg(&archive));
+    ok(archiver()
+        .arg("pack")
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .arg("-o")
+        .arg(&archive));
     let same = clean(
         archiver()
             .arg("verify")

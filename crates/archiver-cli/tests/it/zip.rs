@@ -13,7 +13,9 @@ fn pack_zip(src: &Path, out: &Path, extra: &[&str]) {
             .args(extra)
             .arg("-o")
             .arg(out)
-            .arg(src),
+            .arg("-C")
+            .arg(src)
+            .arg("."),
     );
 }
 
@@ -92,7 +94,12 @@ fn zip_through_a_pipe() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     gnarly_tree(&src, 100, 4);
-    let streamed = ok(archiver().args(["pack", "-f", "zip", "-o", "-"]).arg(&src)).stdout;
+    let streamed = ok(archiver()
+        .args(["pack", "-f", "zip", "-o", "-"])
+        .arg("-C")
+        .arg(&src)
+        .arg("."))
+    .stdout;
     let listing = String::from_utf8(
         clean(
             Command::new(&bsdtar)
@@ -154,7 +161,9 @@ fn zip_through_a_pipe() {
     ok(archiver()
         .args(["pack", "-f", "zip", "-o"])
         .arg(&to_file)
-        .arg(&src));
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
     assert!(std::fs::read(&to_file).unwrap() == streamed);
 }
 
@@ -199,7 +208,9 @@ fn zstd_method_round_trips_through_our_reader() {
     assert!(names.lines().count() > 60);
     let bad = archiver()
         .args(["pack", "-f", "zip", "--zip-method", "lzma", "-o", "-"])
+        .arg("-C")
         .arg(&src)
+        .arg(".")
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));

@@ -227,6 +227,9 @@ pub(crate) struct Metered<W> {
     pub inner: W,
     pub bytes: u64,
     pub blocked: Duration,
+    /// Once set, every write fails: a run that failed must not let a layer's `Drop` (the tar
+    /// builder appends its end-of-archive blocks when dropped) make a cut archive look complete.
+    pub closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<W> Metered<W> {
@@ -235,12 +238,16 @@ impl<W> Metered<W> {
             inner,
             bytes: 0,
             blocked: Duration::ZERO,
+            closed: Default::default(),
         }
     }
 }
 
 impl<W: Write> Write for Metered<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::other("the run failed; output closed"));
+        }
         let t = Instant::now();
         let n = self.inner.write(buf);
         self.blocked += t.elapsed();
@@ -250,6 +257,9 @@ impl<W: Write> Write for Metered<W> {
         n
     }
     fn flush(&mut self) -> io::Result<()> {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::other("the run failed; output closed"));
+        }
         let t = Instant::now();
         let r = self.inner.flush();
         self.blocked += t.elapsed();
