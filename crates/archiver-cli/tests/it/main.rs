@@ -6,6 +6,7 @@ mod faults;
 mod group;
 mod interop;
 mod list;
+mod tarparity;
 mod unpack;
 mod util;
 mod zip;
