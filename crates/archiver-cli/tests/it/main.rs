@@ -7,6 +7,7 @@ mod group;
 mod interop;
 mod list;
 mod tarparity;
+mod truncated;
 mod unpack;
 mod util;
 mod zip;
