@@ -228,8 +228,10 @@ pub(crate) enum Opened<'a> {
 pub(crate) fn open_tar<'a, R: Read + 'a>(input: R) -> Result<Opened<'a>> {
     let (kind, input) = sniff(input)?;
     match kind {
-        // Empty input is an empty archive, as GNU tar and bsdtar read it.
-        None | Some(Detected::Tar) => Ok(Opened::Tar(input)),
+        // Even an archive of no entries has its end-of-archive blocks: no bytes at all is a lost
+        // or truncated input (GNU tar also refuses it), never an empty success.
+        None => Err(Error::BadArchive("empty input: not an archive".into())),
+        Some(Detected::Tar) => Ok(Opened::Tar(input)),
         Some(Detected::Gzip) => {
             let (inner, r) = sniff(GzMembers::new(input))?;
             expect_tar(inner, "gzip")?;
@@ -246,7 +248,11 @@ pub(crate) fn open_tar<'a, R: Read + 'a>(input: R) -> Result<Opened<'a>> {
 }
 
 fn expect_tar(kind: Option<Detected>, outer: &str) -> Result<()> {
-    if matches!(kind, Some(Detected::Tar) | None) {
+    if kind.is_none() {
+        Err(Error::BadArchive(format!(
+            "the {outer} stream is empty: no tar archive inside"
+        )))
+    } else if kind == Some(Detected::Tar) {
         Ok(())
     } else {
         Err(Error::BadArchive(format!(

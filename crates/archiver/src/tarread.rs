@@ -1,21 +1,45 @@
 //! Our tar reader: streaming, tolerant of what real producers write, strict about what would
-//! corrupt data.
+//! corrupt data, and bounded against hostile headers.
 //!
 //! Reads v7, ustar, GNU and pax archives: GNU long names and links (`L`/`K`, the last of redundant
-//! ones wins), pax local and global headers (path, linkpath, size, mtime with fractions, uid, gid,
-//! uname, gname), base-256 and blank numeric fields, headers checksummed signed or unsigned, link
-//! entries that carry a size but no data (old tars), volume labels, and GNU sparse files in every
-//! format GNU tar writes (old `S` headers, pax 0.0, 0.1 and 1.0), expanded with their holes as zeros.
-//! The `tar` crate, used before, rejected some of these and extracted pax sparse files wrongly.
+//! ones wins), pax local (`x`, and Solaris/star `X`) and global (`g`) records (path, linkpath, size,
+//! mtime with fractions, uid, gid, uname, gname), base-256 and blank numeric fields, headers
+//! checksummed signed or unsigned, volume labels, and GNU sparse files in every format GNU tar writes
+//! (old `S` headers, pax 0.0, 0.1 and 1.0), expanded with their holes as zeros.
+//!
+//! Where an entry's data starts and ends is decided as GNU tar decides it when it extracts (see
+//! docs/FORMAT.md, "Reading tar"): hard links, symlinks, devices, directories and FIFOs never carry
+//! data whatever their size field says; a regular-file type whose name ends in `/` is a directory
+//! (no data); every other type, unknown letters included, carries `size` bytes.
+//!
+//! Every extension header has a size cap ([`MAX_PAX_HEADER`], [`MAX_NAME`],
+//! [`MAX_SPARSE_SEGMENTS`]) checked before anything is allocated, only the records we use are kept
+//! (later values replace earlier ones, for global records too), and every parser is linear in its
+//! input, so no header can exhaust memory or time.
 
 use std::io::{self, Read};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest pax extended header (`x`, `X` or `g`) read: 16 MiB. Real ones hold a path, a link
+/// target, times, ids, names and maybe ACLs and xattrs: a few KiB, rarely megabytes (libarchive's
+/// test suite has an 8 MB attribute, which GNU tar reads). The header is held in memory only while
+/// it is parsed; only the records we use are kept.
+pub(crate) const MAX_PAX_HEADER: u64 = 16 << 20;
+/// Largest name or link target (GNU `L`/`K` data, pax `path`/`linkpath` values): 64 KiB, sixteen
+/// times Linux's PATH_MAX.
+pub(crate) const MAX_NAME: u64 = 64 << 10;
+/// Most segments in one sparse map, in any encoding: 2^20 (16 MiB in memory).
+pub(crate) const MAX_SPARSE_SEGMENTS: usize = 1 << 20;
+/// Largest size field accepted (GNU tar's limit: `off_t`).
+const MAX_SIZE: u64 = i64::MAX as u64;
 
 /// One entry's header, with every extension applied.
 #[derive(Debug, Clone)]
 pub(crate) struct TarEntry {
     pub path: Vec<u8>,
     pub link: Vec<u8>,
+    /// The type, normalised: `5` also for GNU dumpdirs (`D`) and for regular-file types whose name
+    /// ends in `/`; `0` for sparse files. Unknown letters are kept (they read as regular files).
     pub typeflag: u8,
     pub mode: u32,
     pub uid: u64,
@@ -24,20 +48,190 @@ pub(crate) struct TarEntry {
     pub mtime_secs: i64,
     pub uname: Option<String>,
     pub gname: Option<String>,
-    /// Size of the file as extracted (holes included for sparse files).
+    /// Size of the data as extracted (holes included for sparse files); 0 for types without data.
     pub size: u64,
     /// For sparse files: (offset, length) of each data segment, in order.
     sparse: Option<Vec<(u64, u64)>>,
 }
 
 impl TarEntry {
+    /// Whether the entry's data is a file's content: regular, contiguous, sparse, and unknown types,
+    /// which GNU tar, bsdtar and Python all extract as regular files.
     pub fn is_file(&self) -> bool {
-        matches!(self.typeflag, b'0' | 0 | b'7' | b'S')
+        !is_known_special(self.typeflag)
     }
+}
+
+/// Types that are not regular files (GNU tar's own types included).
+fn is_known_special(t: u8) -> bool {
+    matches!(t, b'1'..=b'6' | b'D' | b'M' | b'V')
+}
+
+/// Whether an entry of this (normalised) type has `size` bytes of data after its header.
+fn carries_data(t: u8) -> bool {
+    !matches!(t, b'1'..=b'6')
 }
 
 fn err(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn eof(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, msg.into())
+}
+
+/// A name for messages.
+fn shown(name: &[u8]) -> String {
+    format!("'{}'", crate::list::display_name(name).escape_debug())
+}
+
+/// pax records we use; `None` = not set. Global and local records are parsed into one of these
+/// each, so a repeated key replaces the earlier value instead of piling up.
+#[derive(Debug, Default, Clone)]
+struct PaxValues {
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+    size: Option<u64>,
+    mtime: Option<(i64, SystemTime)>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    uname: Option<String>,
+    gname: Option<String>,
+}
+
+impl PaxValues {
+    /// Takes one record; `Ok(false)`: not one of ours.
+    fn set(&mut self, key: &[u8], value: &[u8]) -> io::Result<bool> {
+        let text = || String::from_utf8_lossy(value).trim().to_string();
+        match key {
+            b"path" => self.path = Some(name_value(value, "path")?),
+            b"linkpath" => self.linkpath = Some(name_value(value, "linkpath")?),
+            b"size" => {
+                let s: u64 = text()
+                    .parse()
+                    .ok()
+                    .filter(|&s| s <= MAX_SIZE)
+                    .ok_or_else(|| err(format!("bad pax size {:?}", text())))?;
+                self.size = Some(s);
+            }
+            b"mtime" => {
+                if let Some(t) = parse_time(&text()) {
+                    self.mtime = Some(t);
+                }
+            }
+            b"uid" => {
+                if let Ok(v) = text().parse() {
+                    self.uid = Some(v);
+                }
+            }
+            b"gid" => {
+                if let Ok(v) = text().parse() {
+                    self.gid = Some(v);
+                }
+            }
+            b"uname" => self.uname = Some(text()),
+            b"gname" => self.gname = Some(text()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `other`'s values override ours.
+    fn overlay(&self, other: &PaxValues) -> PaxValues {
+        PaxValues {
+            path: other.path.clone().or_else(|| self.path.clone()),
+            linkpath: other.linkpath.clone().or_else(|| self.linkpath.clone()),
+            size: other.size.or(self.size),
+            mtime: other.mtime.or(self.mtime),
+            uid: other.uid.or(self.uid),
+            gid: other.gid.or(self.gid),
+            uname: other.uname.clone().or_else(|| self.uname.clone()),
+            gname: other.gname.clone().or_else(|| self.gname.clone()),
+        }
+    }
+}
+
+fn name_value(v: &[u8], what: &str) -> io::Result<Vec<u8>> {
+    if v.len() as u64 > MAX_NAME {
+        return Err(err(format!(
+            "pax {what} of {} bytes is longer than the {} KiB limit for names",
+            v.len(),
+            MAX_NAME >> 10
+        )));
+    }
+    Ok(v.to_vec())
+}
+
+/// GNU sparse records of one entry's local pax headers.
+#[derive(Debug, Default)]
+struct PaxSparse {
+    major: Option<u32>,
+    name: Option<Vec<u8>>,
+    realsize: Option<u64>,
+    /// pax 0.1: `GNU.sparse.map`.
+    map: Option<Vec<(u64, u64)>>,
+    /// pax 0.0: repeated `GNU.sparse.offset` / `GNU.sparse.numbytes`.
+    offsets: Vec<u64>,
+    lengths: Vec<u64>,
+}
+
+impl PaxSparse {
+    fn set(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        let text = || String::from_utf8_lossy(value).trim().to_string();
+        let num = |what: &str| -> io::Result<u64> {
+            text()
+                .parse()
+                .map_err(|_| err(format!("bad {what} {:?}", text())))
+        };
+        let full = |v: &Vec<u64>| {
+            if v.len() >= MAX_SPARSE_SEGMENTS {
+                Err(too_many_segments())
+            } else {
+                Ok(())
+            }
+        };
+        match key {
+            b"GNU.sparse.major" => self.major = text().parse().ok(),
+            b"GNU.sparse.name" => self.name = Some(name_value(value, "GNU.sparse.name")?),
+            b"GNU.sparse.size" | b"GNU.sparse.realsize" => {
+                self.realsize = Some(num("GNU.sparse.realsize")?)
+            }
+            b"GNU.sparse.offset" => {
+                full(&self.offsets)?;
+                self.offsets.push(num("GNU.sparse.offset")?);
+            }
+            b"GNU.sparse.numbytes" => {
+                full(&self.lengths)?;
+                self.lengths.push(num("GNU.sparse.numbytes")?);
+            }
+            b"GNU.sparse.map" => {
+                // Linear: one pass over the value, which the pax header cap bounds.
+                let mut nums = Vec::new();
+                for s in value.split(|&b| b == b',').filter(|s| !s.is_empty()) {
+                    if nums.len() >= 2 * MAX_SPARSE_SEGMENTS {
+                        return Err(too_many_segments());
+                    }
+                    let n = std::str::from_utf8(s)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .ok_or_else(|| err("bad GNU.sparse.map"))?;
+                    nums.push(n);
+                }
+                if nums.len() % 2 != 0 {
+                    return Err(err("GNU.sparse.map has an odd count of numbers"));
+                }
+                self.map = Some(nums.chunks_exact(2).map(|c| (c[0], c[1])).collect());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn too_many_segments() -> io::Error {
+    err(format!(
+        "sparse map has more than {MAX_SPARSE_SEGMENTS} segments (the limit)"
+    ))
 }
 
 /// Reads entries one by one; each entry's data through [`TarReader::data`].
@@ -45,8 +239,13 @@ pub(crate) struct TarReader<R: Read> {
     r: R,
     /// Data (plus padding) of the current entry not yet consumed.
     skip: u64,
-    globals: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Global pax records in force (`g` headers, later values replacing earlier ones).
+    globals: PaxValues,
+    /// Whether any block was read (an empty input is not an archive).
+    started: bool,
     done: bool,
+    /// Name of the last entry returned, for messages.
+    last: Option<Vec<u8>>,
     /// The current entry, for `data`.
     current: Option<TarEntry>,
     /// Stored bytes of the current entry still unread by `data`.
@@ -58,8 +257,10 @@ impl<R: Read> TarReader<R> {
         TarReader {
             r,
             skip: 0,
-            globals: Vec::new(),
+            globals: PaxValues::default(),
+            started: false,
             done: false,
+            last: None,
             current: None,
             left: 0,
         }
@@ -70,6 +271,15 @@ impl<R: Read> TarReader<R> {
         self.r
     }
 
+    /// Where we are, for messages: "after 'name'" or "at the start of the archive".
+    fn place(&self) -> String {
+        match &self.last {
+            Some(n) => format!("after {}", shown(n)),
+            None => "at the start of the archive".into(),
+        }
+    }
+
+    /// Reads one block; `false` at a clean end of input (no byte of the block).
     fn read_block(&mut self, block: &mut [u8; 512]) -> io::Result<bool> {
         let mut got = 0;
         while got < 512 {
@@ -82,38 +292,55 @@ impl<R: Read> TarReader<R> {
         }
         match got {
             0 => Ok(false),
-            512 => Ok(true),
-            _ => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "archive ends inside a header block",
-            )),
+            512 => {
+                self.started = true;
+                Ok(true)
+            }
+            _ => Err(eof(format!(
+                "truncated archive: it ends inside a header block {}",
+                self.place()
+            ))),
         }
     }
 
-    fn discard(&mut self, mut n: u64) -> io::Result<()> {
+    fn discard(&mut self, n: u64, what: impl FnOnce() -> String) -> io::Result<()> {
         let copied = io::copy(&mut (&mut self.r).take(n), &mut io::sink())?;
-        n -= copied;
-        if n > 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "archive ends inside an entry's data",
-            ));
+        if copied < n {
+            return Err(eof(format!("truncated archive: it ends inside {}", what())));
         }
         Ok(())
     }
 
-    fn read_exact_vec(&mut self, n: u64) -> io::Result<Vec<u8>> {
-        if n > 64 << 20 {
-            return Err(err(format!("extension header of {n} bytes is too large")));
+    /// The data of an extension header (`L`, `K`, `x`, `X`, `g`), after checking its size against
+    /// `cap`: nothing is allocated from a size field before that check.
+    fn read_extension(&mut self, block: &[u8; 512], size: u64, cap: u64) -> io::Result<Vec<u8>> {
+        let kind = match block[156] {
+            b'L' => "GNU long name",
+            b'K' => "GNU long link name",
+            b'g' => "pax global header",
+            _ => "pax extended header",
+        };
+        let name = shown(&trim_nul(&block[..100]));
+        if size > cap {
+            let limit = if cap >= 1 << 20 {
+                format!("{} MiB", cap >> 20)
+            } else {
+                format!("{} KiB", cap >> 10)
+            };
+            return Err(err(format!(
+                "{name} ({}): {kind} of {size} bytes is larger than the {limit} limit; no tar \
+                 program writes one that large, so the archive is damaged or hostile",
+                self.place()
+            )));
         }
-        let mut v = vec![0u8; n as usize];
-        self.r.read_exact(&mut v).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "archive ends inside an extension header",
-            )
-        })?;
-        self.discard(pad(n))?;
+        let mut v = vec![0u8; size as usize];
+        if self.r.read_exact(&mut v).is_err() {
+            return Err(eof(format!(
+                "truncated archive: it ends inside the {kind} {name} ({})",
+                self.place()
+            )));
+        }
+        self.discard(pad(size), || format!("the {kind} {name}"))?;
         Ok(v)
     }
 
@@ -123,196 +350,265 @@ impl<R: Read> TarReader<R> {
         let rest = self.skip + self.left;
         self.skip = 0;
         self.left = 0;
-        self.current = None;
-        self.discard(rest)?;
+        if let Some(prev) = self.current.take() {
+            self.discard(rest, || format!("the data of {}", shown(&prev.path)))?;
+        }
         if self.done {
             return Ok(None);
         }
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
-        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut local = PaxValues::default();
+        let mut pax_sparse = PaxSparse::default();
         let mut block = [0u8; 512];
         loop {
             if !self.read_block(&mut block)? {
-                self.done = true;
-                return Ok(None);
+                return Err(eof(if !self.started {
+                    "empty input: not a tar archive".to_string()
+                } else {
+                    format!(
+                        "truncated archive: it ends {} without the end-of-archive marker",
+                        self.place()
+                    )
+                }));
             }
             if block.iter().all(|&b| b == 0) {
-                // End of archive (one zero block is enough; GNU tar warns about a lone one).
+                // End of archive. Two zero blocks are the marker; GNU tar and bsdtar also stop at
+                // one (GNU tar warns about "a lone zero block"), and so do we: what follows is
+                // neither read as entries nor required.
                 self.done = true;
                 return Ok(None);
             }
             if !checksum_ok(&block) {
-                return Err(err(
-                    "header checksum mismatch: damaged archive or not a tar",
-                ));
+                return Err(err(format!(
+                    "header checksum mismatch {}: damaged archive or not a tar",
+                    self.place()
+                )));
             }
             let typeflag = block[156];
-            let size = number(&block[124..136])?;
+            if !matches!(typeflag, b'L' | b'K' | b'x' | b'X' | b'g') {
+                break;
+            }
+            let size = self.header_size(&block)?;
             match typeflag {
-                b'L' => long_name = Some(trim_nul(self.read_exact_vec(size)?)),
-                b'K' => long_link = Some(trim_nul(self.read_exact_vec(size)?)),
-                b'x' => pax.extend(parse_pax(&self.read_exact_vec(size)?)?),
+                b'L' => long_name = Some(trim_nul(&self.read_extension(&block, size, MAX_NAME)?)),
+                b'K' => long_link = Some(trim_nul(&self.read_extension(&block, size, MAX_NAME)?)),
                 b'g' => {
-                    let g = parse_pax(&self.read_exact_vec(size)?)?;
-                    self.globals.extend(g);
+                    let data = self.read_extension(&block, size, MAX_PAX_HEADER)?;
+                    let name = trim_nul(&block[..100]);
+                    let mut globals = std::mem::take(&mut self.globals);
+                    let r = for_each_record(&data, |k, v| globals.set(k, v).map(drop));
+                    self.globals = globals;
+                    r.map_err(|e| err(format!("{} ({}): {e}", shown(&name), self.place())))?;
                 }
-                b'V' | b'N' => self.discard(size + pad(size))?,
-                _ => break,
+                _ => {
+                    // `x` (POSIX) and `X` (Solaris/star, read the same way by GNU tar, bsdtar and
+                    // Python): records for the next entry. A second one replaces the first
+                    // entirely, as in GNU tar and bsdtar.
+                    let data = self.read_extension(&block, size, MAX_PAX_HEADER)?;
+                    let name = trim_nul(&block[..100]);
+                    local = PaxValues::default();
+                    pax_sparse = PaxSparse::default();
+                    for_each_record(&data, |k, v| {
+                        if !local.set(k, v)? {
+                            pax_sparse.set(k, v)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| err(format!("{} ({}): {e}", shown(&name), self.place())))?;
+                }
             }
         }
-        let typeflag = block[156];
+        let entry = self
+            .entry(&block, long_name, long_link, local, pax_sparse)
+            .map_err(|e| {
+                let name = shown(&trim_nul(&block[..100]));
+                io::Error::new(e.kind(), format!("{name} ({}): {e}", self.place()))
+            })?;
+        self.last = Some(entry.path.clone());
+        self.current = Some(entry.clone());
+        Ok(Some(entry))
+    }
+
+    fn header_size(&self, block: &[u8; 512]) -> io::Result<u64> {
+        let size = number(&block[124..136])?;
+        if size > MAX_SIZE {
+            return Err(err(format!(
+                "{} ({}): size field {size} is out of range",
+                shown(&trim_nul(&block[..100])),
+                self.place()
+            )));
+        }
+        Ok(size)
+    }
+
+    /// Builds the entry of a header block with its extensions and positions the reader at its data.
+    fn entry(
+        &mut self,
+        block: &[u8; 512],
+        long_name: Option<Vec<u8>>,
+        long_link: Option<Vec<u8>>,
+        local: PaxValues,
+        pax_sparse: PaxSparse,
+    ) -> io::Result<TarEntry> {
+        let raw_type = block[156];
         let ustar = &block[257..263] == b"ustar\0";
         let gnu = &block[257..263] == b"ustar ";
-        let mut path = match long_name {
-            Some(n) => n,
-            None => {
-                let name = trim_nul(block[..100].to_vec());
-                let prefix = if ustar {
-                    trim_nul(block[345..500].to_vec())
-                } else {
-                    Vec::new()
-                };
-                if prefix.is_empty() {
-                    name
-                } else {
-                    [prefix, b"/".to_vec(), name].concat()
-                }
+        // Precedence, as GNU tar applies it: header, then GNU long name/link, then global pax
+        // records, then local ones.
+        let mut path = long_name.unwrap_or_else(|| {
+            let name = trim_nul(&block[..100]);
+            let prefix = if ustar {
+                trim_nul(&block[345..500])
+            } else {
+                Vec::new()
+            };
+            if prefix.is_empty() {
+                name
+            } else {
+                [prefix, b"/".to_vec(), name].concat()
             }
-        };
-        let mut link = long_link.unwrap_or_else(|| trim_nul(block[157..257].to_vec()));
-        let mut size = number(&block[124..136])?;
-        let mut mtime_secs = signed_number(&block[136..148]).unwrap_or(0);
-        let mut mtime = unix_time(mtime_secs, 0);
-        let mut uid = number(&block[108..116]).unwrap_or(0);
-        let mut gid = number(&block[116..124]).unwrap_or(0);
+        });
+        let mut link = long_link.unwrap_or_else(|| trim_nul(&block[157..257]));
+        let pax = self.globals.overlay(&local);
+        if let Some(p) = pax.path {
+            path = p;
+        }
+        if let Some(l) = pax.linkpath {
+            link = l;
+        }
+        let (mtime_secs, mtime) = pax.mtime.unwrap_or_else(|| {
+            let s = signed_number(&block[136..148]).unwrap_or(0);
+            (s, unix_time(s, 0))
+        });
+        let uid = pax
+            .uid
+            .unwrap_or_else(|| number(&block[108..116]).unwrap_or(0));
+        let gid = pax
+            .gid
+            .unwrap_or_else(|| number(&block[116..124]).unwrap_or(0));
         let mode = number(&block[100..108]).unwrap_or(0o644) as u32;
         let text = |b: &[u8]| {
-            Some(String::from_utf8_lossy(&trim_nul(b.to_vec())).into_owned())
-                .filter(|s| !s.is_empty())
+            Some(String::from_utf8_lossy(&trim_nul(b)).into_owned()).filter(|s| !s.is_empty())
         };
-        let mut uname = if ustar || gnu {
-            text(&block[265..297])
-        } else {
-            None
+        let uname = match pax.uname {
+            Some(u) => Some(u).filter(|s| !s.is_empty()),
+            None if ustar || gnu => text(&block[265..297]),
+            None => None,
         };
-        let mut gname = if ustar || gnu {
-            text(&block[297..329])
-        } else {
-            None
+        let gname = match pax.gname {
+            Some(g) => Some(g).filter(|s| !s.is_empty()),
+            None if ustar || gnu => text(&block[297..329]),
+            None => None,
         };
 
-        // Old GNU sparse: the map is in the header (and extension blocks).
+        // The type as GNU tar extracts it: regular-file types named with a trailing slash are
+        // directories (pre-POSIX tars marked directories that way); dumpdirs are directories.
+        let mut typeflag = match raw_type {
+            b'0' | 0 | b'7' if path.ends_with(b"/") => b'5',
+            b'D' => b'5',
+            t => t,
+        };
+        // Types that carry no data ignore their size field and any pax size (GNU tar extracting,
+        // and Python; see docs/FORMAT.md); their size field is not even parsed.
+        if !carries_data(typeflag) && raw_type != b'D' {
+            return Ok(TarEntry {
+                path,
+                link,
+                typeflag,
+                mode,
+                uid,
+                gid,
+                mtime,
+                mtime_secs,
+                uname,
+                gname,
+                size: 0,
+                sparse: None,
+            });
+        }
+        let stored = match pax.size {
+            Some(s) => s,
+            None => number(&block[124..136])?,
+        };
+        if stored > MAX_SIZE {
+            return Err(err(format!("size field {stored} is out of range")));
+        }
+        self.skip = pad(stored);
+        self.left = stored;
+
+        // Sparse files, in whichever encoding.
         let mut sparse = None;
         let mut real_size = None;
-        if typeflag == b'S' && gnu {
-            let mut map = read_sparse_slots(&block[386..482]);
-            let mut extended = block[482] != 0;
-            real_size = Some(number(&block[483..495])?);
+        if raw_type == b'S' {
+            // Old GNU: four slots in the header, 21 more per extension block.
+            let mut map = Vec::new();
+            let finished = read_sparse_slots(&block[386..482], &mut map)?;
+            let mut extended = !finished && block[482] != 0;
+            // The real size is in the old GNU header only; GNU tar ignores that field otherwise.
+            real_size = Some(if gnu {
+                number(&block[483..495])?
+            } else {
+                stored
+            });
             while extended {
                 let mut ext = [0u8; 512];
                 if !self.read_block(&mut ext)? {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "archive ends inside a sparse map",
-                    ));
+                    return Err(eof("truncated archive: it ends inside a sparse map"));
                 }
-                map.extend(read_sparse_slots(&ext[..504]));
-                extended = ext[504] != 0;
+                let finished = read_sparse_slots(&ext[..504], &mut map)?;
+                extended = !finished && ext[504] != 0;
             }
             sparse = Some(map);
         }
-
-        // pax records: globals first, then this entry's own.
-        let mut sparse_major = None;
-        let mut sparse_offsets: Vec<u64> = Vec::new();
-        let mut sparse_lengths: Vec<u64> = Vec::new();
-        for (k, v) in self.globals.iter().chain(pax.iter()) {
-            let val = || String::from_utf8_lossy(v).trim().to_string();
-            match k.as_slice() {
-                b"path" => path = v.clone(),
-                b"linkpath" => link = v.clone(),
-                b"size" => size = val().parse().map_err(|_| err("bad pax size"))?,
-                b"mtime" => {
-                    if let Some((s, t)) = parse_time(&val()) {
-                        mtime_secs = s;
-                        mtime = t;
-                    }
-                }
-                b"uid" => uid = val().parse().unwrap_or(uid),
-                b"gid" => gid = val().parse().unwrap_or(gid),
-                b"uname" => uname = Some(val()).filter(|s| !s.is_empty()),
-                b"gname" => gname = Some(val()).filter(|s| !s.is_empty()),
-                b"GNU.sparse.name" => path = v.clone(),
-                b"GNU.sparse.size" | b"GNU.sparse.realsize" => real_size = val().parse().ok(),
-                b"GNU.sparse.major" => sparse_major = val().parse::<u32>().ok(),
-                b"GNU.sparse.offset" => {
-                    sparse_offsets.push(val().parse().map_err(|_| err("bad sparse offset"))?)
-                }
-                b"GNU.sparse.numbytes" => {
-                    sparse_lengths.push(val().parse().map_err(|_| err("bad sparse length"))?)
-                }
-                b"GNU.sparse.map" => {
-                    let nums: Vec<u64> = val()
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(|s| s.parse().map_err(|_| err("bad GNU.sparse.map")))
-                        .collect::<io::Result<_>>()?;
-                    sparse = Some(
-                        nums.chunks(2)
-                            .filter(|c| c.len() == 2)
-                            .map(|c| (c[0], c[1]))
-                            .collect(),
-                    );
-                }
-                _ => {}
+        let PaxSparse {
+            major,
+            name,
+            realsize,
+            map,
+            offsets,
+            lengths,
+        } = pax_sparse;
+        if let Some(m) = map {
+            sparse = Some(m); // 0.1
+        }
+        if !offsets.is_empty() {
+            if offsets.len() != lengths.len() {
+                return Err(err(
+                    "sparse map: GNU.sparse.offset and GNU.sparse.numbytes do not pair up",
+                ));
             }
+            sparse = Some(offsets.into_iter().zip(lengths).collect()); // 0.0
         }
-        if !sparse_offsets.is_empty() {
-            // pax sparse 0.0: repeated offset/numbytes records.
-            sparse = Some(sparse_offsets.into_iter().zip(sparse_lengths).collect());
-        }
-        let stored = size;
-        let mut entry_typeflag = typeflag;
-        if sparse_major == Some(1) {
-            // pax sparse 1.0: the map is at the start of the data, in decimal lines, block-padded.
-            let (map, used) = self.read_sparse_v1(stored)?;
-            sparse = Some(map);
+        if major == Some(1) {
+            // 1.0: the map is at the start of the data, in decimal lines, block-padded.
+            let (m, used) = self.read_sparse_v1(stored)?;
+            sparse = Some(m);
             self.left = stored - used;
-        } else {
-            self.left = stored;
+            self.skip = pad(stored);
+        }
+        if realsize.is_some() {
+            real_size = realsize;
         }
         if sparse.is_some() {
-            entry_typeflag = b'0';
-        }
-        // POSIX: symlinks, devices and FIFOs store no data whatever their size field says. Hard links
-        // "shall" have size 0, yet old tars put the target's size there and wrote no data (GNU tar
-        // and bsdtar read none); only a pax hard link may carry data. Every other type stores
-        // `size` bytes, which are skipped if not read.
-        let has_data = match typeflag {
-            b'2' | b'3' | b'4' | b'6' => false,
-            b'1' => !pax.is_empty() && stored > 0,
-            _ => true,
-        };
-        if has_data {
-            self.skip = pad(stored);
-        } else {
-            self.skip = 0;
-            self.left = 0;
-        }
-        if !matches!(entry_typeflag, b'0' | 0 | b'7') {
-            size = 0;
-        }
-        if let Some(map) = &sparse {
-            let data: u64 = map.iter().map(|&(_, n)| n).sum();
-            if data > self.left {
-                return Err(err("sparse map describes more data than the entry stores"));
+            if let Some(n) = name {
+                path = n;
             }
         }
-        let entry = TarEntry {
+        let mut size = stored;
+        if let Some(map) = &sparse {
+            typeflag = b'0';
+            size = real_size.unwrap_or(stored);
+            check_sparse_map(map, size, self.left)?;
+        }
+        if !is_file_type(typeflag) {
+            // Labels, continuations, dumpdirs: their data is skipped, never extracted.
+            size = 0;
+        }
+        Ok(TarEntry {
             path,
             link,
-            typeflag: entry_typeflag,
+            typeflag,
             mode,
             uid,
             gid,
@@ -320,50 +616,59 @@ impl<R: Read> TarReader<R> {
             mtime_secs,
             uname,
             gname,
-            size: real_size.filter(|_| sparse.is_some()).unwrap_or(size),
+            size,
             sparse,
-        };
-        self.current = Some(entry.clone());
-        Ok(Some(entry))
+        })
     }
 
+    /// pax sparse 1.0: `count\n` then `offset\nlength\n` pairs, at the start of the data, padded to
+    /// a block. Read block by block with the partial line carried over: linear in the map's size.
     fn read_sparse_v1(&mut self, stored: u64) -> io::Result<(Vec<(u64, u64)>, u64)> {
-        let mut buf = Vec::new();
+        let mut used: u64 = 0;
         let mut block = [0u8; 512];
-        let mut lines: Vec<u64> = Vec::new();
-        let mut need: Option<usize> = None;
+        // The number being read and how many digits it has so far.
+        let mut cur: u64 = 0;
+        let mut digits = 0usize;
+        let mut count: Option<u64> = None;
+        let mut pending: Option<u64> = None;
+        let mut map = Vec::new();
         loop {
-            if buf.len() as u64 + 512 > stored {
+            if used + 512 > stored {
                 return Err(err("sparse map runs past the entry's data"));
             }
-            self.r.read_exact(&mut block).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "archive ends inside a sparse map",
-                )
-            })?;
-            buf.extend_from_slice(&block);
-            lines.clear();
-            // Only lines ended by a newline are complete; the last piece may continue in the next block.
-            let complete = buf.iter().filter(|&&b| b == b'\n').count();
-            for line in buf.split(|&b| b == b'\n').take(complete) {
-                let n = std::str::from_utf8(line)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| err("bad sparse map"))?;
-                lines.push(n);
-            }
-            if need.is_none() && !lines.is_empty() {
-                let count = lines[0];
-                if count > 1 << 20 {
-                    return Err(err("sparse map too large"));
-                }
-                need = Some(1 + 2 * count as usize);
-            }
-            if let Some(n) = need {
-                if lines.len() >= n {
-                    let map = lines[1..n].chunks(2).map(|c| (c[0], c[1])).collect();
-                    return Ok((map, buf.len() as u64));
+            self.r
+                .read_exact(&mut block)
+                .map_err(|_| eof("truncated archive: it ends inside a sparse map"))?;
+            used += 512;
+            for &b in &block {
+                match b {
+                    b'0'..=b'9' => {
+                        cur = cur
+                            .checked_mul(10)
+                            .and_then(|c| c.checked_add(u64::from(b - b'0')))
+                            .ok_or_else(|| err("bad sparse map: number too large"))?;
+                        digits += 1;
+                    }
+                    b'\n' if digits > 0 => {
+                        let n = std::mem::take(&mut cur);
+                        digits = 0;
+                        match count {
+                            None => {
+                                if n > MAX_SPARSE_SEGMENTS as u64 {
+                                    return Err(too_many_segments());
+                                }
+                                count = Some(n);
+                            }
+                            Some(_) => match pending.take() {
+                                None => pending = Some(n),
+                                Some(off) => map.push((off, n)),
+                            },
+                        }
+                        if count == Some(map.len() as u64) {
+                            return Ok((map, used));
+                        }
+                    }
+                    _ => return Err(err("bad sparse map: not a decimal number per line")),
                 }
             }
         }
@@ -391,6 +696,31 @@ impl<R: Read> TarReader<R> {
     }
 }
 
+fn is_file_type(t: u8) -> bool {
+    !is_known_special(t)
+}
+
+/// A sparse map must list segments in order, without overlap, inside the file, and describe no
+/// more data than the entry stores; the data reader relies on all of it.
+fn check_sparse_map(map: &[(u64, u64)], size: u64, stored: u64) -> io::Result<()> {
+    let mut end = 0u64;
+    let mut data = 0u64;
+    for &(off, len) in map {
+        let seg_end = off
+            .checked_add(len)
+            .filter(|&e| off >= end && e <= size)
+            .ok_or_else(|| {
+                err("bad sparse map: segments out of order, overlapping or past the file's size")
+            })?;
+        end = seg_end;
+        data += len;
+    }
+    if data > stored {
+        return Err(err("sparse map describes more data than the entry stores"));
+    }
+    Ok(())
+}
+
 /// Reads an entry's data; see [`TarReader::data`].
 pub(crate) struct EntryData<'a, R: Read> {
     reader: &'a mut TarReader<R>,
@@ -401,56 +731,55 @@ pub(crate) struct EntryData<'a, R: Read> {
     sparse: bool,
 }
 
+impl<R: Read> EntryData<'_, R> {
+    fn stored(&mut self, buf: &mut [u8], want: u64, what: &str) -> io::Result<usize> {
+        let want = want.min(self.reader.left).min(buf.len() as u64) as usize;
+        let n = if want == 0 {
+            0
+        } else {
+            self.reader.r.read(&mut buf[..want])?
+        };
+        if n == 0 {
+            let name = self
+                .reader
+                .current
+                .as_ref()
+                .map(|e| shown(&e.path))
+                .unwrap_or_default();
+            return Err(eof(format!(
+                "truncated archive: it ends inside the {what} of {name}"
+            )));
+        }
+        self.reader.left -= n as u64;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 impl<R: Read> Read for EntryData<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.size || buf.is_empty() {
             return Ok(0);
         }
-        let max = (self.size - self.pos).min(buf.len() as u64) as usize;
+        let max = (self.size - self.pos).min(buf.len() as u64);
         if !self.sparse {
-            let want = max.min(self.reader.left as usize);
-            if want == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "archive ends inside an entry's data",
-                ));
-            }
-            let n = self.reader.r.read(&mut buf[..want])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "archive ends inside an entry's data",
-                ));
-            }
-            self.reader.left -= n as u64;
-            self.pos += n as u64;
-            return Ok(n);
+            return self.stored(buf, max, "data");
         }
-        // Sparse: zeros up to the next segment, then its data.
+        // Sparse: zeros up to the next segment, then its data. The map is checked: in order,
+        // no overlap, inside `size`.
         while self.seg < self.map.len() && self.map[self.seg].0 + self.map[self.seg].1 <= self.pos {
             self.seg += 1;
         }
-        let (n, from_data) = match self.map.get(self.seg) {
-            Some(&(off, _)) if self.pos < off => (((off - self.pos) as usize).min(max), false),
-            Some(&(off, len)) => (((off + len - self.pos) as usize).min(max), true),
-            None => (max, false),
-        };
-        if from_data {
-            let want = n.min(self.reader.left as usize);
-            let got = self.reader.r.read(&mut buf[..want])?;
-            if got == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "archive ends inside sparse data",
-                ));
+        match self.map.get(self.seg) {
+            Some(&(off, len)) if self.pos >= off => {
+                self.stored(buf, (off + len - self.pos).min(max), "sparse data")
             }
-            self.reader.left -= got as u64;
-            self.pos += got as u64;
-            Ok(got)
-        } else {
-            buf[..n].fill(0);
-            self.pos += n as u64;
-            Ok(n)
+            next => {
+                let hole = next.map_or(max, |&(off, _)| (off - self.pos).min(max)) as usize;
+                buf[..hole].fill(0);
+                self.pos += hole as u64;
+                Ok(hole)
+            }
         }
     }
 }
@@ -459,11 +788,11 @@ fn pad(n: u64) -> u64 {
     (512 - n % 512) % 512
 }
 
-fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
-    if let Some(i) = v.iter().position(|&b| b == 0) {
-        v.truncate(i);
+fn trim_nul(v: &[u8]) -> Vec<u8> {
+    match v.iter().position(|&b| b == 0) {
+        Some(i) => v[..i].to_vec(),
+        None => v.to_vec(),
     }
-    v
 }
 
 fn checksum_ok(block: &[u8; 512]) -> bool {
@@ -481,32 +810,52 @@ fn checksum_ok(block: &[u8; 512]) -> bool {
     stored == unsigned || stored as i64 == signed
 }
 
-/// A numeric field: octal (blank = 0, surrounded by spaces or NULs) or GNU base-256.
+/// A numeric field, parsed exactly as GNU tar parses it (`from_header`), since a size decides where
+/// the next header is: one leading NUL is skipped (old tars wrote one when the previous field
+/// overflowed), then spaces; octal digits up to the end, a NUL or a space (none = 0); or GNU
+/// base-256 (first byte 0x80). A field of spaces only is an error.
 fn number(field: &[u8]) -> io::Result<u64> {
-    if field.first().is_some_and(|&b| b & 0x80 != 0) {
-        if field[0] == 0xff {
-            return Err(err("negative number in a tar header"));
+    let mut rest = field.strip_prefix(&[0]).unwrap_or(field);
+    while let Some((&b, r)) = rest.split_first() {
+        if !b.is_ascii_whitespace() && b != 0x0b {
+            break;
         }
-        let mut v: u64 = u64::from(field[0] & 0x7f);
-        for &b in &field[1..] {
-            v = v
-                .checked_mul(256)
-                .and_then(|v| v.checked_add(u64::from(b)))
-                .ok_or_else(|| err("number too large"))?;
-        }
-        return Ok(v);
+        rest = r;
     }
-    let s: Vec<u8> = field
+    match rest.first() {
+        None => return Err(err("blank number in a tar header")),
+        Some(0x80) => {
+            let mut v: u64 = 0;
+            for &b in &rest[1..] {
+                v = v
+                    .checked_mul(256)
+                    .and_then(|v| v.checked_add(u64::from(b)))
+                    .ok_or_else(|| err("number too large in a tar header"))?;
+            }
+            return Ok(v);
+        }
+        Some(0xff) => return Err(err("negative number in a tar header")),
+        _ => {}
+    }
+    let digits = rest
         .iter()
-        .copied()
-        .skip_while(|&b| b == b' ' || b == 0)
-        .take_while(|&b| b != b' ' && b != 0)
-        .collect();
-    if s.is_empty() {
-        return Ok(0);
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .count();
+    if rest
+        .get(digits)
+        .is_some_and(|&b| b != 0 && b != b' ' && !b.is_ascii_whitespace())
+    {
+        let shown = String::from_utf8_lossy(&field[..field.len().min(12)]).into_owned();
+        return Err(err(format!("bad number {shown:?} in a tar header")));
     }
-    let s = std::str::from_utf8(&s).map_err(|_| err("bad number in a tar header"))?;
-    u64::from_str_radix(s, 8).map_err(|_| err(format!("bad number {s:?} in a tar header")))
+    let mut v: u64 = 0;
+    for &b in &rest[..digits] {
+        v = v
+            .checked_mul(8)
+            .map(|v| v + u64::from(b - b'0'))
+            .ok_or_else(|| err("number too large in a tar header"))?;
+    }
+    Ok(v)
 }
 
 /// Like [`number`], also accepting negative base-256 values (mtimes before 1970).
@@ -521,42 +870,60 @@ fn signed_number(field: &[u8]) -> io::Result<i64> {
     number(field).map(|v| v.min(i64::MAX as u64) as i64)
 }
 
-fn read_sparse_slots(area: &[u8]) -> Vec<(u64, u64)> {
-    area.chunks_exact(24)
-        .map(|c| (number(&c[..12]).unwrap_or(0), number(&c[12..]).unwrap_or(0)))
-        .take_while(|&(o, n)| o != 0 || n != 0)
-        .collect()
+/// Old GNU sparse slots (12-byte offset, 12-byte length) into `map`. Returns `true` when a slot with
+/// an empty length ended the map (GNU tar then reads no extension blocks, whatever the flag says).
+fn read_sparse_slots(area: &[u8], map: &mut Vec<(u64, u64)>) -> io::Result<bool> {
+    for c in area.chunks_exact(24) {
+        if c[12] == 0 {
+            return Ok(true);
+        }
+        if map.len() >= MAX_SPARSE_SEGMENTS {
+            return Err(too_many_segments());
+        }
+        map.push((number(&c[..12])?, number(&c[12..])?));
+    }
+    Ok(false)
 }
 
-/// pax records: `LEN key=value\n`.
-fn parse_pax(data: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out = Vec::new();
+/// Calls `each(key, value)` for every pax record (`LEN key=value\n`), in one pass.
+fn for_each_record(
+    data: &[u8],
+    mut each: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let mut rest = data;
-    while !rest.is_empty() {
-        if rest.iter().all(|&b| b == 0) {
-            break;
+    while let Some(&first) = rest.first() {
+        if first == 0 {
+            // NUL padding after the last record (some writers pad the header to a block).
+            if rest.iter().all(|&b| b == 0) {
+                break;
+            }
+            return Err(err("bad pax record"));
         }
-        let sp = rest
+        let digits = rest
             .iter()
-            .position(|&b| b == b' ')
-            .ok_or_else(|| err("bad pax record"))?;
-        let len: usize = std::str::from_utf8(&rest[..sp])
+            .take(21)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0 || rest.get(digits) != Some(&b' ') {
+            return Err(err("bad pax record length"));
+        }
+        let len: usize = std::str::from_utf8(&rest[..digits])
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| err("bad pax record length"))?;
-        if len <= sp + 1 || len > rest.len() {
+        if len <= digits + 1 || len > rest.len() {
             return Err(err("pax record length out of range"));
         }
-        let record = &rest[sp + 1..len];
+        let record = &rest[digits + 1..len];
         let record = record.strip_suffix(b"\n").unwrap_or(record);
         let eq = record
             .iter()
             .position(|&b| b == b'=')
             .ok_or_else(|| err("pax record without '='"))?;
-        out.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
+        each(&record[..eq], &record[eq + 1..])?;
         rest = &rest[len..];
     }
-    Ok(out)
+    Ok(())
 }
 
 fn parse_time(s: &str) -> Option<(i64, SystemTime)> {
@@ -565,7 +932,7 @@ fn parse_time(s: &str) -> Option<(i64, SystemTime)> {
         None => (false, s),
     };
     let (secs, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let secs: u64 = secs.parse().ok()?;
+    let secs: u64 = secs.parse().ok().filter(|&s| s <= i64::MAX as u64)?;
     let mut nanos = 0u32;
     for (i, c) in frac.chars().take(9).enumerate() {
         nanos += c.to_digit(10)? * 10u32.pow(8 - i as u32);
@@ -582,20 +949,156 @@ fn parse_time(s: &str) -> Option<(i64, SystemTime)> {
 
 /// A Unix time (seconds, possibly negative, plus nanoseconds) as a `SystemTime`.
 pub(crate) fn unix_time(secs: i64, nanos: u32) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    // Times no `SystemTime` can hold (hostile headers) read as the epoch instead of panicking.
+    let t = if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(secs as u64, nanos))
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    };
+    t.unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+
+    /// A header block: ustar magic, the given type, size and link, a correct checksum.
+    pub(crate) fn hdr(name: &[u8], typeflag: u8, size: u64, link: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; 512];
+        h[..name.len()].copy_from_slice(name);
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        if size < 1 << 33 {
+            h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        } else {
+            // GNU base-256.
+            h[124] = 0x80;
+            h[128..136].copy_from_slice(&size.to_be_bytes());
+        }
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = typeflag;
+        h[157..157 + link.len()].copy_from_slice(link);
+        h[257..265].copy_from_slice(b"ustar\x0000");
+        seal(&mut h);
+        h
+    }
+
+    fn seal(h: &mut [u8]) {
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+
+    fn padded(mut d: Vec<u8>) -> Vec<u8> {
+        d.resize(d.len() + pad(d.len() as u64) as usize, 0);
+        d
+    }
+
+    pub(crate) fn pax(records: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in records {
+            let body = [b" ", k.as_bytes(), b"=", v, b"\n"].concat();
+            let mut n = body.len() + 1;
+            while n.to_string().len() + body.len() != n {
+                n = n.to_string().len() + body.len();
+            }
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    /// An extension header (`x`, `X`, `g`, `L`, `K`) with its data.
+    fn ext(typeflag: u8, data: &[u8]) -> Vec<u8> {
+        [
+            hdr(b"ext", typeflag, data.len() as u64, b""),
+            padded(data.to_vec()),
+        ]
+        .concat()
+    }
+
+    const END: [u8; 1024] = [0; 1024];
+
+    fn entries(bytes: &[u8]) -> io::Result<Vec<TarEntry>> {
+        let mut r = TarReader::new(bytes);
+        let mut out = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn names(bytes: &[u8]) -> Vec<String> {
+        entries(bytes)
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .collect()
+    }
+
+    /// Runs `f` on another thread; fails if it takes longer than `secs`.
+    fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(Duration::from_secs(secs)) {
+            Ok(v) => v,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(t.join().expect_err("no result, so it panicked"))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("took longer than {secs} s"),
+        }
+    }
+
+    /// A reader of generated pieces, so tests can feed hundreds of MiB without holding them.
+    struct Pieces<I: Iterator<Item = Vec<u8>>> {
+        it: I,
+        cur: io::Cursor<Vec<u8>>,
+    }
+
+    impl<I: Iterator<Item = Vec<u8>>> Read for Pieces<I> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            loop {
+                let n = self.cur.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                match self.it.next() {
+                    Some(p) => self.cur = io::Cursor::new(p),
+                    None => return Ok(0),
+                }
+            }
+        }
+    }
+
+    fn pieces(it: impl Iterator<Item = Vec<u8>>) -> Pieces<impl Iterator<Item = Vec<u8>>> {
+        Pieces {
+            it,
+            cur: io::Cursor::new(Vec::new()),
+        }
+    }
+
+    fn list_all(r: impl Read) -> io::Result<Vec<TarEntry>> {
+        let mut t = TarReader::new(r);
+        let mut out = Vec::new();
+        while let Some(e) = t.next_entry()? {
+            out.push(e);
+        }
+        Ok(out)
+    }
 
     #[test]
     fn numbers() {
         assert_eq!(number(b"0000644\0").unwrap(), 0o644);
+        // GNU tar: one leading NUL skipped, then digits stop at the next NUL.
+        assert_eq!(number(b"\0\0\0\0\0\0\x000016\0").unwrap(), 0);
+        assert_eq!(number(b"\0 12 ").unwrap(), 0o12);
+        assert!(number(b"        ").is_err());
+        assert!(number(b"12x").is_err());
+        assert!(number(&[0x81, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert_eq!(number(b"   \0    ").unwrap(), 0);
         assert_eq!(number(b" 17 \0").unwrap(), 0o17);
         assert_eq!(
@@ -605,11 +1108,421 @@ mod tests {
         assert_eq!(signed_number(&[0xff; 12]).unwrap(), -1);
     }
 
+    fn records(data: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for_each_record(data, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     #[test]
     fn pax_records() {
-        let r = parse_pax(b"18 path=a/b/c.txt\n12 uid=1000\n").unwrap();
+        let r = records(b"18 path=a/b/c.txt\n12 uid=1000\n").unwrap();
         assert_eq!(r[0], (b"path".to_vec(), b"a/b/c.txt".to_vec()));
         assert_eq!(r[1].1, b"1000");
-        assert!(parse_pax(b"99 path=x\n").is_err());
+        assert!(records(b"99 path=x\n").is_err());
+        assert!(records(b"x path=x\n").is_err());
+        assert_eq!(records(b"9 path=x\n\0\0\0").unwrap().len(), 1);
+    }
+
+    /// Types that carry no data ignore their size field: the block after them is the next header
+    /// (GNU tar extracting, bsdtar and Python agree). The old reader skipped a "data" block and
+    /// swallowed `smuggled` after each of them but the hard link.
+    #[test]
+    fn dataless_types_with_a_size_carry_no_data() {
+        for t in [b'1', b'2', b'3', b'4', b'5', b'6'] {
+            let a = [
+                hdr(b"entry", t, 512, b"target"),
+                hdr(b"smuggled", b'0', 0, b""),
+                hdr(b"after", b'0', 0, b""),
+                END.to_vec(),
+            ]
+            .concat();
+            assert_eq!(
+                names(&a),
+                ["entry", "smuggled", "after"],
+                "type {}",
+                t as char
+            );
+            // A pax size changes nothing either.
+            let a = [
+                ext(b'x', &pax(&[("size", b"512")])),
+                hdr(b"entry", t, 0, b"target"),
+                hdr(b"smuggled", b'0', 0, b""),
+                END.to_vec(),
+            ]
+            .concat();
+            let e = entries(&a).unwrap();
+            assert_eq!(e.len(), 2, "type {}", t as char);
+            assert_eq!(e[0].size, 0);
+        }
+    }
+
+    /// A regular-file type named with a trailing slash is a directory without data (GNU tar
+    /// extracting, bsdtar); dumpdirs are directories whose data is skipped.
+    #[test]
+    fn directories_by_slash_and_dumpdirs() {
+        for t in [b'0', 0, b'7'] {
+            let a = [
+                hdr(b"d/", t, 512, b""),
+                hdr(b"smuggled", b'0', 0, b""),
+                END.to_vec(),
+            ]
+            .concat();
+            let e = entries(&a).unwrap();
+            assert_eq!(e.len(), 2);
+            assert_eq!(e[0].typeflag, b'5');
+        }
+        let a = [
+            hdr(b"dump", b'D', 10, b""),
+            padded(b"Nfile\0\0\0\0\0".to_vec()),
+            hdr(b"after", b'0', 0, b""),
+            END.to_vec(),
+        ]
+        .concat();
+        let e = entries(&a).unwrap();
+        assert_eq!(names(&a), ["dump", "after"]);
+        assert_eq!((e[0].typeflag, e[0].size), (b'5', 0));
+    }
+
+    /// Unknown letters are regular files with data (GNU tar, bsdtar, Python); labels and
+    /// continuations are entries whose data is skipped.
+    #[test]
+    fn unknown_labels_and_continuations() {
+        for t in [b'A', b'N', b'Z', b'9', b'V', b'M'] {
+            let a = [
+                hdr(b"entry", t, 5, b""),
+                padded(b"hello".to_vec()),
+                hdr(b"after", b'0', 0, b""),
+                END.to_vec(),
+            ]
+            .concat();
+            let mut r = TarReader::new(&a[..]);
+            let e = r.next_entry().unwrap().unwrap();
+            assert_eq!(e.path, b"entry");
+            let mut data = Vec::new();
+            r.data().read_to_end(&mut data).unwrap();
+            if matches!(t, b'V' | b'M') {
+                assert!(!e.is_file() && data.is_empty(), "{}", t as char);
+            } else {
+                assert!(e.is_file() && data == b"hello", "{}", t as char);
+            }
+            assert_eq!(r.next_entry().unwrap().unwrap().path, b"after");
+            assert!(r.next_entry().unwrap().is_none());
+        }
+    }
+
+    /// `X` (Solaris/star) is a pax extended header for the next entry. The old reader listed it as
+    /// a file named like `/tmp/PaxHeaders.378/...`.
+    #[test]
+    fn solaris_x_header_applies_to_the_next_entry() {
+        let a = [
+            ext(
+                b'X',
+                &pax(&[("path", b"real/name"), ("linkpath", b"tgt"), ("uid", b"42")]),
+            ),
+            hdr(b"short", b'2', 0, b"old"),
+            END.to_vec(),
+        ]
+        .concat();
+        let e = entries(&a).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].path.as_slice(), e[0].link.as_slice()),
+            (&b"real/name"[..], &b"tgt"[..])
+        );
+        assert_eq!(e[0].uid, 42);
+    }
+
+    /// pax beats GNU long names whatever their order (GNU tar); local beats global; globals apply
+    /// to every later entry and a later global replaces an earlier one.
+    #[test]
+    fn extension_precedence() {
+        let a = [
+            ext(b'g', &pax(&[("uid", b"7"), ("mtime", b"86400.5")])),
+            ext(b'L', b"long-name\0"),
+            ext(b'x', &pax(&[("path", b"pax-name"), ("size", b"3")])),
+            hdr(b"a", b'0', 0, b""),
+            padded(b"abc".to_vec()),
+            ext(b'g', &pax(&[("uid", b"8")])),
+            ext(b'x', &pax(&[("path", b"second")])),
+            ext(b'L', b"long-2\0"),
+            hdr(b"b", b'0', 0, b""),
+            END.to_vec(),
+        ]
+        .concat();
+        let e = entries(&a).unwrap();
+        assert_eq!(e[0].path, b"pax-name");
+        assert_eq!((e[0].size, e[0].uid, e[0].mtime_secs), (3, 7, 86400));
+        assert_eq!(e[1].path, b"second");
+        assert_eq!((e[1].uid, e[1].mtime_secs), (8, 86400));
+    }
+
+    #[test]
+    fn empty_and_truncated_inputs_are_errors() {
+        let e = entries(b"").unwrap_err();
+        assert!(e.to_string().contains("empty input"), "{e}");
+        let one = [hdr(b"f", b'0', 3, b""), padded(b"abc".to_vec())].concat();
+        // Cut right after the last entry's data: no end-of-archive marker.
+        let e = entries(&one).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            e.to_string().contains("truncated") && e.to_string().contains("'f'"),
+            "{e}"
+        );
+        // Cut inside the data, inside a header, inside an extension header.
+        for cut in [514, 520, 1024 + 100] {
+            let a = [one.clone(), hdr(b"g", b'0', 0, b""), END.to_vec()].concat();
+            let e = entries(&a[..cut]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}: {e}");
+            assert!(e.to_string().contains("truncated"), "{e}");
+        }
+        let x = ext(b'x', &pax(&[("path", b"p")]));
+        let e = entries(&x[..600]).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        // One zero block then the end: accepted, as GNU tar does.
+        assert_eq!(names(&[one.clone(), vec![0; 512]].concat()), ["f"]);
+        assert_eq!(names(&[one, END.to_vec()].concat()), ["f"]);
+    }
+
+    #[test]
+    fn hostile_numbers_do_not_panic() {
+        let mut h = hdr(b"f", b'0', 0, b"");
+        h[124..136].copy_from_slice(&[
+            0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ]);
+        seal(&mut h);
+        let e = entries(&[h.clone(), END.to_vec()].concat()).unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        h[124..136].copy_from_slice(b"00000000000\0");
+        h[136..148].copy_from_slice(&[0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        seal(&mut h);
+        assert_eq!(entries(&[h, END.to_vec()].concat()).unwrap().len(), 1);
+        let a = [
+            ext(
+                b'x',
+                &pax(&[
+                    ("mtime", b"99999999999999999999.9"),
+                    ("size", b"18446744073709551615"),
+                ]),
+            ),
+            hdr(b"f", b'0', 0, b""),
+            END.to_vec(),
+        ]
+        .concat();
+        assert!(entries(&a).is_err());
+    }
+
+    /// A 60 MiB pax header of small records is refused at its size, before anything is allocated
+    /// or parsed; one just under the cap parses in linear time.
+    #[test]
+    fn pax_header_bomb_is_refused_quickly() {
+        let err = bounded(20, || {
+            let total: u64 = 60 << 20;
+            let record = b"6 a=b\n".repeat(10_000);
+            let count = total / record.len() as u64;
+            let head = hdr(b"PaxHeaders/bomb", b'x', count * record.len() as u64, b"");
+            let body = std::iter::repeat_n(record, count as usize);
+            list_all(pieces(std::iter::once(head).chain(body))).unwrap_err()
+        });
+        let msg = err.to_string();
+        assert!(
+            msg.contains("PaxHeaders/bomb") && msg.contains("16 MiB limit"),
+            "{msg}"
+        );
+        // Just under the cap, 2.8 million records: fine, and fast.
+        let n = bounded(20, || {
+            let mut data = b"6 a=b\n".repeat(((MAX_PAX_HEADER - 100) / 6) as usize);
+            data.extend_from_slice(&pax(&[("path", b"ok")]));
+            let a = [ext(b'x', &data), hdr(b"f", b'0', 0, b""), END.to_vec()].concat();
+            entries(&a).unwrap()
+        });
+        assert_eq!(n[0].path, b"ok");
+    }
+
+    /// 100,000 global headers, each with new values of the same keys and an unknown key: the
+    /// reader keeps one value per key (and none for unknown keys) and finishes quickly.
+    #[test]
+    fn repeated_global_headers_replace_not_accumulate() {
+        let e = bounded(30, || {
+            let globals = (0..100_000u32).map(|i| {
+                ext(
+                    b'g',
+                    &pax(&[
+                        ("uid", i.to_string().as_bytes()),
+                        ("comment", &[b'c'; 900][..]),
+                    ]),
+                )
+            });
+            let tail = [hdr(b"f", b'0', 0, b""), END.to_vec()].concat();
+            list_all(pieces(globals.chain(std::iter::once(tail)))).unwrap()
+        });
+        assert_eq!(e[0].uid, 99_999);
+    }
+
+    /// Many long names before one entry: only the last is kept; one over the cap is an error
+    /// naming the header.
+    #[test]
+    fn long_names_are_capped() {
+        let e = bounded(60, || {
+            let names = (0..2_000u32).map(|i| {
+                let mut n = vec![b'n'; 60 << 10];
+                n.extend_from_slice(i.to_string().as_bytes());
+                n.push(0);
+                ext(b'L', &n)
+            });
+            let tail = [hdr(b"f", b'0', 0, b""), END.to_vec()].concat();
+            list_all(pieces(names.chain(std::iter::once(tail)))).unwrap()
+        });
+        assert!(e[0].path.ends_with(b"1999"));
+        for t in [b'L', b'K'] {
+            let mut big = hdr(b"././@LongLink", t, MAX_NAME + 1, b"");
+            big.extend(vec![b'a'; 70 << 10]);
+            let err = entries(&big).unwrap_err().to_string();
+            assert!(
+                err.contains("././@LongLink") && err.contains("64 KiB limit"),
+                "{err}"
+            );
+        }
+        let a = [
+            ext(
+                b'x',
+                &pax(&[("path", &vec![b'p'; (MAX_NAME + 1) as usize])]),
+            ),
+            hdr(b"f", b'0', 0, b""),
+            END.to_vec(),
+        ]
+        .concat();
+        let err = entries(&a).unwrap_err().to_string();
+        assert!(err.contains("64 KiB limit"), "{err}");
+    }
+
+    fn sparse10(map_text: impl Iterator<Item = Vec<u8>>, stored: u64) -> impl Read {
+        let head = [
+            ext(
+                b'x',
+                &pax(&[
+                    ("GNU.sparse.major", b"1"),
+                    ("GNU.sparse.minor", b"0"),
+                    ("GNU.sparse.name", b"sparse"),
+                    ("GNU.sparse.realsize", b"1099511627776"),
+                ]),
+            ),
+            hdr(b"GNUSparseFile.0/sparse", b'0', stored, b""),
+        ]
+        .concat();
+        pieces(std::iter::once(head).chain(map_text))
+    }
+
+    /// pax sparse 1.0 maps are parsed in linear time (the old parser re-read the whole map for
+    /// every block: quadratic) and capped in segments.
+    #[test]
+    fn sparse_1_0_map_is_linear_and_capped() {
+        // 2^20 - 1 segments declared, 500,000 given, then the input ends: a clean error, fast.
+        let err = bounded(30, || {
+            let lines = std::iter::once(b"1048575\n".to_vec()).chain((0..500u64).map(|k| {
+                (0..1000u64)
+                    .flat_map(|i| format!("{}\n1\n", (k * 1000 + i) * 2).into_bytes())
+                    .collect()
+            }));
+            list_all(sparse10(lines, 1 << 40)).unwrap_err()
+        });
+        assert!(err.to_string().contains("truncated"), "{err}");
+        // A count over the cap is refused at once.
+        let err = list_all(sparse10(
+            std::iter::once(padded(b"1048577\n".to_vec())),
+            1 << 40,
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("segments"), "{err}");
+        // A map that runs past the entry's stored size.
+        let mut text = b"1000\n".to_vec();
+        text.extend(b"1\n".repeat(300));
+        text.truncate(512);
+        let err = list_all(sparse10(std::iter::once(text), 512)).unwrap_err();
+        assert!(err.to_string().contains("past"), "{err}");
+    }
+
+    /// Old GNU sparse headers with endless extension blocks stop at the segment cap.
+    #[test]
+    fn old_sparse_extension_blocks_are_capped() {
+        let err = bounded(60, || {
+            let mut h = hdr(b"s", b'S', 0, b"");
+            for i in 0..4 {
+                let at = 386 + i * 24;
+                h[at..at + 12].copy_from_slice(format!("{:011o}\0", i * 2).as_bytes());
+                h[at + 12..at + 24].copy_from_slice(b"00000000001\0");
+            }
+            h[482] = 1;
+            h[483..495].copy_from_slice(b"77777777777\0");
+            seal(&mut h);
+            let mut ext = vec![0u8; 512];
+            for i in 0..21 {
+                ext[i * 24..i * 24 + 12].copy_from_slice(b"00000000002\0");
+                ext[i * 24 + 12..i * 24 + 24].copy_from_slice(b"00000000001\0");
+            }
+            ext[504] = 1;
+            let blocks = std::iter::repeat_n(ext, MAX_SPARSE_SEGMENTS / 21 + 2);
+            list_all(pieces(std::iter::once(h).chain(blocks))).unwrap_err()
+        });
+        assert!(err.to_string().contains("segments"), "{err}");
+    }
+
+    /// Sparse maps out of order, overlapping or past the size are refused; a good one expands.
+    #[test]
+    fn sparse_maps_are_checked() {
+        let entry = |map: &[u8], real: &[u8], data: &[u8]| {
+            [
+                ext(
+                    b'x',
+                    &pax(&[
+                        ("GNU.sparse.major", b"0"),
+                        ("GNU.sparse.minor", b"1"),
+                        ("GNU.sparse.map", map),
+                        ("GNU.sparse.size", real),
+                        ("GNU.sparse.name", b"s"),
+                    ]),
+                ),
+                hdr(b"GNUSparseFile.1/s", b'0', data.len() as u64, b""),
+                padded(data.to_vec()),
+                END.to_vec(),
+            ]
+            .concat()
+        };
+        let a = entry(b"2,2,6,1", b"8", b"abc");
+        let mut r = TarReader::new(&a[..]);
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!((e.path.as_slice(), e.size), (&b"s"[..], 8));
+        let mut out = Vec::new();
+        r.data().read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"\0\0ab\0\0c\0");
+        for (map, real) in [
+            (&b"6,1,2,2"[..], &b"8"[..]),
+            (b"2,2,3,1", b"8"),
+            (b"2,2,7,1", b"7"),
+            (b"18446744073709551615,1", b"8"),
+            (b"2,2,6", b"8"),
+            (b"0,9", b"9"),
+        ] {
+            assert!(
+                entries(&entry(map, real, b"abc")).is_err(),
+                "{}",
+                String::from_utf8_lossy(map)
+            );
+        }
+    }
+
+    /// Reading a tar is linear: a bounded time for a few hundred thousand small entries.
+    #[test]
+    fn many_entries_are_fast() {
+        let n = bounded(60, || {
+            let body = (0..200_000u32).map(|i| hdr(format!("f{i}").as_bytes(), b'0', 0, b""));
+            list_all(pieces(body.chain(std::iter::once(END.to_vec()))))
+                .unwrap()
+                .len()
+        });
+        assert_eq!(n, 200_000);
     }
 }

@@ -918,6 +918,9 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         let seq = ctx.next_seq();
         let raw = entry.path.clone();
         let (mode, mtime) = (entry.mode, entry.mtime);
+        if entry.typeflag == b'V' {
+            continue; // a volume label names the archive, not a file: GNU tar skips it too
+        }
         let rel = match safety::entry_path(&raw, false) {
             Ok(rel) => rel,
             Err(r) => {
@@ -926,10 +929,26 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
             }
         };
         match entry.typeflag {
+            // The reader also gives `5` for dumpdirs and for pre-POSIX directories (a regular-file
+            // type and a trailing slash).
             b'5' => ctx.dir(rel, mode, mtime)?,
-            // Pre-POSIX tars mark directories only by a trailing slash.
-            b'0' | 0 if raw.ends_with(b"/") => ctx.dir(rel, mode, mtime)?,
-            b'0' | 0 | b'7' => {
+            b'M' => ctx.refuse(
+                &raw,
+                "continuation of a file from another volume of a multi-volume archive; cannot extract it alone",
+            ),
+            _ if entry.is_file() => {
+                if !matches!(entry.typeflag, b'0' | 0 | b'7') {
+                    // GNU tar, bsdtar and Python all extract unknown types as regular files.
+                    let w = Warning {
+                        path: rel.clone(),
+                        message: format!(
+                            "unknown entry type {:?}, extracted as a regular file",
+                            entry.typeflag as char
+                        ),
+                    };
+                    tracing::warn!("{}: {}", w.path.display(), w.message);
+                    ctx.warnings.push(w);
+                }
                 if rel.as_os_str().is_empty() {
                     ctx.refuse(&raw, "a file cannot be the destination itself");
                     continue;
@@ -1020,15 +1039,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                 }
                 Err(r) => ctx.refuse(&raw, format!("hard link target: {}", r.0)),
             },
-            b'3' | b'4' | b'6' => ctx.refuse(&raw, "device and FIFO entries are never created"),
-            other => {
-                let w = Warning {
-                    path: rel.clone(),
-                    message: format!("entry type {:?} is not supported; skipped", other as char),
-                };
-                tracing::warn!("{}: {}", w.path.display(), w.message);
-                ctx.warnings.push(w);
-            }
+            _ => ctx.refuse(&raw, "device and FIFO entries are never created"),
         }
     }
     // Read to the end: the gzip or zstd checksum and trailer are verified there.

@@ -7,6 +7,8 @@ mod group;
 mod interop;
 mod list;
 mod stress;
+mod tarparity;
+mod truncated;
 mod unpack;
 mod util;
 mod zip;

@@ -311,3 +311,31 @@ pub fn non_dirs_under(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Whether a tar (plain, .gz or .zst) stops without its end-of-archive marker: its last block is
+/// not zeros (or it is not a whole number of blocks). GNU tar and bsdtar list such archives;
+/// archiver refuses them as truncated (docs/FORMAT.md, "Reading tar").
+pub fn tar_lacks_end_marker(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    let tool = if name.ends_with(".gz") {
+        Some("gzip")
+    } else if name.ends_with(".zst") {
+        Some("zstd")
+    } else {
+        None
+    };
+    let bytes = match tool {
+        Some(t) => {
+            let out = Command::new(require(t))
+                .arg("-dc")
+                .arg(path)
+                .output()
+                .unwrap();
+            out.stdout
+        }
+        None => fs::read(path).unwrap(),
+    };
+    bytes.len() % 512 != 0
+        || bytes.len() < 512
+        || bytes[bytes.len() - 512..].iter().any(|&b| b != 0)
+}
