@@ -59,7 +59,7 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// Runs every fuzz target (or one) for `--seconds` each, seeding the readers' corpora with the
-/// shared corpus of real archives. Crashes land in fuzz/artifacts/<target>/.
+/// shared corpus of real archives. Crashes land in `fuzz/artifacts/<target>/`.
 fn fuzz(args: &[String]) -> Result {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -191,9 +191,13 @@ fn deps() -> Result {
 fn test(extra: &[String]) -> Result {
     use std::io::{BufRead, BufReader, Write};
     deps()?;
-    let mut child = Command::new(env!("CARGO"))
-        .args(["test", "--workspace"])
-        .args(extra)
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["test", "--workspace"]).args(extra);
+    // The shutdown stress tests repeat each race this many times (bounded: about half a minute).
+    if std::env::var_os("ARCHIVER_STRESS_RUNS").is_none() {
+        cmd.env("ARCHIVER_STRESS_RUNS", "10");
+    }
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cargo test: {e}"))?;

@@ -38,6 +38,7 @@
 
 mod budget;
 mod error;
+#[doc(hidden)] // internal; `Format`, `ZipMethod` and `detect` are re-exported below
 pub mod format;
 pub mod group;
 mod list;
@@ -45,7 +46,9 @@ pub mod manifest;
 mod owner;
 mod pipeline;
 mod read;
+#[doc(hidden)] // internal; public only for the micro-benchmarks in benches/
 pub mod reorder;
+#[doc(hidden)] // internal: the unpack policy (docs/SECURITY.md)
 pub mod safety;
 mod stats;
 mod tarread;

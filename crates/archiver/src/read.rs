@@ -130,6 +130,7 @@ pub(crate) fn worker(jobs: Receiver<Job>, done: Sender<Done>, shared: &Shared) -
             match outcome {
                 Ok(Prepared::Payload(payload)) => items.push((entry, payload)),
                 Ok(Prepared::Stream(stream)) => {
+                    let stream = *stream;
                     // A batch of one: its Done goes out now, the data follows through the stream.
                     let d = Done {
                         batch,
@@ -185,7 +186,7 @@ pub(crate) fn worker(jobs: Receiver<Job>, done: Sender<Done>, shared: &Shared) -
 /// What a worker makes of one entry.
 enum Prepared {
     Payload(Payload),
-    Stream(Started),
+    Stream(Box<Started>),
 }
 
 /// A large file whose stream has been set up: the payload for the writer, and the work that feeds
@@ -202,7 +203,7 @@ fn prepare(entry: &Entry, shared: &Shared) -> Prepared {
             Prepared::Payload(read_small(entry, size, shared))
         }
         Kind::File { size, .. } => match open(entry, shared) {
-            Ok(file) => Prepared::Stream(start_stream(file, size, &entry.path, shared)),
+            Ok(file) => Prepared::Stream(Box::new(start_stream(file, size, &entry.path, shared))),
             Err(e) => Prepared::Payload(open_failure(&e)),
         },
         Kind::Symlink => Prepared::Payload(match read_link(entry) {

@@ -1,7 +1,7 @@
-//! Writing zip. The read workers compress every entry ([`encode`], [`StreamEncoder`]); the writer only
+//! Writing zip. The read workers compress every entry (`encode`, `StreamEncoder`); the writer only
 //! lays prepared entries down in order and keeps the central directory.
 //!
-//! Entries up to [`crate::read::SMALL_FILE`] arrive whole with their CRC and sizes, so their local
+//! Entries up to `SMALL_FILE` (1 MiB) arrive whole with their CRC and sizes, so their local
 //! headers carry the real values (streaming readers such as `bsdtar -tf -` need no data descriptor).
 //! Larger files arrive as a stream of compressed chunks whose CRC and compressed size are known only at
 //! the end: they get a data descriptor (flag bit 3) and are always deflate-framed — at level 0 when the
