@@ -59,7 +59,7 @@ pub enum Command {
     #[command(
         after_help = "The stem is the file name up to its last dot. Only regular files directly in DIR \
         are grouped. Stems are packed in parallel; one failing stem does not stop the others (summary on \
-        stderr, exit 1).\n\nExample:\n  archiver group runs/ -o archives/ --ext dat,out"
+        stderr naming each failed stem and why; exit 2 if any failed).\n\nExample:\n  archiver group runs/ -o archives/ --ext dat,out"
     )]
     Group(GroupArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)

@@ -8,13 +8,30 @@ use crate::Outcome;
 
 pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     let format: Format = args.format.parse()?;
-    let stems = archiver::group::plan(&args.dir, &args.ext)?;
     std::fs::create_dir_all(&args.output).with_context(|| {
         format!(
             "{}: cannot create the output directory",
             args.output.display()
         )
     })?;
+    let mut stems = archiver::group::plan(&args.dir, &args.ext)?;
+    // OUTDIR may be DIR itself: archives written there by an earlier run are never grouped again.
+    if let Ok(out) = std::fs::canonicalize(&args.output) {
+        let in_out = |f: &std::path::PathBuf| {
+            f.parent()
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .is_some_and(|p| p == out)
+                && f.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.ends_with(archiver::group::extension(format))
+                        || (n.starts_with('.') && n.ends_with(".tmp"))
+                })
+        };
+        for s in &mut stems {
+            s.files.retain(|f| !in_out(f));
+        }
+        stems.retain(|s| !s.files.is_empty());
+    }
     let mut template = Packer::new(Vec::<std::path::PathBuf>::new())
         .format(format)
         .manifest(!args.no_manifest);
@@ -65,10 +82,11 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
             Err(e) => {
                 failed += 1;
                 eprintln!(
-                    "{:<32} {:>6} {:>12}  FAILED: {e}",
+                    "{:<32} {:>6} {:>12}  FAILED: {}",
                     stem.stem,
                     stem.files.len(),
-                    "-"
+                    "-",
+                    format!("{e}{}", chain_of(e))
                 );
             }
         }
@@ -79,9 +97,24 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
         stems.len() - failed,
         failed
     );
-    Ok(if failed > 0 || warned > 0 {
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} stems failed (see above)", stems.len());
+    }
+    Ok(if warned > 0 {
         Outcome::Warnings
     } else {
         Outcome::Success
     })
+}
+
+/// `: cause: deeper cause` for every source below `e`.
+fn chain_of(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
