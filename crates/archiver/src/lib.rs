@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod budget;
+mod commit;
 mod error;
 pub mod format;
 pub mod group;
@@ -60,7 +61,7 @@ use std::sync::Arc;
 pub use error::{Error, Result};
 pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
-pub use list::{list, list_path, EntryInfo, EntryKind};
+pub use list::{escape_name, list, list_path, EntryInfo, EntryKind};
 pub use stats::{StageStats, Stats};
 pub use unpack::{Refused, UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
 
