@@ -307,6 +307,7 @@ impl Unpacker {
                 refused: Vec::new(),
                 warnings: Vec::new(),
                 manifest: None,
+                manifest_seq: None,
                 stats: UnpackStats::default(),
             };
             let read_result =
@@ -346,6 +347,7 @@ impl Unpacker {
             mut refused,
             mut warnings,
             manifest,
+            manifest_seq,
             mut stats,
         } = done;
         // Every file's hash and size, from its writer.
@@ -366,7 +368,13 @@ impl Unpacker {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        stats.manifest_checked = check_manifest(&model, manifest.as_deref(), &mut refused)?;
+        stats.manifest_checked = check_manifest(
+            &model,
+            manifest.as_deref(),
+            manifest_seq,
+            self.strip,
+            &mut refused,
+        )?;
         if !refused.is_empty() {
             return Err(Error::Refused(refused));
         }
@@ -403,18 +411,35 @@ impl Unpacker {
 /// Checks every regular file and hard link (the final entry at each path) against the manifest:
 /// each must be listed with its hash, and nothing listed may be missing. Problems are added to
 /// `refused`; returns the number of manifest lines, or `None` when there is no manifest.
+///
+/// With `strip` (`--strip-components`), the manifest's paths are stripped the same way; lines
+/// for entries that were stripped away are not checked.
 fn check_manifest(
     model: &Model,
     text: Option<&[u8]>,
+    manifest_seq: Option<u64>,
+    strip: usize,
     refused: &mut Vec<Refused>,
 ) -> Result<Option<u64>> {
     let Some(text) = text else {
         return Ok(None);
     };
-    let lines =
+    let mut lines =
         manifest::parse(text).map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
+    let count = lines.len() as u64;
+    if strip > 0 {
+        lines.retain_mut(
+            |l| match safety::entry_path_stripped(&l.path, false, strip) {
+                Ok(Some(p)) => {
+                    l.path = manifest::path_bytes(&p).into_owned();
+                    true
+                }
+                _ => false,
+            },
+        );
+    }
     let mut hashes: HashMap<Vec<u8>, blake3::Hash> = HashMap::with_capacity(lines.len());
-    for n in &model.nodes {
+    for n in model.nodes.iter().filter(|n| Some(n.seq) != manifest_seq) {
         let key = manifest::path_bytes(&n.rel).into_owned();
         let hash = match &n.kind {
             Kind::File { hash, .. } => *hash,
@@ -446,7 +471,7 @@ fn check_manifest(
         }
     }
     for key in hashes.keys() {
-        if !listed.contains(key.as_slice()) && key.as_slice() != MANIFEST_PATH.as_bytes() {
+        if !listed.contains(key.as_slice()) {
             problems.push(Refused {
                 entry: escape_name(key),
                 reason: "not listed in the manifest".into(),
@@ -455,7 +480,7 @@ fn check_manifest(
     }
     problems.sort_by(|a, b| a.entry.cmp(&b.entry));
     refused.extend(problems);
-    Ok(Some(lines.len() as u64))
+    Ok(Some(count))
 }
 
 /// Compares what the archive holds with a directory tree; one difference per line, in entry order.
@@ -596,6 +621,7 @@ struct ReadDone {
     refused: Vec<Refused>,
     warnings: Vec<Warning>,
     manifest: Option<Vec<u8>>,
+    manifest_seq: Option<u64>,
     stats: UnpackStats,
 }
 
@@ -643,6 +669,8 @@ struct Ctx<'a> {
     refused: Vec<Refused>,
     warnings: Vec<Warning>,
     manifest: Option<Vec<u8>>,
+    /// The manifest entry's sequence number: it is not itself listed in the manifest.
+    manifest_seq: Option<u64>,
     stats: UnpackStats,
 }
 
@@ -653,6 +681,7 @@ impl Ctx<'_> {
             refused: self.refused,
             warnings: self.warnings,
             manifest: self.manifest,
+            manifest_seq: self.manifest_seq,
             stats: self.stats,
         }
     }
@@ -899,7 +928,21 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         let seq = ctx.next_seq();
         let raw = entry.path.clone();
         let (mode, mtime) = (entry.mode, entry.mtime);
+        // The manifest is recognised by its stored name, whatever --strip-components does to it.
+        let is_manifest = entry.is_file() && is_manifest_name(&raw, false);
+        if is_manifest {
+            ctx.manifest_seq = Some(seq);
+        }
         let Some(rel) = ctx.name(&raw, false) else {
+            if is_manifest {
+                let mut text = Vec::new();
+                archive
+                    .data()
+                    .take(MANIFEST_LIMIT)
+                    .read_to_end(&mut text)
+                    .map_err(|e| damaged(count, e))?;
+                ctx.manifest = Some(text);
+            }
             continue; // the rest of its data is skipped by the next `next_entry`
         };
         match entry.typeflag {
@@ -909,7 +952,6 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
             b'0' | 0 | b'7' => {
                 let size = entry.size;
                 ctx.grow(&raw, size)?;
-                let is_manifest = rel == Path::new(MANIFEST_PATH);
                 let Some((rel, stage)) = ctx.file(&raw, &rel, mode, seq) else {
                     continue;
                 };
@@ -982,6 +1024,14 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
     Ok(())
 }
 
+/// Largest manifest read when its entry is not extracted (about 10 million files).
+const MANIFEST_LIMIT: u64 = 1 << 30;
+
+/// Whether a stored name is our manifest's (`.archiver/MANIFEST.b3`, `./` and the like allowed).
+fn is_manifest_name(raw: &[u8], backslash_sep: bool) -> bool {
+    safety::entry_path(raw, backslash_sep).is_ok_and(|p| p == Path::new(MANIFEST_PATH))
+}
+
 fn damaged(after: u64, e: io::Error) -> Error {
     Error::BadArchive(format!("damaged archive after {after} entries: {e}"))
 }
@@ -993,7 +1043,19 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
     for e in entries {
         ctx.check_cancel()?;
         let seq = ctx.next_seq();
-        let Some(rel) = ctx.name(&e.name, e.backslash_is_separator()) else {
+        let sep = e.backslash_is_separator();
+        let is_manifest =
+            !e.is_dir() && !e.is_symlink() && is_manifest_name(&e.name, sep) && !e.encrypted();
+        if is_manifest {
+            let mut text = Vec::new();
+            zipread::open_entry(file, &e)?
+                .take(MANIFEST_LIMIT)
+                .read_to_end(&mut text)
+                .map_err(|err| entry_error(&e, err))?;
+            ctx.manifest = Some(text);
+            ctx.manifest_seq = Some(seq);
+        }
+        let Some(rel) = ctx.name(&e.name, sep) else {
             continue;
         };
         let mode = e
@@ -1040,13 +1102,6 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
                 ctx.refuse(&e.name, reason);
                 continue;
             }
-        }
-        if rel == Path::new(MANIFEST_PATH) {
-            let mut text = Vec::new();
-            zipread::open_entry(file, &e)?
-                .read_to_end(&mut text)
-                .map_err(|err| entry_error(&e, err))?;
-            ctx.manifest = Some(text);
         }
         let Some((rel, stage)) = ctx.file(&e.name, &rel, mode, seq) else {
             continue;

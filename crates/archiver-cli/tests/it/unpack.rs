@@ -1133,8 +1133,8 @@ fn empty_input_is_an_error() {
             .arg("-c")
             .arg(format!(
                 "{} pack nosuch | {} unpack -C d; echo \"unpack exit $?\"",
-                env!("CARGO_BIN_EXE_archiver"),
-                env!("CARGO_BIN_EXE_archiver")
+                bin().display(),
+                bin().display()
             ))
             .current_dir(work.path()),
         30,
@@ -1375,7 +1375,7 @@ sys.exit(p.returncode)
             Command::new(&python)
                 .arg("-c")
                 .arg(script)
-                .arg(env!("CARGO_BIN_EXE_archiver"))
+                .arg(bin())
                 .args(args)
                 .current_dir(work.path()),
             30,
@@ -1421,4 +1421,39 @@ fn sigterm_stops_a_command_waiting_on_stdin() {
             assert_no_debris(&work.path().join("dest"));
         }
     }
+}
+
+/// `--strip-components` and the manifest: the manifest's paths are stripped like the entries, so
+/// our archives still verify every file (the manifest entry itself may be stripped away), and a
+/// tampered file is still caught.
+#[test]
+fn strip_components_keeps_the_manifest_check() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "top/a/b.txt", b"original content\n", 0o644);
+    file(&src, "top/c.txt", b"c", 0o644);
+    let tar = ok(pack_dir(&src).args(["-f", "tar", "-o", "-"])).stdout;
+    let archive = work.path().join("a.tar");
+    std::fs::write(&archive, &tar).unwrap();
+    for n in ["1", "2"] {
+        let dest = work.path().join(format!("d{n}"));
+        let (code, err) = unpack_within(
+            &archive,
+            &dest,
+            &["--strip-components", n, "--require-manifest", "--no-sync"],
+        );
+        assert_eq!(code, Some(0), "{n}: {err}");
+        assert!(err.is_empty(), "{err}");
+    }
+    let mut tampered = tar.clone();
+    let at = tampered.windows(8).position(|w| w == b"original").unwrap();
+    tampered[at] = b'O';
+    std::fs::write(&archive, &tampered).unwrap();
+    let dest = work.path().join("bad");
+    let (code, err) = unpack_within(&archive, &dest, &["--strip-components", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("a/b.txt: content does not match the manifest"),
+        "{err}"
+    );
 }

@@ -5,9 +5,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Path of the `archiver` binary under test: `ARCHIVER_TEST_BIN` when set (a private copy, for
+/// machines where several worktrees share one target directory and overwrite each other's
+/// binary), else the one Cargo built for this test.
+pub fn bin() -> PathBuf {
+    std::env::var_os("ARCHIVER_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_archiver")))
+}
+
 /// The `archiver` binary under test.
 pub fn archiver() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_archiver"));
+    let mut c = Command::new(bin());
     c.env_remove("RUST_LOG").env_remove("SOURCE_DATE_EPOCH");
     c
 }
