@@ -125,6 +125,13 @@ pub struct UnpackArgs {
     /// Never modify a file that already exists (default: replace it atomically)
     #[arg(short, long)]
     pub keep_existing: bool,
+    /// Drop N leading path components from entry names, as GNU tar does (also from hard-link
+    /// targets); entries with no more than N components are skipped
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub strip_components: usize,
+    /// Fail (exit 2) unless the archive carries a manifest and every file matches it
+    #[arg(long)]
+    pub require_manifest: bool,
     /// Do not wait for the data to reach the disk (faster; a power cut may lose it)
     #[arg(long)]
     pub no_sync: bool,
@@ -147,6 +154,9 @@ pub struct VerifyArgs {
     /// Also compare every entry with this directory (type, size, mode, content, link target)
     #[arg(long, value_name = "DIR")]
     pub against: Option<PathBuf>,
+    /// Fail (exit 2) unless the archive carries a manifest and every file matches it
+    #[arg(long)]
+    pub require_manifest: bool,
     /// Reader threads (default: all cores)
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
@@ -238,7 +248,7 @@ pub struct ListArgs {
     #[arg(value_name = "ARCHIVE")]
     pub archive: Option<PathBuf>,
     /// Type, mode, owner, size, mtime, name and link target, like `tar tv`
-    #[arg(long)]
+    #[arg(short, long)]
     pub long: bool,
     /// One JSON array of entry objects
     #[arg(long, conflicts_with = "long")]

@@ -9,9 +9,15 @@ use archiver::EntryInfo;
 use crate::cli::ListArgs;
 use crate::Outcome;
 
-pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
+pub fn run(args: ListArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
     let path = args.archive.as_deref().filter(|p| *p != Path::new("-"));
-    let name = path.map_or_else(|| "<stdin>".to_string(), |p| p.display().to_string());
+    if path.is_none() {
+        crate::input::check_not_terminal()?;
+    }
+    let name = path.map_or_else(
+        || "<stdin>".to_string(),
+        |p| crate::input::terminal_safe(&p.display().to_string()),
+    );
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 << 10, stdout.lock());
     let mut first = true;
@@ -27,7 +33,8 @@ pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
         } else if args.long {
             format!("{}\n", long_line(e))
         } else {
-            format!("{}\n", e.path)
+            // Escaped like GNU tar, so a name cannot rewrite the terminal or forge a line.
+            format!("{}\n", archiver::escape_name(&e.raw_path))
         };
         first = false;
         out.write_all(line.as_bytes())
@@ -36,9 +43,13 @@ pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
     let result = match path {
         Some(p) => archiver::list_path(p, each),
         None => archiver::list(
-            io::BufReader::with_capacity(256 << 10, io::stdin().lock()),
+            io::BufReader::with_capacity(256 << 10, crate::input::Stdin::new(cancel)),
             each,
         ),
+    };
+    let result = match result {
+        Err(_) if cancel.is_cancelled() => Err(archiver::Error::Cancelled),
+        other => other,
     };
     let finish = |out: &mut BufWriter<_>| -> io::Result<()> {
         if args.json {
@@ -74,15 +85,15 @@ fn long_line(e: &EntryInfo) -> String {
         owner,
         e.size,
         utc(e.mtime),
-        e.path
+        archiver::escape_name(&e.raw_path)
     );
-    if let Some(t) = &e.link_target {
+    if let Some(t) = &e.raw_link_target {
         s.push_str(if e.kind == archiver::EntryKind::Hardlink {
             " link to "
         } else {
             " -> "
         });
-        s.push_str(t);
+        s.push_str(&archiver::escape_name(t));
     }
     s
 }

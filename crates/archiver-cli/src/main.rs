@@ -3,6 +3,7 @@
 
 mod cli;
 mod group;
+mod input;
 mod list;
 mod names;
 mod output;
@@ -66,8 +67,10 @@ fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
         cli::Command::Pack(args) => {
             pack::run(args, cli.global.quiet, cli.global.verbose > 0, cancel)
         }
-        cli::Command::List(args) => list::run(args),
-        cli::Command::Unpack(args) => unpack::run(args, cli.global.quiet, cancel),
+        cli::Command::List(args) => list::run(args, cancel),
+        cli::Command::Unpack(args) => {
+            unpack::run(args, cli.global.quiet, cli.global.verbose, cancel)
+        }
         cli::Command::Verify(args) => unpack::verify(args, cli.global.quiet, cancel),
         cli::Command::Group(args) => group::run(args, cli.global.quiet, cancel),
         cli::Command::Completions { shell } => {
@@ -103,7 +106,7 @@ fn chain(err: &anyhow::Error) -> String {
             parts.push(s);
         }
     }
-    parts.join(": ")
+    input::terminal_safe(&parts.join(": "))
 }
 
 fn init_tracing(global: &cli::Global) {
@@ -143,7 +146,12 @@ where
         if level > tracing::Level::WARN {
             write!(writer, "{}: ", level.as_str().to_ascii_lowercase())?;
         }
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        // Fields may carry names from an archive: no raw control characters reach the terminal.
+        let mut text = String::new();
+        ctx.field_format().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut text),
+            event,
+        )?;
+        writeln!(writer, "{}", input::terminal_safe(&text))
     }
 }

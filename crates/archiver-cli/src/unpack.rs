@@ -1,28 +1,50 @@
 //! `archiver unpack` and `archiver verify`.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::bail;
 use archiver::Unpacker;
 
 use crate::cli::{UnpackArgs, VerifyArgs};
+use crate::input::{self, terminal_safe};
 use crate::progress::{ProgressReader, Reporter};
 use crate::Outcome;
 
-pub fn run(args: UnpackArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
+pub fn run(
+    args: UnpackArgs,
+    quiet: bool,
+    verbose: u8,
+    cancel: &archiver::Cancel,
+) -> anyhow::Result<Outcome> {
+    let path = args.archive.as_deref().filter(|p| *p != Path::new("-"));
+    if path.is_none() {
+        input::check_not_terminal()?;
+    }
     let mut u = Unpacker::new(&args.directory)
         .keep_existing(args.keep_existing)
+        .strip_components(args.strip_components)
+        .require_manifest(args.require_manifest)
         .sync(!args.no_sync)
         .max_output(args.max_output)
         .cancel_with(cancel.clone());
     if let Some(j) = args.jobs {
         u = u.jobs(j as usize);
     }
-    let path = args.archive.as_deref().filter(|p| *p != Path::new("-"));
+    if verbose > 0 {
+        // tar -v: each entry on stderr as it is read, escaped.
+        u = u.on_entry(|name| {
+            let _ = writeln!(io::stderr().lock(), "{}", archiver::escape_name(name));
+        });
+    }
     let reporter = Reporter::new(args.progress, args.no_progress, quiet);
-    let result = unpack_with(&u, path, reporter.as_ref());
-    finish(result, path)
+    let result = unpack_with(&u, path, reporter.as_ref(), cancel);
+    finish(
+        result,
+        path,
+        quiet,
+        "nothing was changed in the destination",
+    )
 }
 
 /// Runs the unpacker on a file or stdin; with a reporter, progress is the share of the archive read.
@@ -31,6 +53,7 @@ fn unpack_with(
     u: &Unpacker,
     path: Option<&Path>,
     reporter: Option<&Reporter>,
+    cancel: &archiver::Cancel,
 ) -> archiver::Result<archiver::UnpackReport> {
     let result = match (path, reporter) {
         (Some(p), Some(r)) if !is_zip(p) => {
@@ -47,9 +70,12 @@ fn unpack_with(
         (Some(p), _) => u.unpack_path(p),
         (None, Some(r)) => u.unpack(io::BufReader::with_capacity(
             256 << 10,
-            ProgressReader::new(io::stdin().lock(), 0, r),
+            ProgressReader::new(input::Stdin::new(cancel), 0, r),
         )),
-        (None, None) => u.unpack(io::BufReader::with_capacity(256 << 10, io::stdin().lock())),
+        (None, None) => u.unpack(io::BufReader::with_capacity(
+            256 << 10,
+            input::Stdin::new(cancel),
+        )),
     };
     if let Some(r) = reporter {
         r.finish();
@@ -65,45 +91,73 @@ fn is_zip(p: &Path) -> bool {
 }
 
 pub fn verify(args: VerifyArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
-    let mut u = Unpacker::verify_only().cancel_with(cancel.clone());
+    let path = Some(args.archive.as_path()).filter(|p| *p != Path::new("-"));
+    if path.is_none() {
+        input::check_not_terminal()?;
+    }
+    let mut u = Unpacker::verify_only()
+        .require_manifest(args.require_manifest)
+        .cancel_with(cancel.clone());
     if let Some(dir) = &args.against {
         u = u.against(dir);
     }
     if let Some(j) = args.jobs {
         u = u.jobs(j as usize);
     }
-    let path = Some(args.archive.as_path()).filter(|p| *p != Path::new("-"));
     let reporter = Reporter::new(args.progress, args.no_progress, quiet);
-    let result = unpack_with(&u, path, reporter.as_ref());
-    let outcome = finish(result, path)?;
-    Ok(outcome)
+    let result = unpack_with(&u, path, reporter.as_ref(), cancel);
+    finish(result, path, quiet, "the archive failed verification")
 }
 
 fn finish(
     result: archiver::Result<archiver::UnpackReport>,
     path: Option<&Path>,
+    quiet: bool,
+    refused_means: &str,
 ) -> anyhow::Result<Outcome> {
-    let name = path.map_or_else(|| "<stdin>".to_string(), |p| p.display().to_string());
+    let name = path.map_or_else(
+        || "<stdin>".to_string(),
+        |p| terminal_safe(&p.display().to_string()),
+    );
     match result {
         Ok(report) => {
-            if report.stats.manifest_checked.is_none() {
-                tracing::info!("{name}: no embedded manifest; checked CRCs and checksums only");
+            if report.stats.manifest_checked.is_none() && !quiet {
+                eprintln!(
+                    "archiver: {name}: unverified: the archive carries no manifest, so files were checked only against the format's CRCs and checksums (--require-manifest refuses such archives)"
+                );
             }
+            // Skipped entries are diagnostics (stderr); `verify --against` differences are the
+            // command's output (stdout), as with `tar --compare`.
             for w in &report.warnings {
-                println!("{}: {}", w.path.display(), w.message);
+                eprintln!(
+                    "archiver: {}: {}",
+                    terminal_safe(&w.path.display().to_string()),
+                    terminal_safe(&w.message)
+                );
             }
-            Ok(if report.warnings.is_empty() {
-                Outcome::Success
-            } else {
-                Outcome::Warnings
-            })
+            let mut out = io::stdout().lock();
+            for d in &report.differences {
+                let shown = archiver::escape_name(d.path.as_os_str().as_encoded_bytes());
+                let _ = writeln!(out, "{shown}: {}", terminal_safe(&d.message));
+            }
+            Ok(
+                if report.warnings.is_empty() && report.differences.is_empty() {
+                    Outcome::Success
+                } else {
+                    Outcome::Warnings
+                },
+            )
         }
         Err(archiver::Error::Refused(list)) => {
             for r in &list {
-                eprintln!("archiver: {}: {}", r.entry, r.reason);
+                eprintln!(
+                    "archiver: {}: {}",
+                    terminal_safe(&r.entry),
+                    terminal_safe(&r.reason)
+                );
             }
             bail!(
-                "{name}: {} entr{} refused or failed verification; no file was given its final name",
+                "{name}: {} entr{} refused; {refused_means}",
                 list.len(),
                 if list.len() == 1 { "y" } else { "ies" }
             )

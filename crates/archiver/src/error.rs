@@ -61,6 +61,20 @@ pub enum Error {
     /// Entries refused by the safety policy, or that failed verification; the rest was handled.
     #[error("{} entr{} refused: {}", .0.len(), if .0.len() == 1 { "y" } else { "ies" }, .0.first().map(|r| format!("{}: {}", r.entry, r.reason)).unwrap_or_default())]
     Refused(Vec<crate::unpack::Refused>),
+    /// `require_manifest` is set and the archive carries no manifest to check its files against.
+    #[error("the archive carries no manifest ({}), so its files cannot be verified, and one is required", crate::MANIFEST_PATH)]
+    NoManifest,
+    /// Moving the verified entries into place failed part way; `what` says what was undone.
+    #[error("{}: {what}", path.display())]
+    Commit {
+        /// The place that could not be written.
+        path: PathBuf,
+        /// What happened to the entries already placed.
+        what: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
     /// A thread could not be started.
     #[error("cannot start a thread")]
     Thread(#[source] io::Error),

@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod budget;
+mod commit;
 mod error;
 #[doc(hidden)] // internal; `Format`, `ZipMethod` and `detect` are re-exported below
 pub mod format;
@@ -64,7 +65,7 @@ use std::sync::Arc;
 pub use error::{Error, Result};
 pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
-pub use list::{list, list_path, EntryInfo, EntryKind};
+pub use list::{escape_name, list, list_path, EntryInfo, EntryKind};
 pub use stats::{StageStats, Stats};
 pub use unpack::{Refused, UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
 

@@ -74,6 +74,9 @@ pub struct EntryInfo {
     pub group: Option<String>,
     /// Target of a symbolic or hard link.
     pub link_target: Option<String>,
+    /// The link target's raw bytes.
+    #[serde(skip)]
+    pub raw_link_target: Option<Vec<u8>>,
 }
 
 /// Reads an archive from `input` (tar, tar.gz, tar.zst or zip; the format is detected from the bytes)
@@ -122,7 +125,7 @@ fn list_zip(file: std::fs::File, mut each: impl FnMut(&EntryInfo) -> Result<()>)
         } else {
             EntryKind::File
         };
-        let link_target = if kind == EntryKind::Symlink && e.usize <= 4096 {
+        let raw_link_target = if kind == EntryKind::Symlink && e.usize <= 4096 {
             let mut t = Vec::new();
             crate::zipread::open_entry(&file, e)?
                 .read_to_end(&mut t)
@@ -130,10 +133,11 @@ fn list_zip(file: std::fs::File, mut each: impl FnMut(&EntryInfo) -> Result<()>)
                     entry: e.name_lossy(),
                     reason: err.to_string(),
                 })?;
-            Some(display_name(&t))
+            Some(t)
         } else {
             None
         };
+        let link_target = raw_link_target.as_deref().map(display_name);
         let info = EntryInfo {
             path: display_name(&e.name),
             raw_path: e.name.clone(),
@@ -150,6 +154,7 @@ fn list_zip(file: std::fs::File, mut each: impl FnMut(&EntryInfo) -> Result<()>)
             user: None,
             group: None,
             link_target,
+            raw_link_target,
         };
         each(&info)?;
         count += 1;
@@ -172,8 +177,9 @@ fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> 
             b'6' => EntryKind::Fifo,
             _ => EntryKind::Other,
         };
-        let link_target =
-            matches!(kind, EntryKind::Symlink | EntryKind::Hardlink).then(|| display_name(&e.link));
+        let raw_link_target =
+            matches!(kind, EntryKind::Symlink | EntryKind::Hardlink).then(|| e.link.clone());
+        let link_target = raw_link_target.as_deref().map(display_name);
         let info = EntryInfo {
             path: display_name(&e.path),
             raw_path: e.path,
@@ -186,6 +192,7 @@ fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> 
             user: e.uname,
             group: e.gname,
             link_target,
+            raw_link_target,
         };
         each(&info)?;
         count += 1;
@@ -194,6 +201,40 @@ fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> 
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| bad_tar(count, e))?;
     Ok(count)
+}
+
+/// A name made safe to print on a terminal or in a line-based listing, the way GNU tar quotes names
+/// (its default `escape` style): a backslash is doubled; BEL, BS, TAB, LF, VT, FF and CR become `\a`
+/// `\b` `\t` `\n` `\v` `\f` `\r`; every other C0 control, DEL, C1 control (U+0080-U+009F) and byte
+/// that is not UTF-8 becomes `\ooo` octal. So a name can neither move the cursor, change colours nor
+/// forge a line, and two different names never print alike.
+pub fn escape_name(raw: &[u8]) -> String {
+    let mut s = String::with_capacity(raw.len());
+    for chunk in raw.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '\x07' => s.push_str("\\a"),
+                '\x08' => s.push_str("\\b"),
+                '\t' => s.push_str("\\t"),
+                '\n' => s.push_str("\\n"),
+                '\x0b' => s.push_str("\\v"),
+                '\x0c' => s.push_str("\\f"),
+                '\r' => s.push_str("\\r"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        s.push_str(&format!("\\{b:03o}"));
+                    }
+                }
+                c => s.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    s
 }
 
 /// A name for display: UTF-8 as is, other bytes as `\ooo` octal escapes (as bsdtar and GNU tar
@@ -262,7 +303,7 @@ fn expect_tar(kind: Option<Detected>, outer: &str) -> Result<()> {
 }
 
 /// Reads the first bytes to recognise the format, then hands back a reader that replays them.
-/// `None`: the input is empty.
+/// An empty input is an error.
 fn sniff<'a, R: Read + 'a>(mut input: R) -> Result<(Option<Detected>, Box<dyn Read + 'a>)> {
     let mut head = Vec::with_capacity(512);
     (&mut input)
@@ -270,7 +311,12 @@ fn sniff<'a, R: Read + 'a>(mut input: R) -> Result<(Option<Detected>, Box<dyn Re
         .read_to_end(&mut head)
         .map_err(|e| Error::BadArchive(format!("cannot read the archive: {e}")))?;
     if head.is_empty() {
-        return Ok((None, Box::new(io::empty())));
+        // Never an empty archive: a producer that failed (`archiver pack nosuch | archiver
+        // unpack`) or a lost file must not pass as success.
+        return Err(Error::BadArchive(
+            "the input is empty (0 bytes): not an archive; did the command that produced it fail?"
+                .into(),
+        ));
     }
     let kind = detect(&head).ok_or_else(|| {
         Error::BadArchive(
@@ -324,5 +370,21 @@ impl Read for GzMembers<'_> {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_like_gnu_tar() {
+        assert_eq!(escape_name(b"plain/\xc3\xbc.txt"), "plain/\u{fc}.txt");
+        assert_eq!(escape_name(b"a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(escape_name(b"\x1b[2Jx\x07"), "\\033[2Jx\\a");
+        assert_eq!(escape_name(b"back\\slash"), "back\\\\slash");
+        assert_eq!(escape_name(b"del\x7f"), "del\\177");
+        assert_eq!(escape_name("c1\u{9b}".as_bytes()), "c1\\302\\233");
+        assert_eq!(escape_name(b"bad\xff"), "bad\\377");
     }
 }

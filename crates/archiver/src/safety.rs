@@ -25,11 +25,13 @@ fn refuse(why: impl Into<String>) -> Refusal {
 
 /// Checks an entry name and returns the relative path to create under the destination.
 ///
-/// Refused: empty names, absolute paths, drive letters, `..` components and NUL. In zip names a
-/// backslash is read as a separator (archives made on Windows use it), so `..\..\x` is refused as
-/// `..` and `dir\file` lands in `dir/file`, as Info-ZIP unzip does. `.` components and a trailing `/`
-/// are dropped. A name that is only `.` (the destination itself) yields an empty path.
-pub fn entry_path(raw: &[u8], zip: bool) -> Result<PathBuf, Refusal> {
+/// Refused: empty names, absolute paths, drive letters, `..` components and NUL. With
+/// `backslash_sep` (zip entries written on DOS or Windows, as Info-ZIP unzip decides by the "made
+/// by" host) a backslash is a separator, so `..\..\x` is refused as `..` and `dir\file` lands in
+/// `dir/file`; elsewhere a backslash is an ordinary byte of a file name. `.` components and a
+/// trailing `/` are dropped. A name that is only `.` (the destination itself) yields an empty path.
+pub fn entry_path(raw: &[u8], backslash_sep: bool) -> Result<PathBuf, Refusal> {
+    let zip = backslash_sep;
     if raw.is_empty() {
         return Err(refuse("empty name"));
     }
@@ -67,6 +69,38 @@ pub fn entry_path(raw: &[u8], zip: bool) -> Result<PathBuf, Refusal> {
         }
     }
     Ok(out)
+}
+
+/// [`entry_path`] after GNU tar's `--strip-components`: the whole name is checked first (a hostile
+/// name is refused even when its bad part would be stripped), then `strip` leading components are
+/// dropped, counting `.` as a component and runs of slashes as one separator, as GNU tar does.
+/// `Ok(None)`: the name has no more than `strip` components, and the entry is skipped.
+pub fn entry_path_stripped(
+    raw: &[u8],
+    backslash_sep: bool,
+    strip: usize,
+) -> Result<Option<PathBuf>, Refusal> {
+    let full = entry_path(raw, backslash_sep)?;
+    if strip == 0 {
+        return Ok(Some(full));
+    }
+    let sep = |b: &u8| *b == b'/' || (backslash_sep && *b == b'\\');
+    let mut rest = raw;
+    for _ in 0..strip {
+        let start = rest.iter().position(|b| !sep(b)).unwrap_or(rest.len());
+        rest = &rest[start..];
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let end = rest.iter().position(sep).unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    let start = rest.iter().position(|b| !sep(b)).unwrap_or(rest.len());
+    let rest = &rest[start..];
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    entry_path(rest, backslash_sep).map(Some)
 }
 
 /// Checks a symlink target: it must stay inside the destination when resolved from the link's own
@@ -208,6 +242,22 @@ mod tests {
             "a backslash is an ordinary byte in tar names"
         );
         assert!(entry_path(b"", false).is_err());
+    }
+
+    #[test]
+    fn strip_components_like_gnu_tar() {
+        let s = |raw: &[u8], n| entry_path_stripped(raw, false, n).unwrap();
+        assert_eq!(s(b"./a/b", 1), Some(PathBuf::from("a/b")));
+        assert_eq!(s(b"a//b/c", 2), Some(PathBuf::from("c")));
+        assert_eq!(s(b"a/b/", 2), None);
+        assert_eq!(s(b"a", 1), None);
+        assert_eq!(s(b"./", 1), None);
+        assert_eq!(s(b"a/b", 0), Some(PathBuf::from("a/b")));
+        assert!(entry_path_stripped(b"../a/b", false, 1).is_err());
+        assert_eq!(
+            entry_path_stripped(b"top\\x\\y", true, 1).unwrap(),
+            Some(PathBuf::from("x/y"))
+        );
     }
 
     #[test]

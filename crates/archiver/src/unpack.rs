@@ -2,32 +2,36 @@
 //!
 //! ```text
 //! tar:  reader (caller's thread) ──jobs: bounded(2·j)──▶ writers ×j ──results──▶ commit (caller)
-//!         reads entry data against the byte budget;        temp file, hash,
+//!         reads entry data against the byte budget;        staged file, hash,
 //!         large files as a stream of chunks                 mode, mtime
 //! zip:  directory parsed and checked up front; each writer reads and inflates its entries itself
 //!       through its own positioned reads of the archive file
 //! ```
 //!
-//! Every file is written under a temporary name in its final directory. Nothing gets its final name
-//! until the whole archive has been read, every CRC and checksum has passed and, when the archive
-//! carries `.archiver/MANIFEST.b3`, every file matches it. Then files are renamed into place, hard
-//! links and symlinks are made (last, so nothing is ever written through a link the archive created),
-//! directory metadata is applied deepest first, and the filesystem is synced. A failed or
-//! interrupted unpack therefore leaves no half-written or unverified file under a final name.
+//! Nothing in the destination is touched while the archive is read: every file is written into a
+//! per-run staging directory inside DEST (`.archiver-XXXXXX`, created exclusively, its files named
+//! by number, so any name the filesystem accepts can be extracted), and the reader only builds a
+//! model of the entries (later entries replace earlier ones at the same path, as in tar). When the
+//! whole archive has been read, every CRC and checksum has passed and every file matches the
+//! embedded manifest, [`crate::commit`] checks the final tree against what DEST holds (links,
+//! type conflicts, permissions) and only then moves entries into place, keeping every replaced
+//! original until the end so a failure part way puts everything back.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::budget::Budget;
+use crate::commit::{self, Kind, Model};
 use crate::error::{panic_message, Error, Result};
-use crate::list::{open_tar, Opened};
+use crate::list::{escape_name, open_tar, Opened};
 use crate::manifest;
-use crate::safety::{self, DirGuard};
+use crate::safety;
 use crate::tarread::TarReader;
 use crate::zipread::{self, ZipEntry};
 use crate::{Cancel, Warning, MANIFEST_PATH};
@@ -75,8 +79,22 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, 
 pub struct UnpackReport {
     /// Counts.
     pub stats: UnpackStats,
-    /// Non-fatal problems, in entry order.
+    /// Non-fatal problems (entries skipped), in entry order.
     pub warnings: Vec<Warning>,
+    /// `verify --against`: each way the directory differs from the archive, in entry order.
+    pub differences: Vec<Warning>,
+}
+
+/// Called with each entry's stored name as it is read (`unpack -v`).
+#[derive(Clone)]
+struct EntryHook(Arc<HookFn>);
+
+type HookFn = dyn Fn(&[u8]) + Send + Sync;
+
+impl std::fmt::Debug for EntryHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntryHook")
+    }
 }
 
 /// Extracts (or only verifies) archives: tar, tar.gz, tar.zst and zip, detected from the bytes.
@@ -104,6 +122,9 @@ pub struct Unpacker {
     memory_budget: u64,
     cancel: Cancel,
     against: Option<PathBuf>,
+    require_manifest: bool,
+    strip: usize,
+    on_entry: Option<EntryHook>,
 }
 
 impl Unpacker {
@@ -118,6 +139,9 @@ impl Unpacker {
             memory_budget: crate::DEFAULT_MEMORY_BUDGET,
             cancel: Cancel::new(),
             against: None,
+            require_manifest: false,
+            strip: 0,
+            on_entry: None,
         }
     }
 
@@ -130,7 +154,8 @@ impl Unpacker {
     }
 
     /// Verify mode only: also compare every entry with the tree in `dir` (type, size, mode, content,
-    /// link target), like GNU tar's `--compare`. Differences come back as warnings.
+    /// link target), like GNU tar's `--compare`. Differences come back in
+    /// [`UnpackReport::differences`].
     pub fn against(mut self, dir: impl Into<PathBuf>) -> Self {
         self.against = Some(dir.into());
         self
@@ -142,9 +167,30 @@ impl Unpacker {
         self
     }
 
-    /// Never modify a file that already exists.
+    /// Never modify a file that already exists. Its data in the archive is still read and checked
+    /// against the manifest.
     pub fn keep_existing(mut self, yes: bool) -> Self {
         self.keep_existing = yes;
+        self
+    }
+
+    /// Fail with [`Error::NoManifest`] unless the archive carries `.archiver/MANIFEST.b3` (every
+    /// file is checked against it whenever it is present).
+    pub fn require_manifest(mut self, yes: bool) -> Self {
+        self.require_manifest = yes;
+        self
+    }
+
+    /// Drop `n` leading components of every name, as GNU tar's `--strip-components` does (also in
+    /// hard-link targets); entries with no more than `n` components are skipped.
+    pub fn strip_components(mut self, n: usize) -> Self {
+        self.strip = n;
+        self
+    }
+
+    /// Calls `f` with each entry's stored name as it is read (for `tar -v` style listings).
+    pub fn on_entry(mut self, f: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        self.on_entry = Some(EntryHook(Arc::new(f)));
         self
     }
 
@@ -174,15 +220,17 @@ impl Unpacker {
     }
 
     /// Unpacks from a stream. A zip is first copied to a temporary file (its directory is at the end).
+    /// An empty stream is an error, never an empty archive.
     pub fn unpack<R: Read>(&self, input: R) -> Result<UnpackReport> {
-        match open_tar(input)? {
-            Opened::Tar(tar) => self.run(|ctx| read_tar(ctx, tar)),
-            Opened::Zip(mut all) => {
-                let mut spool = tempfile::tempfile().map_err(Error::Input)?;
-                io::copy(&mut all, &mut spool).map_err(Error::Input)?;
-                self.run(|ctx| read_zip(ctx, &spool))
-            }
-        }
+        let result = match open_tar(input) {
+            Ok(Opened::Tar(tar)) => self.run(|ctx| read_tar(ctx, tar)),
+            Ok(Opened::Zip(mut all)) => tempfile::tempfile()
+                .and_then(|mut spool| io::copy(&mut all, &mut spool).map(|_| spool))
+                .map_err(Error::Input)
+                .and_then(|spool| self.run(|ctx| read_zip(ctx, &spool))),
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| self.or_cancelled(e))
     }
 
     /// Unpacks an archive file (a zip is read in place, in parallel).
@@ -194,34 +242,51 @@ impl Unpacker {
         let mut head = [0u8; 4];
         let n = (&file).read(&mut head).map_err(Error::Input)?;
         if crate::detect(&head[..n]) == Some(crate::Detected::Zip) {
-            return self.run(|ctx| read_zip(ctx, &file));
+            return self
+                .run(|ctx| read_zip(ctx, &file))
+                .map_err(|e| self.or_cancelled(e));
         }
         drop(file);
         let file = File::open(path).map_err(Error::Input)?;
         self.unpack(io::BufReader::with_capacity(256 << 10, file))
     }
 
+    /// A read that failed because the user cancelled (a cancellable input gives up with an error)
+    /// is reported as the cancel it is.
+    fn or_cancelled(&self, e: Error) -> Error {
+        if self.cancel.is_cancelled() {
+            Error::Cancelled
+        } else {
+            e
+        }
+    }
+
     fn run(&self, read: impl FnOnce(&mut Ctx<'_>) -> Result<()>) -> Result<UnpackReport> {
         let started = Instant::now();
-        if let Some(dest) = &self.dest {
-            fs::create_dir_all(dest).map_err(|e| Error::Io {
-                path: dest.clone(),
-                source: e,
-            })?;
-        }
+        let mut staging = match &self.dest {
+            Some(dest) => {
+                fs::create_dir_all(dest).map_err(|e| Error::Io {
+                    path: dest.clone(),
+                    source: e,
+                })?;
+                Some(commit::Staging::create(dest)?)
+            }
+            None => None,
+        };
         let budget = Budget::new(self.memory_budget);
         let (job_tx, job_rx) = bounded::<WriteJob>(self.jobs * 2);
         let (res_tx, res_rx) = unbounded::<Written>();
+        let staging_dir = staging.as_ref().map(|s| s.path().to_path_buf());
         let outcome = std::thread::scope(|s| {
             let mut workers = Vec::new();
             for _ in 0..self.jobs {
                 let (rx, tx, budget) = (job_rx.clone(), res_tx.clone(), &budget);
-                let dest = self.dest.as_deref();
+                let dirs = self.dest.as_deref().zip(staging_dir.as_deref());
                 let cancel = &self.cancel;
                 workers.push(
                     std::thread::Builder::new()
                         .name("archiver-unpack".into())
-                        .spawn_scoped(s, move || writer(dest, rx, tx, budget, cancel)),
+                        .spawn_scoped(s, move || writer(dirs, rx, tx, budget, cancel)),
                 );
             }
             drop(job_rx);
@@ -230,7 +295,6 @@ impl Unpacker {
                 opts: self,
                 jobs: Some(job_tx),
                 budget: &budget,
-                guard: DirGuard::default(),
                 seq: 0,
                 total: 0,
                 free: self
@@ -238,13 +302,13 @@ impl Unpacker {
                     .as_deref()
                     .and_then(free_space)
                     .unwrap_or(u64::MAX),
-                dirs: Vec::new(),
-                links: Vec::new(),
+                staging_name: staging.as_ref().map(|s| s.name().to_owned()),
+                model: Model::default(),
                 refused: Vec::new(),
                 warnings: Vec::new(),
                 manifest: None,
+                manifest_seq: None,
                 stats: UnpackStats::default(),
-                files: Default::default(),
             };
             let read_result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&mut ctx)))
@@ -275,296 +339,229 @@ impl Unpacker {
             }
             read_result?;
             written.sort_by_key(|w| w.seq);
-            Ok((ctx.finish_fields(), written))
+            Ok((ctx.finish(), written))
         });
         let (done, written) = outcome?;
-        let report = self.commit(done, written)?;
-        Ok(UnpackReport {
-            stats: UnpackStats {
-                wall: started.elapsed(),
-                ..report.stats
-            },
-            warnings: report.warnings,
-        })
-    }
-
-    /// Checks everything, then gives every file its final name, makes links, applies directory
-    /// metadata and syncs.
-    fn commit(&self, done: ReadDone, written: Vec<Written>) -> Result<UnpackReport> {
         let ReadDone {
-            mut dirs,
-            links,
+            mut model,
             mut refused,
-            warnings,
+            mut warnings,
             manifest,
+            manifest_seq,
             mut stats,
         } = done;
+        // Every file's hash and size, from its writer.
+        for w in written {
+            let (hash, size) = w.result?;
+            stats.files += 1;
+            stats.bytes += size;
+            if let Ok(i) = model.nodes.binary_search_by_key(&w.seq, |n| n.seq) {
+                if let Kind::File {
+                    hash: h, size: s, ..
+                } = &mut model.nodes[i].kind
+                {
+                    *h = Some(hash);
+                    *s = size;
+                }
+            }
+        }
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let mut files: Vec<(u64, PathBuf, Option<tempfile::TempPath>, blake3::Hash)> =
-            Vec::with_capacity(written.len());
-        let mut sizes: Vec<(u64, u32)> = Vec::with_capacity(written.len());
-        for w in written {
-            match w.result {
-                Ok((temp, hash, size)) => {
-                    stats.files += 1;
-                    stats.bytes += size;
-                    sizes.push((size, w.mode));
-                    files.push((w.seq, w.rel, temp, hash));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // The manifest: every regular file and hard link must match it, and nothing may be missing.
-        if let Some(text) = &manifest {
-            let lines = manifest::parse(text)
-                .map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
-            let mut hashes: HashMap<Vec<u8>, blake3::Hash> = HashMap::with_capacity(files.len());
-            for (_, rel, _, hash) in &files {
-                hashes.insert(manifest::path_bytes(rel).into_owned(), *hash);
-            }
-            for l in &links {
-                if let Link::Hard { target, .. } = &l.kind {
-                    if let Some(h) = hashes.get(manifest::path_bytes(target).as_ref()).copied() {
-                        hashes.insert(manifest::path_bytes(&l.rel).into_owned(), h);
-                    }
-                }
-            }
-            let mut problems = Vec::new();
-            let mut listed = std::collections::HashSet::with_capacity(lines.len());
-            for line in &lines {
-                listed.insert(line.path.as_slice());
-                match hashes.get(line.path.as_slice()) {
-                    Some(h) if *h == line.hash => {}
-                    Some(_) => problems.push(Refused {
-                        entry: String::from_utf8_lossy(&line.path).into_owned(),
-                        reason: "content does not match the manifest's BLAKE3 hash".into(),
-                    }),
-                    None if self.keep_existing && stats.kept_existing > 0 => {}
-                    None => problems.push(Refused {
-                        entry: String::from_utf8_lossy(&line.path).into_owned(),
-                        reason: "listed in the manifest but missing from the archive".into(),
-                    }),
-                }
-            }
-            for key in hashes.keys() {
-                if !listed.contains(key.as_slice()) && key.as_slice() != MANIFEST_PATH.as_bytes() {
-                    problems.push(Refused {
-                        entry: String::from_utf8_lossy(key).into_owned(),
-                        reason: "not listed in the manifest".into(),
-                    });
-                }
-            }
-            problems.sort_by(|a, b| a.entry.cmp(&b.entry));
-            refused.extend(problems);
-            stats.manifest_checked = Some(lines.len() as u64);
-        }
+        stats.manifest_checked = check_manifest(
+            &model,
+            manifest.as_deref(),
+            manifest_seq,
+            self.strip,
+            &mut refused,
+        )?;
         if !refused.is_empty() {
             return Err(Error::Refused(refused));
         }
-        let Some(dest) = &self.dest else {
-            let mut warnings = warnings;
-            if let Some(dir) = &self.against {
-                warnings.extend(compare(dir, &files, &sizes, &links, &dirs));
-            }
-            return Ok(UnpackReport { stats, warnings });
-        };
-        // An archive may hold a path twice; the later entry wins, as in tar. With duplicates gone,
-        // the renames are independent and run in parallel.
-        let mut last: HashMap<&Path, usize> = HashMap::with_capacity(files.len());
-        for (i, (_, rel, _, _)) in files.iter().enumerate() {
-            last.insert(rel.as_path(), i);
+        if stats.manifest_checked.is_none() && self.require_manifest {
+            return Err(Error::NoManifest);
         }
-        let keep: Vec<bool> = (0..files.len())
-            .map(|i| last.get(files[i].1.as_path()) == Some(&i))
-            .collect();
-        drop(last);
-        let mut renames: Vec<(PathBuf, Option<tempfile::TempPath>)> =
-            Vec::with_capacity(files.len());
-        for ((_, rel, temp, _), keep) in files.iter_mut().zip(keep) {
-            if let (Some(temp), true) = (temp.take(), keep) {
-                renames.push((dest.join(&*rel), Some(temp)));
+        let mut differences = Vec::new();
+        match (&self.dest, staging.as_mut()) {
+            (Some(dest), Some(staging)) => {
+                let opts = commit::Options {
+                    keep_existing: self.keep_existing,
+                    sync: self.sync,
+                    jobs: self.jobs,
+                    cancel: &self.cancel,
+                };
+                commit::commit(&opts, dest, staging, &model, &mut stats, &mut warnings)?;
             }
-        }
-        let chunk = renames.len().div_ceil(self.jobs.max(1)).max(1);
-        let failures: Vec<Error> = std::thread::scope(|s| {
-            let handles: Vec<_> = renames
-                .chunks_mut(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut errors = Vec::new();
-                        for (target, temp) in part.iter_mut() {
-                            let Some(temp) = temp.take() else { continue };
-                            if let Err(e) = temp.persist(&*target) {
-                                errors.push(Error::Io {
-                                    path: target.clone(),
-                                    source: e.error,
-                                });
-                            }
-                        }
-                        errors
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        if let Some(e) = failures.into_iter().next() {
-            return Err(e);
-        }
-        // Links last: hard links first (their targets are files), then symlinks.
-        let mut symlinks = Vec::new();
-        for l in &links {
-            let path = dest.join(&l.rel);
-            if self.keep_existing && fs::symlink_metadata(&path).is_ok() {
-                stats.kept_existing += 1;
-                continue;
-            }
-            let temp = dest.join(temp_sibling(&l.rel, l.seq));
-            let made = match &l.kind {
-                Link::Hard { target } => {
-                    stats.hardlinks += 1;
-                    fs::hard_link(dest.join(target), &temp)
+            _ => {
+                if let Some(dir) = &self.against {
+                    differences = compare(dir, &model);
                 }
-                Link::Sym { target } => {
-                    stats.symlinks += 1;
-                    symlinks.push(l.rel.clone());
-                    make_symlink(target, &temp)
-                }
-            };
-            made.and_then(|()| fs::rename(&temp, &path)).map_err(|e| {
-                let _ = fs::remove_file(&temp);
-                Error::Io {
-                    path: path.clone(),
-                    source: e,
-                }
-            })?;
-        }
-        // A chain of symlinks, each inside on its own, can still lead out; check them resolved.
-        for rel in &symlinks {
-            if escapes(dest, rel) {
-                let _ = fs::remove_file(dest.join(rel));
-                refused.push(Refused {
-                    entry: rel.display().to_string(),
-                    reason: "symlink resolves outside the destination through other links; removed"
-                        .into(),
-                });
             }
         }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.rel.components().count()));
-        for d in &dirs {
-            let path = dest.join(&d.rel);
-            set_mode(&path, safety::safe_mode(d.mode)).map_err(|e| Error::Io {
-                path: path.clone(),
-                source: e,
-            })?;
-            if let Ok(f) = File::open(&path) {
-                let _ = f.set_modified(d.mtime);
-            }
-        }
-        if self.sync {
-            sync_dir(dest).map_err(|e| Error::Io {
-                path: dest.clone(),
-                source: e,
-            })?;
-        }
-        if !refused.is_empty() {
-            return Err(Error::Refused(refused));
-        }
-        Ok(UnpackReport { stats, warnings })
+        model.nodes.clear();
+        stats.wall = started.elapsed();
+        Ok(UnpackReport {
+            stats,
+            warnings,
+            differences,
+        })
     }
 }
 
-/// Compares what the archive holds with a directory tree; one warning per difference.
-fn compare(
-    dir: &Path,
-    files: &[(u64, PathBuf, Option<tempfile::TempPath>, blake3::Hash)],
-    sizes: &[(u64, u32)],
-    links: &[LinkJob],
-    dirs: &[DirMeta],
-) -> Vec<Warning> {
-    let mut out: Vec<(u64, Warning)> = Vec::new();
-    let mut differ = |seq: u64, rel: &Path, message: String| {
-        out.push((
-            seq,
-            Warning {
-                path: dir.join(rel),
-                message,
-            },
-        ));
+/// Checks every regular file and hard link (the final entry at each path) against the manifest:
+/// each must be listed with its hash, and nothing listed may be missing. Problems are added to
+/// `refused`; returns the number of manifest lines, or `None` when there is no manifest.
+///
+/// With `strip` (`--strip-components`), the manifest's paths are stripped the same way; lines
+/// for entries that were stripped away are not checked.
+fn check_manifest(
+    model: &Model,
+    text: Option<&[u8]>,
+    manifest_seq: Option<u64>,
+    strip: usize,
+    refused: &mut Vec<Refused>,
+) -> Result<Option<u64>> {
+    let Some(text) = text else {
+        return Ok(None);
     };
-    let mut by_path: HashMap<&Path, blake3::Hash> = HashMap::new();
-    for ((seq, rel, _, hash), (size, mode)) in files.iter().zip(sizes) {
-        by_path.insert(rel, *hash);
-        if rel == Path::new(MANIFEST_PATH) {
-            continue; // ours, not part of the packed tree
-        }
-        let path = dir.join(rel);
-        match fs::symlink_metadata(&path) {
-            Err(_) => differ(*seq, rel, "missing on disk".into()),
-            Ok(md) if !md.is_file() => differ(*seq, rel, "is not a regular file on disk".into()),
-            Ok(md) => {
-                if md.len() != *size {
-                    differ(
-                        *seq,
-                        rel,
-                        format!("size differs: archive {size}, disk {}", md.len()),
-                    );
-                } else if hash_file(&path).ok() != Some(*hash) {
-                    differ(*seq, rel, "contents differ".into());
+    let mut lines =
+        manifest::parse(text).map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
+    let count = lines.len() as u64;
+    if strip > 0 {
+        lines.retain_mut(
+            |l| match safety::entry_path_stripped(&l.path, false, strip) {
+                Ok(Some(p)) => {
+                    l.path = manifest::path_bytes(&p).into_owned();
+                    true
                 }
-                if let Some(m) = disk_mode(&md).filter(|m| m & 0o777 != mode & 0o777) {
-                    differ(
-                        *seq,
-                        rel,
-                        format!(
-                            "mode differs: archive {:o}, disk {:o}",
-                            mode & 0o777,
-                            m & 0o777
-                        ),
-                    );
-                }
-            }
+                _ => false,
+            },
+        );
+    }
+    let mut hashes: HashMap<Vec<u8>, blake3::Hash> = HashMap::with_capacity(lines.len());
+    for n in model.nodes.iter().filter(|n| Some(n.seq) != manifest_seq) {
+        let key = manifest::path_bytes(&n.rel).into_owned();
+        let hash = match &n.kind {
+            Kind::File { hash, .. } => *hash,
+            Kind::Hard { source } => match &model.nodes[*source].kind {
+                Kind::File { hash, .. } => *hash,
+                _ => None,
+            },
+            Kind::Dir { .. } | Kind::Sym { .. } => None,
+        };
+        match hash {
+            Some(h) => hashes.insert(key, h),
+            None => hashes.remove(&key),
+        };
+    }
+    let mut problems = Vec::new();
+    let mut listed = std::collections::HashSet::with_capacity(lines.len());
+    for line in &lines {
+        listed.insert(line.path.as_slice());
+        match hashes.get(line.path.as_slice()) {
+            Some(h) if *h == line.hash => {}
+            Some(_) => problems.push(Refused {
+                entry: escape_name(&line.path),
+                reason: "content does not match the manifest's BLAKE3 hash".into(),
+            }),
+            None => problems.push(Refused {
+                entry: escape_name(&line.path),
+                reason: "listed in the manifest but missing from the archive".into(),
+            }),
         }
     }
-    for l in links {
-        let path = dir.join(&l.rel);
-        match &l.kind {
-            Link::Sym { target } => match fs::read_link(&path) {
+    for key in hashes.keys() {
+        if !listed.contains(key.as_slice()) {
+            problems.push(Refused {
+                entry: escape_name(key),
+                reason: "not listed in the manifest".into(),
+            });
+        }
+    }
+    problems.sort_by(|a, b| a.entry.cmp(&b.entry));
+    refused.extend(problems);
+    Ok(Some(count))
+}
+
+/// Compares what the archive holds with a directory tree; one difference per line, in entry order.
+fn compare(dir: &Path, model: &Model) -> Vec<Warning> {
+    let mut out: Vec<Warning> = Vec::new();
+    let mut differ = |rel: &Path, message: String| {
+        out.push(Warning {
+            path: dir.join(rel),
+            message,
+        });
+    };
+    for n in &model.nodes {
+        let rel: &Path = &n.rel;
+        let path = dir.join(rel);
+        match &n.kind {
+            Kind::File {
+                hash, size, mode, ..
+            } => {
+                if rel == Path::new(MANIFEST_PATH) {
+                    continue; // ours, not part of the packed tree
+                }
+                match fs::symlink_metadata(&path) {
+                    Err(_) => differ(rel, "missing on disk".into()),
+                    Ok(md) if !md.is_file() => differ(rel, "is not a regular file on disk".into()),
+                    Ok(md) => {
+                        if md.len() != *size {
+                            differ(
+                                rel,
+                                format!("size differs: archive {size}, disk {}", md.len()),
+                            );
+                        } else if hash_file(&path).ok() != *hash {
+                            differ(rel, "contents differ".into());
+                        }
+                        if let Some(m) = disk_mode(&md).filter(|m| m & 0o777 != mode & 0o777) {
+                            differ(
+                                rel,
+                                format!(
+                                    "mode differs: archive {:o}, disk {:o}",
+                                    mode & 0o777,
+                                    m & 0o777
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            Kind::Sym { target } => match fs::read_link(&path) {
                 Ok(t) if &t == target => {}
                 Ok(t) => differ(
-                    l.seq,
-                    &l.rel,
+                    rel,
                     format!(
                         "symlink target differs: archive {}, disk {}",
                         target.display(),
                         t.display()
                     ),
                 ),
-                Err(_) => differ(l.seq, &l.rel, "missing on disk, or not a symlink".into()),
+                Err(_) => differ(rel, "missing on disk, or not a symlink".into()),
             },
-            Link::Hard { target } => {
-                let want = by_path.get(target.as_path()).copied();
+            Kind::Hard { source } => {
+                let want = match &model.nodes[*source].kind {
+                    Kind::File { hash, .. } => *hash,
+                    _ => None,
+                };
                 if want.is_none() || hash_file(&path).ok() != want {
                     differ(
-                        l.seq,
-                        &l.rel,
-                        format!("contents differ from its link target {}", target.display()),
+                        rel,
+                        format!(
+                            "contents differ from its link target {}",
+                            model.nodes[*source].rel.display()
+                        ),
                     );
+                }
+            }
+            Kind::Dir { .. } => {
+                if !path.is_dir() {
+                    differ(rel, "missing on disk, or not a directory".into());
                 }
             }
         }
     }
-    for d in dirs {
-        if !dir.join(&d.rel).is_dir() {
-            differ(0, &d.rel, "missing on disk, or not a directory".into());
-        }
-    }
-    out.sort_by_key(|(seq, _)| *seq);
-    out.into_iter().map(|(_, w)| w).collect()
+    out
 }
 
 fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
@@ -602,39 +599,6 @@ fn free_space(_dir: &Path) -> Option<u64> {
     None
 }
 
-/// `.NAME.archiver-SEQ` beside `rel`: where a link is made before it is renamed into place.
-fn temp_sibling(rel: &Path, seq: u64) -> PathBuf {
-    let name = rel
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    rel.with_file_name(format!(".{name}.archiver-{seq}"))
-}
-
-#[cfg(unix)]
-fn make_symlink(target: &Path, at: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(target, at)
-}
-
-#[cfg(not(unix))]
-fn make_symlink(_target: &Path, _at: &Path) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "symbolic links are not supported on this platform",
-    ))
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
-    Ok(())
-}
-
 /// `fchmod` on the open file: no second path lookup.
 #[cfg(unix)]
 fn set_file_mode(f: &File, mode: u32) -> io::Result<()> {
@@ -647,116 +611,28 @@ fn set_file_mode(_f: &File, _mode: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes everything written under `dest` durable with one call: `syncfs` on Linux; elsewhere
-/// `sync`, which is what POSIX offers without an fsync per file.
-fn sync_dir(dest: &Path) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        let d = File::open(dest)?;
-        // SAFETY: a valid open descriptor.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-    #[cfg(all(unix, not(target_os = "linux")))]
-    {
-        let _ = dest;
-        // SAFETY: sync takes no arguments and cannot fail.
-        unsafe { libc::sync() };
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dest;
-        Ok(())
-    }
-}
-
-/// Follows `rel`'s link chain inside `dest` and says whether it ever leaves `dest`.
-fn escapes(dest: &Path, rel: &Path) -> bool {
-    use std::path::Component;
-    let mut cur: Vec<std::ffi::OsString> = rel
-        .parent()
-        .map(|p| p.components().map(|c| c.as_os_str().to_owned()).collect())
-        .unwrap_or_default();
-    let Ok(first) = fs::read_link(dest.join(rel)) else {
-        return false;
-    };
-    let mut todo: std::collections::VecDeque<std::ffi::OsString> = first
-        .components()
-        .map(|c| c.as_os_str().to_owned())
-        .collect();
-    if first.has_root() {
-        return true;
-    }
-    let mut hops = 0;
-    while let Some(c) = todo.pop_front() {
-        match Path::new(&c).components().next() {
-            Some(Component::CurDir) | None => {}
-            Some(Component::ParentDir) => {
-                if cur.pop().is_none() {
-                    return true;
-                }
-            }
-            Some(Component::Normal(n)) => {
-                cur.push(n.to_owned());
-                let here: PathBuf = cur.iter().collect();
-                if let Ok(target) = fs::read_link(dest.join(&here)) {
-                    hops += 1;
-                    if hops > 40 || target.has_root() {
-                        return true;
-                    }
-                    cur.pop();
-                    for (i, t) in target.components().enumerate() {
-                        todo.insert(i, t.as_os_str().to_owned());
-                    }
-                }
-            }
-            Some(_) => return true,
-        }
-    }
-    false
-}
-
 fn time_of(mtime: i64) -> SystemTime {
     crate::tarread::unix_time(mtime, 0)
 }
 
-struct DirMeta {
-    rel: PathBuf,
-    mode: u32,
-    mtime: SystemTime,
-}
-
-enum Link {
-    Hard { target: PathBuf },
-    Sym { target: PathBuf },
-}
-
-struct LinkJob {
-    seq: u64,
-    rel: PathBuf,
-    kind: Link,
-}
-
 /// What the reader collected, handed to the commit step.
 struct ReadDone {
-    dirs: Vec<DirMeta>,
-    links: Vec<LinkJob>,
+    model: Model,
     refused: Vec<Refused>,
     warnings: Vec<Warning>,
     manifest: Option<Vec<u8>>,
+    manifest_seq: Option<u64>,
     stats: UnpackStats,
 }
 
 /// A file for a writer: where, with what metadata, and its data.
 struct WriteJob {
     seq: u64,
-    rel: PathBuf,
+    rel: Arc<Path>,
     mode: u32,
     mtime: SystemTime,
+    /// Write it into the staging directory; `false`: only hash it (verify, or a file `-k` keeps).
+    stage: bool,
     data: JobData,
     cost: u64,
 }
@@ -767,15 +643,13 @@ enum JobData {
     /// Large file, in chunks; `size` bytes in all.
     Chunks(Receiver<Vec<u8>>, u64),
     /// A zip entry the writer reads and inflates itself.
-    Zip(std::sync::Arc<File>, Box<ZipEntry>),
+    Zip(Arc<File>, Box<ZipEntry>),
 }
 
-/// A writer's outcome for one file.
+/// A writer's outcome for one file: its hash and size.
 struct Written {
     seq: u64,
-    rel: PathBuf,
-    mode: u32,
-    result: Result<(Option<tempfile::TempPath>, blake3::Hash, u64)>,
+    result: Result<(blake3::Hash, u64)>,
 }
 
 /// The reader's state.
@@ -783,40 +657,218 @@ struct Ctx<'a> {
     opts: &'a Unpacker,
     jobs: Option<Sender<WriteJob>>,
     budget: &'a Budget,
-    guard: DirGuard,
     seq: u64,
     total: u64,
     /// Bytes free in the destination's filesystem when we started: a bomb meets a clear error
     /// before it fills the disk.
     free: u64,
-    dirs: Vec<DirMeta>,
-    links: Vec<LinkJob>,
+    /// The staging directory's name in DEST: no entry may use it.
+    staging_name: Option<std::ffi::OsString>,
+    /// Every accepted entry, in archive order.
+    model: Model,
     refused: Vec<Refused>,
     warnings: Vec<Warning>,
     manifest: Option<Vec<u8>>,
+    /// The manifest entry's sequence number: it is not itself listed in the manifest.
+    manifest_seq: Option<u64>,
     stats: UnpackStats,
-    /// Regular files seen so far: the only valid hard-link targets.
-    files: std::collections::HashSet<PathBuf>,
 }
 
 impl Ctx<'_> {
-    fn finish_fields(self) -> ReadDone {
+    fn finish(self) -> ReadDone {
         ReadDone {
-            dirs: self.dirs,
-            links: self.links,
+            model: self.model,
             refused: self.refused,
             warnings: self.warnings,
             manifest: self.manifest,
+            manifest_seq: self.manifest_seq,
             stats: self.stats,
         }
     }
 
     fn refuse(&mut self, entry: &[u8], reason: impl Into<String>) {
-        let r = Refused {
-            entry: String::from_utf8_lossy(entry).into_owned(),
+        self.refused.push(Refused {
+            entry: escape_name(entry),
             reason: reason.into(),
+        });
+    }
+
+    fn warn(&mut self, entry: &[u8], message: impl Into<String>) {
+        let w = Warning {
+            path: PathBuf::from(escape_name(entry)),
+            message: message.into(),
         };
-        self.refused.push(r);
+        tracing::debug!("{}: {}", w.path.display(), w.message);
+        self.warnings.push(w);
+    }
+
+    /// The checked (and stripped) path of an entry; `None` when it was refused or stripped away.
+    /// Reports the entry to the `on_entry` hook.
+    fn name(&mut self, raw: &[u8], backslash_sep: bool) -> Option<PathBuf> {
+        match safety::entry_path_stripped(raw, backslash_sep, self.opts.strip) {
+            Ok(Some(rel)) => {
+                if let Some(hook) = &self.opts.on_entry {
+                    (hook.0)(raw);
+                }
+                let first = rel.components().next().map(|c| c.as_os_str());
+                if first.is_some() && first == self.staging_name.as_deref() {
+                    self.refuse(
+                        raw,
+                        "uses the name of this run's staging directory; run unpack again",
+                    );
+                    return None;
+                }
+                Some(rel)
+            }
+            Ok(None) => None,
+            Err(r) => {
+                self.refuse(raw, r.0);
+                None
+            }
+        }
+    }
+
+    /// Refuses an entry whose parent is a file or a symlink in the archive so far.
+    fn parents_ok(&mut self, raw: &[u8], rel: &Path) -> bool {
+        match self.model.parent_conflict(rel) {
+            None => true,
+            Some(why) => {
+                self.refuse(raw, why);
+                false
+            }
+        }
+    }
+
+    fn dir(&mut self, raw: &[u8], rel: PathBuf, mode: u32, mtime: SystemTime, seq: u64) {
+        if !self.parents_ok(raw, &rel) {
+            return;
+        }
+        self.stats.dirs += 1;
+        self.model.insert(seq, rel, Kind::Dir { mode, mtime });
+    }
+
+    /// Registers a regular file; `Some(stage)` when its data goes to a writer (always, so it is
+    /// hashed; `stage` false when `-k` keeps an existing file), `None` when it was refused.
+    fn file(&mut self, raw: &[u8], rel: &Path, mode: u32, seq: u64) -> Option<(Arc<Path>, bool)> {
+        if rel.as_os_str().is_empty() {
+            self.refuse(raw, "a file cannot be the destination itself");
+            return None;
+        }
+        if !self.parents_ok(raw, rel) {
+            return None;
+        }
+        let stage = match &self.opts.dest {
+            Some(dest) => {
+                !(self.opts.keep_existing && fs::symlink_metadata(dest.join(rel)).is_ok())
+            }
+            None => false,
+        };
+        let rel = self.model.insert(
+            seq,
+            rel.to_path_buf(),
+            Kind::File {
+                mode,
+                staged: stage,
+                hash: None,
+                size: 0,
+            },
+        );
+        Some((rel, stage))
+    }
+
+    fn symlink(&mut self, raw: &[u8], rel: PathBuf, target: &[u8], seq: u64) {
+        if rel.as_os_str().is_empty() {
+            return self.refuse(raw, "a symlink cannot be the destination itself");
+        }
+        match safety::symlink_target(&rel, target) {
+            Ok(target) => {
+                if self.parents_ok(raw, &rel) {
+                    self.stats.symlinks += 1;
+                    self.model.insert(seq, rel, Kind::Sym { target });
+                }
+            }
+            Err(r) => self.refuse(raw, r.0),
+        }
+    }
+
+    /// A hard link to `target`, the path of an earlier entry. A link to a regular file shares that
+    /// entry's data; a link to a symlink is that symlink again (what link(2) makes of it), so its
+    /// target is checked again from the link's own directory.
+    fn hardlink(
+        &mut self,
+        raw: &[u8],
+        rel: PathBuf,
+        target_raw: &[u8],
+        backslash_sep: bool,
+        seq: u64,
+    ) {
+        if rel.as_os_str().is_empty() {
+            return self.refuse(raw, "hard link to the destination itself");
+        }
+        let target = match safety::entry_path_stripped(target_raw, backslash_sep, self.opts.strip) {
+            Ok(Some(t)) if t.as_os_str().is_empty() => {
+                return self.refuse(raw, "hard link to the destination itself")
+            }
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return self.warn(
+                    raw,
+                    format!(
+                        "hard link to {}, which --strip-components removed; skipped",
+                        escape_name(target_raw)
+                    ),
+                )
+            }
+            Err(r) => return self.refuse(raw, format!("hard link target: {}", r.0)),
+        };
+        if !self.parents_ok(raw, &rel) {
+            return;
+        }
+        let kind = match self.model.latest.get(target.as_path()).copied() {
+            None => {
+                return self.refuse(
+                    raw,
+                    format!(
+                        "hard link to {}, which is not an earlier entry of this archive",
+                        escape_name(&manifest::path_bytes(&target))
+                    ),
+                )
+            }
+            Some(i) => match &self.model.nodes[i].kind {
+                Kind::File { .. } => Kind::Hard { source: i },
+                Kind::Hard { source } => Kind::Hard { source: *source },
+                Kind::Dir { .. } => return self.refuse(raw, "hard link to a directory"),
+                Kind::Sym { target: t } => {
+                    let bytes = manifest::path_bytes(t).into_owned();
+                    match safety::symlink_target(&rel, &bytes) {
+                        Ok(t) => Kind::Sym { target: t },
+                        Err(r) => {
+                            return self.refuse(
+                                raw,
+                                format!(
+                                    "hard link to the symlink {}: from here, {}",
+                                    escape_name(&manifest::path_bytes(&target)),
+                                    r.0
+                                ),
+                            )
+                        }
+                    }
+                }
+            },
+        };
+        match kind {
+            Kind::Sym { .. } => self.stats.symlinks += 1,
+            _ => self.stats.hardlinks += 1,
+        }
+        self.model.insert(seq, rel, kind);
+    }
+
+    /// Devices, FIFOs and sockets are never created; the rest of the archive still is.
+    fn special(&mut self, raw: &[u8], what: &str) {
+        self.warn(
+            raw,
+            format!("is a {what}; such entries are never created, skipped"),
+        );
     }
 
     fn check_cancel(&self) -> Result<()> {
@@ -832,16 +884,16 @@ impl Ctx<'_> {
         self.total = self.total.saturating_add(size);
         if self.total > self.free {
             return Err(Error::Entry {
-                entry: String::from_utf8_lossy(name).into_owned(),
+                entry: escape_name(name),
                 reason: format!(
-                    "the archive needs more than the {} bytes free in the destination; nothing was given its final name",
+                    "the archive needs more than the {} bytes free in the destination; nothing was changed",
                     self.free
                 ),
             });
         }
         if self.total > self.opts.max_output {
             return Err(Error::Entry {
-                entry: String::from_utf8_lossy(name).into_owned(),
+                entry: escape_name(name),
                 reason: format!(
                     "the archive expands to more than the {} byte limit; raise it with --max-output if this is expected",
                     self.opts.max_output
@@ -849,48 +901,6 @@ impl Ctx<'_> {
             });
         }
         Ok(())
-    }
-
-    fn dir(&mut self, rel: PathBuf, mode: u32, mtime: SystemTime) -> Result<()> {
-        self.stats.dirs += 1;
-        if let Some(dest) = &self.opts.dest {
-            if !rel.as_os_str().is_empty() {
-                self.guard.create(dest, &rel).map_err(|e| Error::Io {
-                    path: dest.join(&rel),
-                    source: e,
-                })?;
-            }
-        }
-        self.dirs.push(DirMeta { rel, mode, mtime });
-        Ok(())
-    }
-
-    /// Prepares a file's place: parent directories, and the keep-existing rule. `false`: skip it.
-    fn place(&mut self, rel: &Path) -> Result<bool> {
-        let Some(dest) = &self.opts.dest else {
-            return Ok(true);
-        };
-        self.guard.parents(dest, rel).map_err(|e| Error::Io {
-            path: dest.join(rel),
-            source: e,
-        })?;
-        let path = dest.join(rel);
-        // In a directory this run created, nothing can be in the way: skip the lstat.
-        if rel.parent().is_some_and(|p| self.guard.created_here(p)) {
-            return Ok(true);
-        }
-        match fs::symlink_metadata(&path) {
-            Ok(_) if self.opts.keep_existing => {
-                self.stats.kept_existing += 1;
-                tracing::info!("{}: exists; kept", path.display());
-                Ok(false)
-            }
-            Ok(md) if md.is_dir() => Err(Error::Io {
-                path,
-                source: io::Error::other("a directory is in the way of a file"),
-            }),
-            _ => Ok(true),
-        }
     }
 
     fn send(&mut self, job: WriteJob) -> Result<()> {
@@ -921,17 +931,27 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         if entry.typeflag == b'V' {
             continue; // a volume label names the archive, not a file: GNU tar skips it too
         }
-        let rel = match safety::entry_path(&raw, false) {
-            Ok(rel) => rel,
-            Err(r) => {
-                ctx.refuse(&raw, r.0);
-                continue;
+        // The manifest is recognised by its stored name, whatever --strip-components does to it.
+        let is_manifest = entry.is_file() && is_manifest_name(&raw, false);
+        if is_manifest {
+            ctx.manifest_seq = Some(seq);
+        }
+        let Some(rel) = ctx.name(&raw, false) else {
+            if is_manifest {
+                let mut text = Vec::new();
+                archive
+                    .data()
+                    .take(MANIFEST_LIMIT)
+                    .read_to_end(&mut text)
+                    .map_err(|e| damaged(count, e))?;
+                ctx.manifest = Some(text);
             }
+            continue; // the rest of its data is skipped by the next `next_entry`
         };
         match entry.typeflag {
-            // The reader also gives `5` for dumpdirs and for pre-POSIX directories (a regular-file
+            // The reader gives `5` for dumpdirs and for pre-POSIX directories too (a regular-file
             // type and a trailing slash).
-            b'5' => ctx.dir(rel, mode, mtime)?,
+            b'5' => ctx.dir(&raw, rel, mode, mtime, seq),
             b'M' => ctx.refuse(
                 &raw,
                 "continuation of a file from another volume of a multi-volume archive; cannot extract it alone",
@@ -939,27 +959,19 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
             _ if entry.is_file() => {
                 if !matches!(entry.typeflag, b'0' | 0 | b'7') {
                     // GNU tar, bsdtar and Python all extract unknown types as regular files.
-                    let w = Warning {
-                        path: rel.clone(),
-                        message: format!(
+                    ctx.warn(
+                        &raw,
+                        format!(
                             "unknown entry type {:?}, extracted as a regular file",
                             entry.typeflag as char
                         ),
-                    };
-                    tracing::warn!("{}: {}", w.path.display(), w.message);
-                    ctx.warnings.push(w);
-                }
-                if rel.as_os_str().is_empty() {
-                    ctx.refuse(&raw, "a file cannot be the destination itself");
-                    continue;
+                    );
                 }
                 let size = entry.size;
                 ctx.grow(&raw, size)?;
-                let is_manifest = rel == Path::new(MANIFEST_PATH);
-                ctx.files.insert(rel.clone());
-                if !ctx.place(&rel)? {
-                    continue; // the rest of its data is skipped by the next `next_entry`
-                }
+                let Some((rel, stage)) = ctx.file(&raw, &rel, mode, seq) else {
+                    continue;
+                };
                 let mut data_in = archive.data();
                 if size <= crate::read::SMALL_FILE || is_manifest {
                     let cost = ctx
@@ -978,6 +990,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         rel,
                         mode,
                         mtime,
+                        stage,
                         data: JobData::Whole(data),
                         cost,
                     })?;
@@ -988,6 +1001,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         rel,
                         mode,
                         mtime,
+                        stage,
                         data: JobData::Chunks(rx, size),
                         cost: 0,
                     })?;
@@ -1007,45 +1021,32 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                     }
                 }
             }
-            b'2' => match safety::symlink_target(&rel, &entry.link) {
-                Ok(target) if ctx.place(&rel)? => ctx.links.push(LinkJob {
-                    seq,
-                    rel,
-                    kind: Link::Sym { target },
-                }),
-                Ok(_) => {}
-                Err(r) => ctx.refuse(&raw, r.0),
-            },
-            b'1' => match safety::entry_path(&entry.link, false) {
-                Ok(target) if target.as_os_str().is_empty() => {
-                    ctx.refuse(&raw, "hard link to the destination itself")
-                }
-                // Only to a regular file this archive extracted before the link.
-                Ok(target) if !ctx.files.contains(&target) => ctx.refuse(
-                    &raw,
-                    format!(
-                        "hard link to {}, which is not an earlier file of this archive",
-                        target.display()
-                    ),
+            b'2' => ctx.symlink(&raw, rel, &entry.link, seq),
+            b'1' => ctx.hardlink(&raw, rel, &entry.link, false, seq),
+            b'3' => ctx.special(&raw, "character device"),
+            b'4' => ctx.special(&raw, "block device"),
+            b'6' => ctx.special(&raw, "FIFO"),
+            other => ctx.warn(
+                &raw,
+                format!(
+                    "entry type {:?} is not supported; skipped",
+                    other.escape_ascii().to_string()
                 ),
-                Ok(target) => {
-                    if ctx.place(&rel)? {
-                        ctx.links.push(LinkJob {
-                            seq,
-                            rel,
-                            kind: Link::Hard { target },
-                        });
-                    }
-                }
-                Err(r) => ctx.refuse(&raw, format!("hard link target: {}", r.0)),
-            },
-            _ => ctx.refuse(&raw, "device and FIFO entries are never created"),
+            ),
         }
     }
     // Read to the end: the gzip or zstd checksum and trailer are verified there.
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| damaged(count, e))?;
     Ok(())
+}
+
+/// Largest manifest read when its entry is not extracted (about 10 million files).
+const MANIFEST_LIMIT: u64 = 1 << 30;
+
+/// Whether a stored name is our manifest's (`.archiver/MANIFEST.b3`, `./` and the like allowed).
+fn is_manifest_name(raw: &[u8], backslash_sep: bool) -> bool {
+    safety::entry_path(raw, backslash_sep).is_ok_and(|p| p == Path::new(MANIFEST_PATH))
 }
 
 fn damaged(after: u64, e: io::Error) -> Error {
@@ -1055,27 +1056,43 @@ fn damaged(after: u64, e: io::Error) -> Error {
 /// Reads a zip's directory and hands each file to the writers, which read their data themselves.
 fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
     let entries = zipread::read_directory(file)?;
-    let shared = std::sync::Arc::new(file.try_clone().map_err(Error::Input)?);
+    let shared = Arc::new(file.try_clone().map_err(Error::Input)?);
     for e in entries {
         ctx.check_cancel()?;
         let seq = ctx.next_seq();
-        let rel = match safety::entry_path(&e.name, true) {
-            Ok(rel) => rel,
-            Err(r) => {
-                ctx.refuse(&e.name, r.0);
-                continue;
-            }
+        let sep = e.backslash_is_separator();
+        let is_manifest =
+            !e.is_dir() && !e.is_symlink() && is_manifest_name(&e.name, sep) && !e.encrypted();
+        if is_manifest {
+            let mut text = Vec::new();
+            zipread::open_entry(file, &e)?
+                .take(MANIFEST_LIMIT)
+                .read_to_end(&mut text)
+                .map_err(|err| entry_error(&e, err))?;
+            ctx.manifest = Some(text);
+            ctx.manifest_seq = Some(seq);
+        }
+        let Some(rel) = ctx.name(&e.name, sep) else {
+            continue;
         };
         let mode = e
             .unix_mode
             .unwrap_or(if e.is_dir() { 0o755 } else { 0o644 });
         if e.is_dir() {
-            ctx.dir(rel, mode, time_of(e.mtime))?;
+            ctx.dir(&e.name, rel, mode, time_of(e.mtime), seq);
             continue;
         }
         if let Some(m) = e.unix_mode.map(|m| m & 0o170000) {
-            if !matches!(m, 0o100000 | 0o120000 | 0) {
-                ctx.refuse(&e.name, "device, FIFO and socket entries are never created");
+            let what = match m {
+                0o100000 | 0o120000 | 0 => None,
+                0o020000 => Some("character device"),
+                0o060000 => Some("block device"),
+                0o010000 => Some("FIFO"),
+                0o140000 => Some("socket"),
+                _ => Some("file of an unknown type"),
+            };
+            if let Some(what) = what {
+                ctx.special(&e.name, what);
                 continue;
             }
         }
@@ -1089,19 +1106,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             zipread::open_entry(file, &e)?
                 .read_to_end(&mut target)
                 .map_err(|err| entry_error(&e, err))?;
-            match safety::symlink_target(&rel, &target) {
-                Ok(target) if ctx.place(&rel)? => ctx.links.push(LinkJob {
-                    seq,
-                    rel,
-                    kind: Link::Sym { target },
-                }),
-                Ok(_) => {}
-                Err(r) => ctx.refuse(&e.name, r.0),
-            }
-            continue;
-        }
-        if rel.as_os_str().is_empty() {
-            ctx.refuse(&e.name, "a file cannot be the destination itself");
+            ctx.symlink(&e.name, rel, &target, seq);
             continue;
         }
         // Refuse what cannot be read before any writer starts on it.
@@ -1115,22 +1120,16 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
                 continue;
             }
         }
-        if rel == Path::new(MANIFEST_PATH) {
-            let mut text = Vec::new();
-            zipread::open_entry(file, &e)?
-                .read_to_end(&mut text)
-                .map_err(|err| entry_error(&e, err))?;
-            ctx.manifest = Some(text);
-        }
-        if !ctx.place(&rel)? {
+        let Some((rel, stage)) = ctx.file(&e.name, &rel, mode, seq) else {
             continue;
-        }
+        };
         ctx.send(WriteJob {
             seq,
             rel,
             mode,
             mtime: time_of(e.mtime),
-            data: JobData::Zip(std::sync::Arc::clone(&shared), Box::new(e)),
+            stage,
+            data: JobData::Zip(Arc::clone(&shared), Box::new(e)),
             cost: 0,
         })?;
     }
@@ -1139,14 +1138,15 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
 
 fn entry_error(e: &ZipEntry, err: io::Error) -> Error {
     Error::Entry {
-        entry: e.name_lossy(),
+        entry: escape_name(&e.name),
         reason: err.to_string(),
     }
 }
 
-/// A writer thread: writes each file to a temporary name beside its final place, hashing as it goes.
+/// A writer thread: writes each file into the staging directory under its sequence number
+/// (`dirs`: DEST and the staging directory; `None` when only verifying), hashing as it goes.
 fn writer(
-    dest: Option<&Path>,
+    dirs: Option<(&Path, &Path)>,
     jobs: Receiver<WriteJob>,
     results: Sender<Written>,
     budget: &Budget,
@@ -1157,9 +1157,9 @@ fn writer(
             budget.release(job.cost);
             continue;
         }
-        let (seq, rel, cost, mode) = (job.seq, job.rel.clone(), job.cost, job.mode);
+        let (seq, rel, cost) = (job.seq, Arc::clone(&job.rel), job.cost);
         let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dest, job)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dirs, job)))
                 .unwrap_or_else(|p| {
                     Err(Error::Panic {
                         stage: "unpack-write",
@@ -1168,15 +1168,7 @@ fn writer(
                     })
                 });
         budget.release(cost);
-        if results
-            .send(Written {
-                seq,
-                rel,
-                mode,
-                result,
-            })
-            .is_err()
-        {
+        if results.send(Written { seq, result }).is_err() {
             break;
         }
     }
@@ -1201,36 +1193,20 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-fn write_one(
-    dest: Option<&Path>,
-    job: WriteJob,
-) -> Result<(Option<tempfile::TempPath>, blake3::Hash, u64)> {
-    let final_path = dest.map(|d| d.join(&job.rel));
+fn write_one(dirs: Option<(&Path, &Path)>, job: WriteJob) -> Result<(blake3::Hash, u64)> {
+    // Errors name the entry's final place, never the staging name.
     let io_err = |e: io::Error| Error::Io {
-        path: final_path.clone().unwrap_or_else(|| job.rel.clone()),
+        path: dirs.map_or_else(|| job.rel.to_path_buf(), |(dest, _)| dest.join(&job.rel)),
         source: e,
     };
-    let mut temp = match dest {
-        Some(d) => {
-            let dir = d.join(job.rel.parent().unwrap_or(Path::new("")));
-            let name = job
-                .rel
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let prefix = format!(".{name}.");
-            Some(
-                tempfile::Builder::new()
-                    .prefix(&prefix)
-                    .suffix(".archiver-tmp")
-                    .tempfile_in(dir)
-                    .map_err(io_err)?,
-            )
+    let mut file = match dirs {
+        Some((_, staging)) if job.stage => {
+            Some(commit::create_staged(&staging.join(job.seq.to_string())).map_err(io_err)?)
         }
-        None => None,
+        _ => None,
     };
-    let sink: Box<dyn Write + '_> = match temp.as_mut() {
-        Some(t) => Box::new(io::BufWriter::with_capacity(256 << 10, t.as_file_mut())),
+    let sink: Box<dyn Write + '_> = match file.as_mut() {
+        Some(f) => Box::new(io::BufWriter::with_capacity(256 << 10, f)),
         None => Box::new(io::sink()),
     };
     let mut out = HashingWriter {
@@ -1255,7 +1231,7 @@ fn write_one(
         JobData::Zip(file, entry) => {
             let mut r = zipread::open_entry(&file, &entry)?;
             io::copy(&mut r, &mut out).map_err(|e| Error::Entry {
-                entry: entry.name_lossy(),
+                entry: escape_name(&entry.name),
                 reason: e.to_string(),
             })?;
         }
@@ -1263,13 +1239,9 @@ fn write_one(
     out.flush().map_err(io_err)?;
     let (hash, bytes) = (out.hasher.finalize(), out.bytes);
     drop(out);
-    let temp = match temp {
-        Some(t) => {
-            set_file_mode(t.as_file(), safety::safe_mode(job.mode)).map_err(io_err)?;
-            t.as_file().set_modified(job.mtime).map_err(io_err)?;
-            Some(t.into_temp_path())
-        }
-        None => None,
-    };
-    Ok((temp, hash, bytes))
+    if let Some(f) = file {
+        set_file_mode(&f, safety::safe_mode(job.mode)).map_err(io_err)?;
+        f.set_modified(job.mtime).map_err(io_err)?;
+    }
+    Ok((hash, bytes))
 }

@@ -29,6 +29,8 @@ pub(crate) struct ZipEntry {
     unicode_field: bool,
     /// The MS-DOS attribute byte (0x10: directory), set by DOS and Windows tools and Info-ZIP.
     dos_attrs: u8,
+    /// The "version made by" host system (0 MS-DOS, 3 Unix, 10 NTFS, 19 OS X, ...).
+    host: u8,
 }
 
 impl ZipEntry {
@@ -42,12 +44,20 @@ impl ZipEntry {
         self.unix_mode.is_some_and(|m| m & 0o170000 == 0o120000)
     }
 
+    /// Whether a backslash in the name separates directories. Only archives made on Unix-like
+    /// systems (Unix, OS X) can hold it as an ordinary byte of a file name; for every other
+    /// host it is a separator, as Info-ZIP unzip reads them.
+    pub fn backslash_is_separator(&self) -> bool {
+        !matches!(self.host, 3 | 19)
+    }
+
     pub fn encrypted(&self) -> bool {
         self.flags & 1 != 0
     }
 
+    /// The name for messages, escaped (no raw control characters).
     pub fn name_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
+        crate::list::escape_name(&self.name)
     }
 }
 
@@ -233,6 +243,7 @@ pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
             mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
             unicode_field,
             dos_attrs: external as u8,
+            host: (made_by >> 8) as u8,
         });
         p = rec_end;
     }
@@ -335,29 +346,68 @@ fn check_locals(file: &File, entries: &mut [ZipEntry], cd_start: u64) -> Result<
                 reason: "local and central headers disagree on the compression method".into(),
             });
         }
-        let lflags = u16le(&h, 6);
-        if lflags & 8 == 0 {
-            let (lc, lu) = (u64::from(u32le(&h, 18)), u64::from(u32le(&h, 22)));
-            let sizes_agree = (lc == e.csize || lc == u64::from(u32::MAX))
-                && (lu == e.usize || lu == u64::from(u32::MAX));
-            if !sizes_agree || u32le(&h, 14) != e.crc {
-                return Err(Error::Entry {
-                    entry: e.name_lossy(),
-                    reason: "local and central headers disagree on size or CRC".into(),
-                });
-            }
-        }
         if !extra_well_formed(&extra) {
             return Err(Error::Entry {
                 entry: e.name_lossy(),
                 reason: "malformed extra field in the local header (a block runs past the end); refusing the archive".into(),
             });
         }
+        let disagree = |what: &str| Error::Entry {
+            entry: e.name_lossy(),
+            reason: format!("{what}; refusing the archive (damaged or forged)"),
+        };
+        let lflags = u16le(&h, 6);
+        if (lflags ^ e.flags) & 8 != 0 {
+            return Err(disagree(
+                "local and central headers disagree on whether a data descriptor follows",
+            ));
+        }
+        // The local header's sizes, through its ZIP64 field where the 32-bit ones are saturated.
+        let (lcrc, mut lc, mut lu) = (
+            u32le(&h, 14),
+            u64::from(u32le(&h, 18)),
+            u64::from(u32le(&h, 22)),
+        );
+        let local_zip64 = extra_fields(&extra).find(|(id, _)| *id == 0x0001);
+        if let Some((_, data)) = local_zip64 {
+            let mut q = 0;
+            for v in [&mut lu, &mut lc] {
+                if *v == u64::from(u32::MAX) && q + 8 <= data.len() {
+                    *v = u64le(data, q);
+                    q += 8;
+                }
+            }
+        }
+        // With a data descriptor a local field may be zero (not known yet when it was written:
+        // streaming writers zero the CRC and compressed size, Info-ZIP keeps the uncompressed
+        // size); whatever is there must agree with the central directory.
+        let dd = lflags & 8 != 0;
+        let agrees = |local: u64, central: u64| local == central || (dd && local == 0);
+        if !(agrees(lc, e.csize)
+            && agrees(lu, e.usize)
+            && agrees(u64::from(lcrc), u64::from(e.crc)))
+        {
+            return Err(disagree(&format!(
+                "local header (CRC {lcrc:08x}, sizes {lc}/{lu}) and central directory (CRC {:08x}, sizes {}/{}) disagree",
+                e.crc, e.csize, e.usize
+            )));
+        }
         e.data_offset = at + 30 + n as u64 + m as u64;
-        let end = e
+        let mut end = e
             .data_offset
             .checked_add(e.csize)
             .ok_or_else(|| bad("entry size overflows"))?;
+        if lflags & 8 != 0 {
+            end = end
+                .checked_add(check_descriptor(
+                    file,
+                    e,
+                    end,
+                    local_zip64.is_some(),
+                    cd_start,
+                )?)
+                .ok_or_else(|| bad("entry size overflows"))?;
+        }
         if end > cd_start {
             return Err(Error::Entry {
                 entry: e.name_lossy(),
@@ -380,6 +430,53 @@ fn check_locals(file: &File, entries: &mut [ZipEntry], cd_start: u64) -> Result<
         }
     }
     Ok(())
+}
+
+/// Reads the data descriptor that follows an entry's data at `at` and checks it against the
+/// central directory; returns its length. The signature is optional and the sizes are 4 or 8
+/// bytes (ZIP64): whichever layout is there must carry the same CRC and sizes.
+fn check_descriptor(
+    file: &File,
+    e: &ZipEntry,
+    at: u64,
+    zip64_hint: bool,
+    limit: u64,
+) -> Result<u64> {
+    let mut d = [0u8; 24];
+    let avail = limit.saturating_sub(at).min(24) as usize;
+    read_at(file, &mut d[..avail], at).map_err(Error::Input)?;
+    let d = &d[..avail];
+    let mut layouts: Vec<(usize, bool)> = Vec::with_capacity(4);
+    for sig in [true, false] {
+        for wide in [zip64_hint, !zip64_hint] {
+            layouts.push((usize::from(sig) * 4, wide));
+        }
+    }
+    for (skip, wide) in layouts {
+        if skip == 4 && (d.len() < 4 || u32le(d, 0) != 0x0807_4b50) {
+            continue;
+        }
+        let len = skip + if wide { 20 } else { 12 };
+        if d.len() < len {
+            continue;
+        }
+        let crc = u32le(d, skip);
+        let (c, u) = if wide {
+            (u64le(d, skip + 4), u64le(d, skip + 12))
+        } else {
+            (u64::from(u32le(d, skip + 4)), u64::from(u32le(d, skip + 8)))
+        };
+        if crc == e.crc && c == e.csize && u == e.usize {
+            return Ok(len as u64);
+        }
+    }
+    Err(Error::Entry {
+        entry: e.name_lossy(),
+        reason: format!(
+            "its data descriptor is missing or disagrees with the central directory (CRC {:08x}, sizes {}/{}); refusing the archive (damaged or forged)",
+            e.crc, e.csize, e.usize
+        ),
+    })
 }
 
 /// A reader of one entry's uncompressed data, held to the declared size, with the CRC checked at

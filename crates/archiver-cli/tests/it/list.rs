@@ -211,3 +211,93 @@ fn bsdtar_name(line: &str) -> String {
     let name = name.split(" link to ").next().unwrap();
     name.trim_end_matches('/').to_string()
 }
+
+/// Control characters in names never reach the terminal raw: `list` and `list --long` escape
+/// them exactly as GNU tar does (`\n`, `\r`, `\033`, `\177`, C1 controls, backslash doubled), so
+/// a listing can neither rewrite the screen nor forge a line; `--json` keeps the exact name.
+/// Warnings about such entries go to stderr, escaped, and nothing to stdout.
+#[test]
+fn control_characters_are_escaped_like_gnu_tar() {
+    let gnu = require("tar");
+    let python = require("python3");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("ctl.tar");
+    let script = r#"
+import io, sys, tarfile
+names = ["a\nb", "esc\x1b[2Jx", "bel\x07", "cr\rx", "del\x7f", "c1\x85x", "back\\slash",
+         "tab\tx", "fake\n-rw-r--r-- root/root 0 2024-01-01 00:00 forged"]
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    for n in names:
+        ti = tarfile.TarInfo(n)
+        ti.size = 1
+        t.addfile(ti, io.BytesIO(b"x"))
+    ti = tarfile.TarInfo("ln")
+    ti.type = tarfile.SYMTYPE
+    ti.linkname = "tar\x1bget"
+    t.addfile(ti)
+"#;
+    ok(Command::new(&python).arg("-c").arg(script).arg(&archive));
+    let theirs = ok(Command::new(&gnu)
+        .env("LC_ALL", "C")
+        .arg("-tf")
+        .arg(&archive))
+    .stdout;
+    let ours = clean(archiver().arg("list").arg(&archive)).stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&ours),
+        String::from_utf8_lossy(&theirs)
+    );
+    let long = clean(archiver().args(["list", "-l"]).arg(&archive)).stdout;
+    let long = String::from_utf8(long).unwrap();
+    assert_eq!(long.lines().count(), 10, "{long}");
+    assert!(long.contains("ln -> tar\\033get"), "{long}");
+    for text in [&ours[..], long.as_bytes()] {
+        assert!(
+            !text.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f),
+            "raw control character in a listing"
+        );
+    }
+    let json = clean(archiver().args(["list", "--json"]).arg(&archive)).stdout;
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v[0]["path"], "a\nb");
+    assert_eq!(v[1]["path"], "esc\u{1b}[2Jx");
+}
+
+/// Warnings about entries (here an entry type we do not extract, named with an escape sequence)
+/// go to stderr, escaped; stdout carries nothing.
+#[test]
+fn unpack_warnings_go_to_stderr_escaped() {
+    let python = require("python3");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("odd.tar");
+    let script = r#"
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.GNU_FORMAT) as t:
+    ti = tarfile.TarInfo("fi\x1b]0;pwned\x07fo")
+    ti.type = tarfile.FIFOTYPE
+    t.addfile(ti)
+    ti = tarfile.TarInfo("ok")
+    ti.size = 2
+    t.addfile(ti, io.BytesIO(b"ok"))
+"#;
+    ok(Command::new(&python).arg("-c").arg(script).arg(&archive));
+    let out = output_within(
+        archiver()
+            .args(["unpack", "--no-sync", "-C"])
+            .arg(work.path().join("dest"))
+            .arg(&archive),
+        30,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("archiver: fi\\033]0;pwned\\afo: is a FIFO"),
+        "{err}"
+    );
+    assert!(!err.bytes().any(|b| b == 0x1b || b == 0x07), "{err:?}");
+}

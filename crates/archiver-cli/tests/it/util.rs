@@ -5,9 +5,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Path of the `archiver` binary under test: `ARCHIVER_TEST_BIN` when set (a private copy, for
+/// machines where several worktrees share one target directory and overwrite each other's
+/// binary), else the one Cargo built for this test.
+pub fn bin() -> PathBuf {
+    std::env::var_os("ARCHIVER_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_archiver")))
+}
+
 /// The `archiver` binary under test.
 pub fn archiver() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_archiver"));
+    let mut c = Command::new(bin());
     c.env_remove("RUST_LOG").env_remove("SOURCE_DATE_EPOCH");
     c
 }
@@ -338,4 +347,58 @@ pub fn tar_lacks_end_marker(path: &Path) -> bool {
     bytes.len() % 512 != 0
         || bytes.len() < 512
         || bytes[bytes.len() - 512..].iter().any(|&b| b != 0)
+}
+
+/// `archiver pack <dir>`, ready for more arguments: an archive holding `dir`'s contents. Every new
+/// test that packs a directory goes through here, so a change in how paths are stored (CLI.md:
+/// `pack -C dir .`) is made in one place.
+pub fn pack_dir(dir: &Path) -> Command {
+    let mut c = archiver();
+    c.arg("pack").arg("-C").arg(dir).arg(".");
+    c
+}
+
+/// Runs a command that must finish within `secs` seconds (a hang is a failure, never a stuck
+/// suite); returns its output.
+#[track_caller]
+pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    use std::process::Stdio;
+    if cmd.get_program().is_empty() {
+        panic!("no program");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut so, &mut v).ok();
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut se, &mut v).ok();
+        v
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
 }

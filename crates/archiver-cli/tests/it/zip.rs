@@ -193,7 +193,7 @@ fn zip64_for_many_entries() {
     clean(Command::new(&unzip).arg("-tq").arg(&archive));
     let listed = ok(archiver().arg("list").arg(&archive)).stdout;
     assert_eq!(listed.iter().filter(|&&b| b == b'\n').count(), 70_070);
-    clean(archiver().arg("verify").arg(&archive));
+    ok(archiver().arg("verify").arg(&archive)); // stderr: the one-line "unverified" note
 }
 
 /// `--zip-method zstd`: smaller and faster, read back by us and by the zip crate's reader.
