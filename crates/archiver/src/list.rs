@@ -314,8 +314,7 @@ fn sniff<'a, R: Read + 'a>(mut input: R) -> Result<(Option<Detected>, Box<dyn Re
         // Never an empty archive: a producer that failed (`archiver pack nosuch | archiver
         // unpack`) or a lost file must not pass as success.
         return Err(Error::BadArchive(
-            "the input is empty (0 bytes): not an archive; did the command that produced it fail?"
-                .into(),
+            "empty input (0 bytes): not an archive; did the command that produced it fail?".into(),
         ));
     }
     let kind = detect(&head).ok_or_else(|| {
