@@ -47,7 +47,7 @@ pub enum Command {
     #[command(
         after_help = "The format is detected from the bytes. Files appear under their final names only \
         after the whole archive was read and verified; entries that would escape DIR (absolute paths, `..`, \
-        symlinks leading out, devices) are refused.\n\nExamples:\n  archiver unpack site.tar.zst -C /srv/site\n  \
+        symlinks leading out unless --allow-outside-links) are refused; devices and FIFOs are skipped with a warning.\n\nExamples:\n  archiver unpack site.tar.zst -C /srv/site\n  \
         archiver pack -C app . | ssh pi 'archiver unpack -C /opt/app'"
     )]
     Unpack(UnpackArgs),
@@ -132,6 +132,10 @@ pub struct UnpackArgs {
     /// Fail (exit 2) unless the archive carries a manifest and every file matches it
     #[arg(long)]
     pub require_manifest: bool,
+    /// Trusted archives only: create symlinks that are absolute or lead outside DIR as they are
+    /// (e.g. bin/python -> /usr/bin/python3); nothing is ever written through a symlink
+    #[arg(long)]
+    pub allow_outside_links: bool,
     /// Do not wait for the data to reach the disk (faster; a power cut may lose it)
     #[arg(long)]
     pub no_sync: bool,

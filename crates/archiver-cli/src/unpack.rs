@@ -25,6 +25,7 @@ pub fn run(
         .keep_existing(args.keep_existing)
         .strip_components(args.strip_components)
         .require_manifest(args.require_manifest)
+        .allow_outside_links(args.allow_outside_links)
         .sync(!args.no_sync)
         .max_output(args.max_output)
         .cancel_with(cancel.clone());

@@ -218,6 +218,8 @@ pub(crate) fn create_staged(path: &Path) -> io::Result<fs::File> {
 /// What the commit needs from the unpacker's options.
 pub(crate) struct Options<'a> {
     pub keep_existing: bool,
+    /// Symlinks may point anywhere (`--allow-outside-links`); entries below one are still refused.
+    pub allow_outside_links: bool,
     pub sync: bool,
     pub jobs: usize,
     pub cancel: &'a Cancel,
@@ -554,7 +556,7 @@ pub(crate) fn commit(
     for &i in &links {
         let n = &model.nodes[i];
         match &n.kind {
-            Kind::Sym { target } => {
+            Kind::Sym { target } if !opts.allow_outside_links => {
                 if let Some(why) = p.escapes(&n.rel, target) {
                     p.refuse(&n.rel, why);
                 }

@@ -106,15 +106,20 @@ pub fn entry_path_stripped(
 /// Checks a symlink target: it must stay inside the destination when resolved from the link's own
 /// directory (lexically; the destination contains no symlink the archive did not make, and those are
 /// created last).
-pub fn symlink_target(link: &Path, target: &[u8]) -> Result<PathBuf, Refusal> {
+pub fn symlink_target(link: &Path, target: &[u8], anywhere: bool) -> Result<PathBuf, Refusal> {
     if target.is_empty() {
         return Err(refuse("empty symlink target"));
     }
     if target.contains(&0) {
         return Err(refuse("NUL byte in the symlink target"));
     }
+    if anywhere {
+        return Ok(PathBuf::from(os_str(target)));
+    }
     if target[0] == b'/' {
-        return Err(refuse("symlink to an absolute path"));
+        return Err(refuse(
+            "symlink to an absolute path (--allow-outside-links creates such links for trusted archives)",
+        ));
     }
     let mut depth: i64 = link.parent().map_or(0, |p| p.components().count() as i64);
     for part in target.split(|&b| b == b'/') {
@@ -123,7 +128,9 @@ pub fn symlink_target(link: &Path, target: &[u8]) -> Result<PathBuf, Refusal> {
             b".." => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err(refuse("symlink target leaves the destination"));
+                    return Err(refuse(
+                        "symlink target leaves the destination (--allow-outside-links creates such links for trusted archives)",
+                    ));
                 }
             }
             _ => depth += 1,
@@ -262,12 +269,12 @@ mod tests {
 
     #[test]
     fn link_targets() {
-        assert!(symlink_target(Path::new("a/b/l"), b"../x").is_ok());
-        assert!(symlink_target(Path::new("a/b/l"), b"../../x").is_ok());
-        assert!(symlink_target(Path::new("a/b/l"), b"../../../x").is_err());
-        assert!(symlink_target(Path::new("l"), b"/etc").is_err());
-        assert!(symlink_target(Path::new("l"), b"x/../../y").is_err());
-        assert!(symlink_target(Path::new("l"), b"x/./y/..").is_ok());
+        assert!(symlink_target(Path::new("a/b/l"), b"../x", false).is_ok());
+        assert!(symlink_target(Path::new("a/b/l"), b"../../x", false).is_ok());
+        assert!(symlink_target(Path::new("a/b/l"), b"../../../x", false).is_err());
+        assert!(symlink_target(Path::new("l"), b"/etc", false).is_err());
+        assert!(symlink_target(Path::new("l"), b"x/../../y", false).is_err());
+        assert!(symlink_target(Path::new("l"), b"x/./y/..", false).is_ok());
     }
 
     #[cfg(unix)]

@@ -125,6 +125,7 @@ pub struct Unpacker {
     require_manifest: bool,
     strip: usize,
     on_entry: Option<EntryHook>,
+    allow_outside_links: bool,
 }
 
 impl Unpacker {
@@ -142,6 +143,7 @@ impl Unpacker {
             require_manifest: false,
             strip: 0,
             on_entry: None,
+            allow_outside_links: false,
         }
     }
 
@@ -178,6 +180,15 @@ impl Unpacker {
     /// file is checked against it whenever it is present).
     pub fn require_manifest(mut self, yes: bool) -> Self {
         self.require_manifest = yes;
+        self
+    }
+
+    /// Trusted archives only: create symlinks whose targets are absolute or lead outside the
+    /// destination (`bin/python -> /usr/bin/python3`) as they are, instead of refusing them.
+    /// Nothing is ever written *through* a symlink, this option or not: an entry below a
+    /// symlink is still refused.
+    pub fn allow_outside_links(mut self, yes: bool) -> Self {
+        self.allow_outside_links = yes;
         self
     }
 
@@ -386,6 +397,7 @@ impl Unpacker {
             (Some(dest), Some(staging)) => {
                 let opts = commit::Options {
                     keep_existing: self.keep_existing,
+                    allow_outside_links: self.allow_outside_links,
                     sync: self.sync,
                     jobs: self.jobs,
                     cancel: &self.cancel,
@@ -780,7 +792,7 @@ impl Ctx<'_> {
         if rel.as_os_str().is_empty() {
             return self.refuse(raw, "a symlink cannot be the destination itself");
         }
-        match safety::symlink_target(&rel, target) {
+        match safety::symlink_target(&rel, target, self.opts.allow_outside_links) {
             Ok(target) => {
                 if self.parents_ok(raw, &rel) {
                     self.stats.symlinks += 1;
@@ -840,7 +852,7 @@ impl Ctx<'_> {
                 Kind::Dir { .. } => return self.refuse(raw, "hard link to a directory"),
                 Kind::Sym { target: t } => {
                     let bytes = manifest::path_bytes(t).into_owned();
-                    match safety::symlink_target(&rel, &bytes) {
+                    match safety::symlink_target(&rel, &bytes, self.opts.allow_outside_links) {
                         Ok(t) => Kind::Sym { target: t },
                         Err(r) => {
                             return self.refuse(

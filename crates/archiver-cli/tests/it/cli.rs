@@ -344,3 +344,113 @@ fn completions_and_man_page_come_from_the_cli_definition() {
         "{man}"
     );
 }
+
+/// Symlinks that unpack will refuse (absolute, or leading above the archive's top) are stored as
+/// they are, with a notice naming each and the option that extracts them; not a warning about the
+/// run, so the exit status stays 0.
+#[test]
+fn pack_names_links_that_unpack_will_refuse() {
+    let work = tempfile::tempdir().unwrap();
+    let app = work.path().join("app");
+    file(&app, "run.sh", b"#!/bin/sh\n", 0o755);
+    std::fs::create_dir_all(app.join("bin")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/python3", app.join("bin/python")).unwrap();
+    std::os::unix::fs::symlink("../run.sh", app.join("bin/run")).unwrap();
+    let out = archiver()
+        .args(["pack", "-o", "-", "-C"])
+        .arg(&app)
+        .arg(".")
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bin/python") && err.contains("--allow-outside-links"),
+        "{err}"
+    );
+}
+
+/// `-o` names a format we do not write, or contradicts `-f`: an error, never a silent tar.
+#[test]
+fn output_extension_must_name_a_format_we_write() {
+    let work = tempfile::tempdir().unwrap();
+    file(work.path(), "src/a", b"a", 0o644);
+    for (args, says) in [
+        (vec!["-o", "x.tar.xz"], "does not write .tar.xz"),
+        (vec!["-o", "x.7z"], "does not write .7z"),
+        (vec!["-o", "x"], "cannot tell the format"),
+        (vec!["-o", "x.zip", "-f", "tar"], "says zip but -f says tar"),
+    ] {
+        let out = archiver()
+            .current_dir(work.path())
+            .arg("pack")
+            .args(&args)
+            .arg("src")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr_of(&out).contains(says),
+            "{args:?}: {}",
+            stderr_of(&out)
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["src"], "nothing may be written");
+    ok(archiver()
+        .current_dir(work.path())
+        .args(["pack", "-o", "x.bin", "-f", "tar", "src"]));
+}
+
+/// Paths are stored as given (CLI.md): `pack app` keeps `app/`, `-C app .` stores the contents,
+/// a leading `/` is removed with a warning, and two paths storing one name are an error.
+#[test]
+fn paths_are_stored_as_given() {
+    let work = tempfile::tempdir().unwrap();
+    file(work.path(), "app/src/x", b"x", 0o644);
+    let list = |args: &[&str]| {
+        let out = ok(archiver()
+            .current_dir(work.path())
+            .arg("pack")
+            .args(args)
+            .args(["-o", "-"]));
+        String::from_utf8(ok(archiver().args(["list", "-"]).stdin_bytes(&out.stdout)).stdout)
+            .unwrap()
+    };
+    assert_eq!(
+        list(&["app"]),
+        "app/\napp/src/\napp/src/x\n.archiver/MANIFEST.b3\n"
+    );
+    assert_eq!(
+        list(&["-C", "app", "."]),
+        "src/\nsrc/x\n.archiver/MANIFEST.b3\n"
+    );
+    let abs = work.path().join("app/src");
+    let out = archiver()
+        .args(["pack", "-o", "-"])
+        .arg(&abs)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr_of(&out).contains("removing leading '/'"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = archiver()
+        .current_dir(work.path())
+        .args(["pack", "-o", "-", "app", "./app/"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("app and ./app/ are both stored as app"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(out.stdout.is_empty());
+}

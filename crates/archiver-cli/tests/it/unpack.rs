@@ -258,6 +258,45 @@ fn refuses_symlinks_that_lead_out() {
     }
 }
 
+/// `--allow-outside-links` (trusted archives) creates links that point outside as they are, and
+/// still never writes through one: an entry below such a link is refused and nothing lands
+/// outside the destination.
+#[test]
+fn allow_outside_links_creates_them_but_never_writes_through_them() {
+    use tar::EntryType as T;
+    let work = tempfile::tempdir().unwrap();
+    let archive = hostile_tar(&[
+        ("app/bin/python", T::Symlink, "/usr/bin/python3", b""),
+        ("app/up", T::Symlink, "../../elsewhere", b""),
+        ("app/run.sh", T::Regular, "", b"#!/bin/sh\n"),
+    ]);
+    let (code, err) = attack(work.path(), &archive, &["--allow-outside-links"]);
+    assert_eq!(code, Some(0), "{err}");
+    let dest = work.path().join("dest");
+    assert_eq!(
+        std::fs::read_link(dest.join("app/bin/python")).unwrap(),
+        Path::new("/usr/bin/python3")
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("app/up")).unwrap(),
+        Path::new("../../elsewhere")
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().to_str().unwrap().to_string();
+    let archive = hostile_tar(&[
+        ("lib", T::Symlink, &target, b""),
+        ("lib/evil.so", T::Regular, "", b"evil"),
+    ]);
+    let (code, err) = attack(work.path(), &archive, &["--allow-outside-links"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "written through a symlink: {err}"
+    );
+}
+
 /// The classic two-step: a symlink to outside, then a file written "through" it. Also a chain of
 /// links that are each inside on their own but lead out together.
 #[test]
