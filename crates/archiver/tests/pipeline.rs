@@ -496,3 +496,37 @@ fn warnings_come_out_in_entry_order() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// Pack reads what it walked: a directory swapped for a symlink between the walk and the read
+/// (here: `d` replaced by a link to a directory holding a "secret" under the same name) is never
+/// followed: the read goes through the directory handle the walk opened, so it still gets the
+/// file that was walked, and the secret's bytes are nowhere in the archive.
+#[test]
+fn a_directory_swapped_for_a_symlink_after_the_walk_is_not_followed() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("tree");
+    file(&root, "d/f", b"ordinary content");
+    file(&root, "z", b"last");
+    let secret_dir = t.path().join("secret");
+    file(&secret_dir, "f", b"TOP SECRET BYTES");
+    let (root2, secret2) = (root.clone(), secret_dir.clone());
+    let hook: archiver::FaultHook = Arc::new(move |stage: &str, rel: &Path| {
+        if stage == "read" && rel == Path::new("d/f") && root2.join("d").is_dir() {
+            std::fs::rename(root2.join("d"), root2.join("d.old")).unwrap();
+            std::os::unix::fs::symlink(&secret2, root2.join("d")).unwrap();
+        }
+    });
+    let mut out = Vec::new();
+    let report = Packer::new(["."])
+        .directory(&root)
+        .jobs(1)
+        .fault_hook(hook)
+        .pack(&mut out)
+        .unwrap();
+    assert!(
+        !out.windows(16).any(|w| w == b"TOP SECRET BYTES"),
+        "followed a symlink swapped in after the walk"
+    );
+    assert!(out.windows(16).any(|w| w == b"ordinary content"));
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}

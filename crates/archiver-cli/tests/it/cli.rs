@@ -454,3 +454,21 @@ fn paths_are_stored_as_given() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// Replacing an existing archive keeps its permission bits: a private (0600) archive never becomes
+/// world-readable because it was written again.
+#[test]
+fn replacing_an_archive_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    file(work.path(), "src/a", b"a", 0o644);
+    let target = work.path().join("private.tar");
+    std::fs::write(&target, b"old").unwrap();
+    set_mode(&target, 0o600);
+    ok(archiver()
+        .current_dir(work.path())
+        .args(["pack", "-o", "private.tar", "src"]));
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_ne!(std::fs::read(&target).unwrap(), b"old");
+}
