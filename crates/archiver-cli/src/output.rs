@@ -36,10 +36,7 @@ fn unregister(p: &Path) {
 /// into place only by [`Output::commit`]; dropping an uncommitted output removes the temporary file,
 /// so a failed or interrupted run never leaves a half-written archive under the real name.
 pub enum Output {
-    File {
-        temp: tempfile::NamedTempFile,
-        target: PathBuf,
-    },
+    File(archiver::AtomicFile),
     /// Not a regular file (a device such as /dev/null, a FIFO): written in place, never replaced.
     Special {
         file: File,
@@ -55,9 +52,9 @@ impl Output {
             None => Self::stdout(),
             Some(p) if p == Path::new("-") => Self::stdout(),
             Some(p) => {
-                // Follow a symlink to the file it names; never replace a device or a FIFO.
-                let p = match std::fs::metadata(p) {
-                    Ok(md) if !md.is_file() => {
+                // Never replace a device or a FIFO (such as /dev/null): write it in place.
+                if let Ok(md) = std::fs::metadata(p) {
+                    if !md.is_file() {
                         let file = std::fs::OpenOptions::new()
                             .write(true)
                             .open(p)
@@ -67,35 +64,11 @@ impl Output {
                             path: p.to_path_buf(),
                         });
                     }
-                    Ok(_) => std::fs::canonicalize(p)
-                        .with_context(|| format!("{}: cannot resolve", p.display()))?,
-                    Err(_) => p.to_path_buf(),
-                };
-                let p = p.as_path();
-                let dir = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
-                let name = p
-                    .file_name()
-                    .with_context(|| format!("{}: not a file name", p.display()))?;
-                let mut builder = tempfile::Builder::new();
-                let prefix = format!(".{}.", name.to_string_lossy());
-                builder.prefix(&prefix).suffix(".tmp");
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    // Like any new file: 0666 less the umask (tempfile's default would be 0600).
-                    builder.permissions(std::fs::Permissions::from_mode(0o666));
                 }
-                let temp = builder
-                    .tempfile_in(dir)
+                let file = archiver::AtomicFile::create(p)
                     .with_context(|| format!("{}: cannot create the output file", p.display()))?;
-                register(temp.path());
-                Ok(Output::File {
-                    temp,
-                    target: p.to_path_buf(),
-                })
+                register(file.temp_path());
+                Ok(Output::File(file))
             }
         }
     }
@@ -110,7 +83,7 @@ impl Output {
     /// Files that must not be packed into themselves: the temporary file and the target.
     pub fn own_files(&self) -> Vec<PathBuf> {
         match self {
-            Output::File { temp, target } => vec![temp.path().to_path_buf(), target.clone()],
+            Output::File(f) => vec![f.temp_path().to_path_buf(), f.target().to_path_buf()],
             Output::Special { path, .. } => vec![path.clone()],
             Output::Stdout(_) => Vec::new(),
         }
@@ -119,7 +92,7 @@ impl Output {
     /// What to call the output in a message.
     pub fn name(&self) -> String {
         match self {
-            Output::File { target, .. } => target.display().to_string(),
+            Output::File(f) => f.target().display().to_string(),
             Output::Special { path, .. } => path.display().to_string(),
             Output::Stdout(_) => "stdout".into(),
         }
@@ -127,7 +100,7 @@ impl Output {
 
     pub fn writer(&mut self) -> &mut dyn Write {
         match self {
-            Output::File { temp, .. } => temp.as_file_mut(),
+            Output::File(f) => f.file_mut(),
             Output::Special { file, .. } => file,
             Output::Stdout(s) => s,
         }
@@ -136,11 +109,11 @@ impl Output {
     /// Makes the archive visible under its real name (or flushes stdout).
     pub fn commit(self) -> anyhow::Result<()> {
         match self {
-            Output::File { temp, target } => {
-                let temp_path = temp.path().to_path_buf();
-                let result = finish_file(temp, &target);
+            Output::File(f) => {
+                let temp_path = f.temp_path().to_path_buf();
+                let result = f.commit();
                 unregister(&temp_path);
-                result
+                result.map(drop).map_err(Into::into)
             }
             Output::Special { mut file, path } => file
                 .flush()
@@ -148,35 +121,6 @@ impl Output {
             Output::Stdout(mut s) => s.flush().context("writing the archive"),
         }
     }
-}
-
-/// Makes a finished temporary file the archive: the permission bits of a file it replaces are kept
-/// (an archive someone made 0600 stays private), the data reaches the disk before the rename, so a
-/// crash leaves the old archive or the new one, never a torn one.
-fn finish_file(temp: tempfile::NamedTempFile, target: &Path) -> anyhow::Result<()> {
-    let what = || format!("{}: writing the archive", target.display());
-    #[cfg(unix)]
-    if let Ok(old) = std::fs::metadata(target) {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = old.permissions().mode() & 0o7777;
-        temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .with_context(what)?;
-    }
-    temp.as_file().sync_all().with_context(what)?;
-    temp.persist(target).map_err(|e| e.error).with_context(|| {
-        format!(
-            "{}: cannot move the finished archive into place",
-            target.display()
-        )
-    })?;
-    // The rename itself is durable once the directory is.
-    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 /// stdout without Rust's line buffering: archives are binary and large.

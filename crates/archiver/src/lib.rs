@@ -36,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod atomic;
 mod budget;
 mod commit;
 mod error;
@@ -62,6 +63,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub use atomic::AtomicFile;
 pub use error::{Error, Result};
 pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
@@ -86,6 +88,12 @@ impl Cancel {
     /// A fresh, uncancelled handle.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes the handle usable for another run after a cancellation. (A run started with a
+    /// cancelled handle stops at once with [`Error::Cancelled`].)
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 
     /// Asks the operation to stop.
@@ -260,7 +268,11 @@ impl Packer {
         self
     }
 
-    /// Worker threads per parallel stage. The output is the same for every value.
+    /// Parallelism, the output being the same for every value: `n` walk listers (short bursts of
+    /// directory reading), `n` read/hash workers, and for tar.gz `n` deflate threads or for
+    /// tar.zst `n` libzstd workers; plus the feeder and the writer, which mostly wait. So a run
+    /// keeps about `n` cores busy with compression and up to `2n` threads busy in short
+    /// overlapping bursts; `jobs(1)` runs one thread per stage, for debugging.
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.opts.jobs = jobs.max(1);
         self
@@ -367,6 +379,26 @@ impl Packer {
     /// The options in effect.
     pub fn pack_options(&self) -> &PackOptions {
         &self.opts
+    }
+
+    /// Packs into the file `path`, atomically: written under a temporary name beside it, synced,
+    /// then renamed over it (a replaced file's permission bits are kept). On any error or
+    /// cancellation the temporary file is removed and `path` is untouched. The file being written
+    /// is never packed into itself.
+    pub fn pack_to_path(&self, path: impl AsRef<Path>) -> Result<PackReport> {
+        let mut file = AtomicFile::create(path)?;
+        let packer = self
+            .clone()
+            .skip_files([file.temp_path().to_path_buf(), file.target().to_path_buf()]);
+        let report = packer.pack(file.file_mut()).map_err(|e| match e {
+            Error::Output(source) => Error::Io {
+                path: file.target().to_path_buf(),
+                source,
+            },
+            e => e,
+        })?;
+        file.commit()?;
+        Ok(report)
     }
 
     /// Packs into `out`. The writer is used from the calling thread only; wrap files in nothing (the
