@@ -1,10 +1,13 @@
 //! `cargo xtask bench`: archiver against the peers on this machine, side by side, same data, same run.
 //!
 //! Datasets are generated deterministically (no downloads) under `target/bench/data`, scaled by
-//! `--size` so a Raspberry Pi is not swamped. Every command writes its archive into a pipe that this
-//! harness drains and counts (no tool can skip work because it sees /dev/null). Each workload runs
-//! once to warm up, then `--runs` times; we report the median, min and max, throughput, the ratio to
-//! the peer measured in the same run, the output size, and the peak RSS of the pipeline's processes.
+//! `--size` so a Raspberry Pi is not swamped; `--files-1m` adds a tree of 1,000,000 tiny files that
+//! is never scaled. Every pack command writes its archive into a pipe that this harness drains and
+//! counts (no tool can skip work because it sees /dev/null). Each workload runs once to warm up,
+//! then `--runs` times; we report the median, min and max wall time, the time to the first output
+//! byte (pack rows), throughput, the ratio to the fastest peer measured in the same run, the output
+//! size, and the peak RSS of the pipeline's largest process. Unpack rows run on a tmpfs without
+//! sync (CPU work compared, not the disk) where one exists, and on disk with sync on both sides.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -13,57 +16,68 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::{have, Result};
+use clap::Args;
 
-struct Opts {
+use crate::{have, workspace_root, Result};
+
+/// Names of the generated datasets, in the order they run.
+const GENERATED: [&str; 4] = ["tiny", "small", "large", "mixed"];
+/// The dataset `--files-1m` adds (never scaled, never part of `--quick`).
+const FILES_1M: &str = "files-1m";
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Smoke run: generated datasets at 2% of their size, one timed run each (what CI runs)
+    #[arg(long)]
     quick: bool,
+    /// Scale the generated datasets by F (0.25 on a Raspberry Pi); files-1m is never scaled
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
     size: f64,
-    runs: usize,
-    jobs: usize,
-    dirs: Vec<PathBuf>,
-    only: Option<String>,
+    /// Timed runs per workload, after one untimed warm-up run
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    runs: u32,
+    /// Threads for archiver and for the parallel peers (pigz, zstd, crabz) [default: all cores]
+    #[arg(short, long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    jobs: Option<u32>,
+    /// Also time a real tree (repeatable); its rows are named after the directory
+    #[arg(long, value_name = "PATH")]
+    dir: Vec<PathBuf>,
+    /// Run only these datasets (repeat or separate with commas): tiny, small, large, mixed,
+    /// files-1m, or the name of a --dir
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Add the 1,000,000-file dataset: files of 0-64 bytes in 1,000 directories, generated once
+    /// (minutes, about 4 GiB of disk blocks on ext4); rows: pack tar against GNU tar, first
+    /// byte, wall time and peak RSS side by side. Not part of --quick; `--only files-1m` implies it
+    #[arg(long = "files-1m")]
+    files_1m: bool,
+    /// Time this archiver binary instead of building one (`cargo build --release`)
+    #[arg(long, value_name = "PATH")]
+    archiver: Option<PathBuf>,
 }
 
-fn parse(args: &[String]) -> Result<Opts> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut o = Opts {
-        quick: false,
-        size: 1.0,
-        runs: 5,
-        jobs: cores,
-        dirs: Vec::new(),
-        only: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--quick" => o.quick = true,
-            "--size" => {
-                o.size = value("--size")?
-                    .parse()
-                    .map_err(|e| format!("--size: {e}"))?
-            }
-            "--runs" => {
-                o.runs = value("--runs")?
-                    .parse()
-                    .map_err(|e| format!("--runs: {e}"))?
-            }
-            "--jobs" | "-j" => {
-                o.jobs = value("--jobs")?
-                    .parse()
-                    .map_err(|e| format!("--jobs: {e}"))?
-            }
-            "--dir" => o.dirs.push(PathBuf::from(value("--dir")?)),
-            "--only" => o.only = Some(value("--only")?),
-            other => return Err(format!("unknown option {other}")),
-        }
+fn parse_scale(s: &str) -> Result<f64> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+        Ok(_) => Err("must be a number above 0".into()),
+        Err(e) => Err(e.to_string()),
     }
-    if o.quick {
-        o.size = o.size.min(0.02);
-        o.runs = o.runs.min(1);
-    }
-    Ok(o)
+}
+
+#[derive(Debug, Args)]
+pub struct RssArgs {
+    /// Size of the one large (sparse) file, in GiB
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    gib: u64,
+    /// Number of small files (0-2 KiB) beside it
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
+    files: usize,
+    /// Speed of the consumer, in MB/s
+    #[arg(long = "rate-mb", value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    rate_mb: u64,
 }
 
 /// One timed measurement series.
@@ -75,7 +89,10 @@ struct Measure {
     median: f64,
     min: f64,
     max: f64,
-    out_bytes: u64,
+    /// Median time from spawn to the first byte on the pipe; `None` when nothing came out of it.
+    first_byte: Option<f64>,
+    /// Archive size; `None` for unpack rows.
+    out_bytes: Option<u64>,
     peak_rss_kib: u64,
 }
 
@@ -86,174 +103,162 @@ struct Dataset {
     bytes: u64,
 }
 
-pub fn run(args: &[String]) -> Result {
-    let o = parse(args)?;
+/// One row to time: `cmd` runs through `sh -c`; `prepare` runs untimed before every run.
+struct Work {
+    work: String,
+    tool: String,
+    prepare: Option<String>,
+    cmd: String,
+    out: Out,
+}
+
+/// Where a workload's output goes, which decides what the size column means.
+enum Out {
+    /// The archive on stdout, drained and counted here.
+    Pipe,
+    /// The archive written to this file (tools that cannot write to stdout).
+    File(PathBuf),
+    /// A tree unpacked on disk: no size.
+    Tree,
+}
+
+/// Peers that add rows when present; installing them is the user's choice.
+const OPTIONAL_PEERS: [(&str, &str); 3] = [
+    ("crabz", "pack tar.gz"),
+    ("ouch", "pack zip, unpack zip"),
+    ("ripunzip", "unpack zip"),
+];
+
+/// Resolves `--only` against the datasets this run knows, so a typo fails before any work.
+fn select(o: &BenchArgs, dirs: &[(String, PathBuf)]) -> Result<Vec<String>> {
+    let mut known: Vec<String> = GENERATED.iter().map(|s| s.to_string()).collect();
+    known.push(FILES_1M.into());
+    for (name, path) in dirs {
+        if known.contains(name) {
+            return Err(format!(
+                "--dir {}: a dataset named {name} exists already; use a directory with another name",
+                path.display()
+            ));
+        }
+        known.push(name.clone());
+    }
+    if let Some(bad) = o.only.iter().find(|n| !known.contains(n)) {
+        return Err(format!(
+            "--only {bad}: no dataset of that name; valid names: {}",
+            known.join(", ")
+        ));
+    }
+    let wanted = |n: &str| o.only.is_empty() || o.only.iter().any(|x| x == n);
+    Ok(known
+        .into_iter()
+        .filter(|n| {
+            if n == FILES_1M {
+                (o.files_1m && wanted(n)) || o.only.iter().any(|x| x == n)
+            } else {
+                wanted(n)
+            }
+        })
+        .collect())
+}
+
+pub fn run(mut o: BenchArgs) -> Result {
+    if o.quick {
+        o.size = o.size.min(0.02);
+        o.runs = o.runs.min(1);
+    }
+    let dirs = o
+        .dir
+        .iter()
+        .map(|d| {
+            let full = d
+                .canonicalize()
+                .map_err(|e| format!("--dir {}: {e}", d.display()))?;
+            if !full.is_dir() {
+                return Err(format!("--dir {}: not a directory", d.display()));
+            }
+            let name = full
+                .file_name()
+                .map_or("root".into(), |n| n.to_string_lossy().into_owned());
+            Ok((name, full))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let selected = select(&o, &dirs)?;
+    let j = o.jobs.map_or_else(cores, |j| j as usize);
+
     let root = workspace_root();
     let bench_dir = root.join("target/bench");
     fs::create_dir_all(&bench_dir).map_err(|e| e.to_string())?;
-    crate::run(
-        Command::new(env!("CARGO"))
-            .args(["build", "--release", "--quiet", "-p", "archiver-cli"])
-            .current_dir(&root),
-    )?;
-    let bin = root.join("target/release/archiver");
+    let bin = match &o.archiver {
+        Some(b) => b.clone(),
+        None => crate::build_archiver(true)?,
+    };
 
-    let mut datasets = generate(&bench_dir.join("data"), o.size, o.only.as_deref())?;
-    for d in &o.dirs {
-        let (files, bytes) = count(d);
-        let name = d
-            .file_name()
-            .map_or("dir".into(), |n| n.to_string_lossy().into_owned());
-        datasets.push(Dataset {
-            name,
-            dir: d.clone(),
-            files,
-            bytes,
-        });
+    let mut datasets = generate(&bench_dir.join("data"), o.size, &selected)?;
+    for (name, dir) in dirs {
+        if selected.contains(&name) {
+            let (files, bytes) = count(&dir);
+            datasets.push(Dataset {
+                name,
+                dir,
+                files,
+                bytes,
+            });
+        }
+    }
+
+    let missing: Vec<String> = OPTIONAL_PEERS
+        .iter()
+        .filter(|(t, _)| !have(t))
+        .map(|(t, rows)| format!("{t} ({rows})"))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("not on PATH, rows skipped: {}", missing.join(", "));
+    }
+    let tmpfs = Scratch::on_tmpfs();
+    if tmpfs.is_none() {
+        eprintln!("no tmpfs at /dev/shm: unpack rows on disk only");
     }
     let tar = if have("gtar") { "gtar" } else { "tar" };
-    let j = o.jobs;
-    let a = bin.display().to_string();
+
     let mut results = Vec::new();
     for ds in &datasets {
-        if o.only.as_deref().is_some_and(|only| only != ds.name) {
-            continue;
-        }
-        let dir = ds.dir.display().to_string();
         eprintln!(
             "== {} ({} files, {:.1} MiB)",
             ds.name,
             ds.files,
             ds.bytes as f64 / 1048576.0
         );
-        let mut work: Vec<(&str, String, String)> = vec![
-            (
-                "tar",
-                "archiver -j1".into(),
-                format!("'{a}' pack -q -j 1 -f tar -C '{dir}' . -o -"),
-            ),
-            (
-                "tar",
-                format!("archiver -j{j}"),
-                format!("'{a}' pack -q -j {j} -f tar -C '{dir}' . -o -"),
-            ),
-            (
-                "tar",
-                format!("{tar} cf"),
-                format!("{tar} -C '{dir}' -cf - ."),
-            ),
-            (
-                "tar.gz",
-                "archiver -j1".into(),
-                format!("'{a}' pack -q -j 1 -f tar.gz -C '{dir}' . -o -"),
-            ),
-            (
-                "tar.gz",
-                format!("archiver -j{j}"),
-                format!("'{a}' pack -q -j {j} -f tar.gz -C '{dir}' . -o -"),
-            ),
-            (
-                "tar.zst",
-                "archiver -j1".into(),
-                format!("'{a}' pack -q -j 1 -f tar.zst -C '{dir}' . -o -"),
-            ),
-            (
-                "tar.zst",
-                format!("archiver -j{j}"),
-                format!("'{a}' pack -q -j {j} -f tar.zst -C '{dir}' . -o -"),
-            ),
-            (
-                "tar.zst",
-                format!("{tar} | zstd -T{j} -3"),
-                format!("{tar} -C '{dir}' -cf - . | zstd -q -T{j} -3 -c"),
-            ),
-        ];
-        work.push((
-            "zip",
-            "archiver -j1".into(),
-            format!("'{a}' pack -q -j 1 -f zip -C '{dir}' . -o -"),
-        ));
-        work.push((
-            "zip",
-            format!("archiver -j{j}"),
-            format!("'{a}' pack -q -j {j} -f zip -C '{dir}' . -o -"),
-        ));
-        if have("zip") {
-            work.push((
-                "zip",
-                "zip -r -6".into(),
-                format!("cd '{dir}' && zip -r -q -6 - ."),
-            ));
-        }
-        if have("pigz") {
-            work.push((
-                "tar.gz",
-                format!("{tar} | pigz -p{j} -6"),
-                format!("{tar} -C '{dir}' -cf - . | pigz -p {j} -6 -c"),
-            ));
-        } else if have("gzip") {
-            work.push((
-                "tar.gz",
-                format!("{tar} | gzip -6"),
-                format!("{tar} -C '{dir}' -cf - . | gzip -6 -c"),
-            ));
-        }
-        // Unpack: our default makes the data durable, so the peers are timed with `sync -f` after them.
-        let out = bench_dir.join("out");
-        let o_ = out.display().to_string();
-        let arch = bench_dir
-            .join(format!("{}.tar", ds.name))
-            .display()
-            .to_string();
-        let archz = bench_dir
-            .join(format!("{}.zip", ds.name))
-            .display()
-            .to_string();
-        crate::run(Command::new("sh").arg("-c").arg(format!(
-            "'{a}' pack -q -C '{dir}' . -o '{arch}' && '{a}' pack -q -C '{dir}' . -o '{archz}'"
-        )))?;
-        let prep = format!("rm -rf '{o_}' && mkdir -p '{o_}' ;; ");
-        work.push((
-            "unpack tar",
-            format!("archiver -j{j}"),
-            format!("{prep}'{a}' unpack -q -j {j} '{arch}' -C '{o_}'"),
-        ));
-        work.push((
-            "unpack tar",
-            format!("{tar} xf + sync"),
-            format!("{prep}{tar} -xf '{arch}' -C '{o_}' && sync"),
-        ));
-        work.push((
-            "unpack zip",
-            format!("archiver -j{j}"),
-            format!("{prep}'{a}' unpack -q -j {j} '{archz}' -C '{o_}'"),
-        ));
-        if have("unzip") {
-            work.push((
-                "unpack zip",
-                "unzip -q + sync".into(),
-                format!("{prep}unzip -q '{archz}' -d '{o_}' && sync"),
-            ));
-        }
-        for (w, tool, cmd) in work {
-            let m = measure(&ds.name, w, &tool, &cmd, o.runs)?;
+        let work = if ds.name == FILES_1M {
+            huge_workloads(&bin, ds, tar, j)
+        } else {
+            workloads(&bin, ds, tar, j, &bench_dir, tmpfs.as_ref())?
+        };
+        for w in work {
+            let m = measure(&ds.name, &w, o.runs)?;
             eprintln!(
-                "  {:<8} {:<24} {:>8.3} s  {:>10} bytes  {:>7} KiB RSS",
-                w, tool, m.median, m.out_bytes, m.peak_rss_kib
+                "  {:<24} {:<24} {:>8.3} s  first byte {:>8}  {:>12} bytes  {:>7} KiB RSS",
+                w.work,
+                w.tool,
+                m.median,
+                m.first_byte.map_or("-".into(), |t| format!("{t:.3} s")),
+                m.out_bytes.map_or("-".into(), |b| b.to_string()),
+                m.peak_rss_kib
             );
             results.push(m);
         }
     }
-    let table = render(&results, &datasets);
+    let table = render(&results, &datasets, &missing);
     println!("{table}");
     let json = serde_json::json!({
         "machine": machine(),
         "jobs": j,
         "runs": o.runs,
         "size": o.size,
+        "skipped_peers": missing,
         "results": results.iter().map(|m| serde_json::json!({
             "dataset": m.dataset, "work": m.work, "tool": m.tool, "median_s": m.median,
-            "min_s": m.min, "max_s": m.max, "out_bytes": m.out_bytes, "peak_rss_kib": m.peak_rss_kib,
+            "min_s": m.min, "max_s": m.max, "first_byte_s": m.first_byte,
+            "out_bytes": m.out_bytes, "peak_rss_kib": m.peak_rss_kib,
         })).collect::<Vec<_>>(),
     });
     let out = bench_dir.join("results.json");
@@ -263,83 +268,328 @@ pub fn run(args: &[String]) -> Result {
     Ok(())
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+fn pipe(work: &str, tool: String, cmd: String) -> Work {
+    Work {
+        work: work.into(),
+        tool,
+        prepare: None,
+        cmd,
+        out: Out::Pipe,
+    }
+}
+
+/// The 1,000,000-file rows (the streaming issue's table): pack tar, archiver against GNU tar.
+fn huge_workloads(bin: &Path, ds: &Dataset, tar: &str, j: usize) -> Vec<Work> {
+    let (a, dir) = (bin.display(), ds.dir.display());
+    vec![
+        pipe(
+            "tar",
+            format!("archiver -j{j}"),
+            format!("'{a}' pack -q -j {j} -f tar -C '{dir}' . -o -"),
+        ),
+        pipe(
+            "tar",
+            format!("{tar} cf"),
+            format!("{tar} -C '{dir}' -cf - ."),
+        ),
+    ]
+}
+
+/// Every pack and unpack row for one dataset, with the peers that are on PATH.
+fn workloads(
+    bin: &Path,
+    ds: &Dataset,
+    tar: &str,
+    j: usize,
+    bench_dir: &Path,
+    tmpfs: Option<&Scratch>,
+) -> Result<Vec<Work>> {
+    let (a, dir) = (bin.display().to_string(), ds.dir.display().to_string());
+    let mut work = Vec::new();
+    for (format, peers) in [
+        (
+            "tar",
+            vec![(format!("{tar} cf"), format!("{tar} -C '{dir}' -cf - ."))],
+        ),
+        ("tar.gz", Vec::new()),
+        (
+            "tar.zst",
+            vec![(
+                format!("{tar} | zstd -T{j} -3"),
+                format!("{tar} -C '{dir}' -cf - . | zstd -q -T{j} -3 -c"),
+            )],
+        ),
+        ("zip", Vec::new()),
+    ] {
+        // -j1 beside -jN shows the scaling; with one core they are the same row.
+        for jobs in if j > 1 { vec![1, j] } else { vec![1] } {
+            work.push(pipe(
+                format,
+                format!("archiver -j{jobs}"),
+                format!("'{a}' pack -q -j {jobs} -f {format} -C '{dir}' . -o -"),
+            ));
+        }
+        for (tool, cmd) in peers {
+            work.push(pipe(format, tool, cmd));
+        }
+    }
+    if have("zip") {
+        work.push(pipe(
+            "zip",
+            "zip -r -6".into(),
+            format!("cd '{dir}' && zip -r -q -6 - ."),
+        ));
+    }
+    // ouch cannot write an archive to stdout: it writes a file (on the tmpfs when there is one).
+    if have("ouch") {
+        let scratch = tmpfs.map_or_else(|| bench_dir.to_path_buf(), |t| t.0.clone());
+        let file = scratch.join(format!("ouch-{}.zip", ds.name));
+        let f = file.display();
+        work.push(Work {
+            work: "zip".into(),
+            tool: "ouch".into(),
+            prepare: Some(format!("rm -f '{f}'")),
+            cmd: format!("ouch compress -q -y '{dir}' '{f}'"),
+            out: Out::File(file),
+        });
+    }
+    if have("pigz") {
+        work.push(pipe(
+            "tar.gz",
+            format!("{tar} | pigz -p{j} -6"),
+            format!("{tar} -C '{dir}' -cf - . | pigz -p {j} -6 -c"),
+        ));
+    } else if have("gzip") {
+        work.push(pipe(
+            "tar.gz",
+            format!("{tar} | gzip -6"),
+            format!("{tar} -C '{dir}' -cf - . | gzip -6 -c"),
+        ));
+    }
+    if have("crabz") {
+        work.push(pipe(
+            "tar.gz",
+            format!("{tar} | crabz -p{j} -l6"),
+            format!("{tar} -C '{dir}' -cf - . | crabz -p {j} -l 6"),
+        ));
+    }
+    // Pack rows grouped by format, as the table reads best.
+    let order = ["tar", "tar.gz", "tar.zst", "zip"];
+    work.sort_by_key(|w| order.iter().position(|f| *f == w.work));
+
+    // Unpack: the same archives for every tool, made once here.
+    let arch = bench_dir.join(format!("{}.tar", ds.name));
+    let archz = bench_dir.join(format!("{}.zip", ds.name));
+    let (t, z) = (arch.display(), archz.display());
+    crate::run(Command::new("sh").arg("-c").arg(format!(
+        "'{a}' pack -q -C '{dir}' . -o '{t}' && '{a}' pack -q -C '{dir}' . -o '{z}'"
+    )))?;
+    // On a tmpfs nobody syncs (CPU work compared); on disk our default makes the data durable,
+    // so the peers are timed with `sync` after them.
+    let mut places = Vec::new();
+    if let Some(t) = tmpfs {
+        places.push(("tmpfs", t.0.join("out"), " --no-sync", ""));
+    }
+    places.push(("disk", bench_dir.join("out"), "", " && sync"));
+    for (place, out, no_sync, sync) in places {
+        let o_ = out.display();
+        let prep = Some(format!("rm -rf '{o_}' && mkdir -p '{o_}'"));
+        let plus = if sync.is_empty() { "" } else { " + sync" };
+        let mut unpack = |format: &str, tool: String, cmd: String| {
+            work.push(Work {
+                work: format!("unpack {format} ({place})"),
+                tool,
+                prepare: prep.clone(),
+                cmd,
+                out: Out::Tree,
+            })
+        };
+        unpack(
+            "tar",
+            format!("archiver -j{j}"),
+            format!("'{a}' unpack -q -j {j}{no_sync} '{t}' -C '{o_}'"),
+        );
+        unpack(
+            "tar",
+            format!("{tar} xf{plus}"),
+            format!("{tar} -xf '{t}' -C '{o_}'{sync}"),
+        );
+        unpack(
+            "zip",
+            format!("archiver -j{j}"),
+            format!("'{a}' unpack -q -j {j}{no_sync} '{z}' -C '{o_}'"),
+        );
+        if have("unzip") {
+            unpack(
+                "zip",
+                format!("unzip -q{plus}"),
+                format!("unzip -q '{z}' -d '{o_}'{sync}"),
+            );
+        }
+        if have("ripunzip") {
+            unpack(
+                "zip",
+                format!("ripunzip{plus}"),
+                format!("ripunzip unzip-file '{z}' -d '{o_}'{sync}"),
+            );
+        }
+        if have("ouch") {
+            unpack(
+                "zip",
+                format!("ouch{plus}"),
+                format!("ouch decompress -q -y '{z}' --dir '{o_}'{sync}"),
+            );
+        }
+    }
+    Ok(work)
+}
+
+/// A private directory on a tmpfs for unpack destinations, removed when the run ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    #[cfg(target_os = "linux")]
+    fn on_tmpfs() -> Option<Scratch> {
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        let shm = c"/dev/shm";
+        // SAFETY: statfs is plain data, filled by the kernel for a NUL-terminated path.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(shm.as_ptr(), &mut st) } != 0 || st.f_type as i64 != TMPFS_MAGIC {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/dev/shm/archiver-bench-{}", std::process::id()));
+        fs::create_dir_all(&dir).ok()?;
+        Some(Scratch(dir))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn on_tmpfs() -> Option<Scratch> {
+        None
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!(
         "{} {} {} cores",
         std::env::consts::OS,
         std::env::consts::ARCH,
-        cores
+        cores()
     )
 }
 
-/// Runs `cmd` through `sh -c`, draining its stdout here: one warm-up, then `runs` timed runs.
-fn measure(dataset: &str, work: &str, tool: &str, cmd: &str, runs: usize) -> Result<Measure> {
-    let mut times = Vec::with_capacity(runs);
+/// One warm-up run, then `runs` timed runs of `w`.
+fn measure(dataset: &str, w: &Work, runs: u32) -> Result<Measure> {
+    let mut times = Vec::new();
+    let mut first = Vec::new();
     let mut out_bytes = 0;
     let mut rss = 0;
-    // `PREPARE ;; CMD`: PREPARE runs untimed before every run (clearing an unpack destination).
-    let (prepare, cmd) = match cmd.split_once(" ;; ") {
-        Some((p, c)) => (Some(p), c),
-        None => (None, cmd),
-    };
     for i in 0..=runs {
-        if let Some(p) = prepare {
+        if let Some(p) = &w.prepare {
             run_piped(p)?;
         }
-        let t = Instant::now();
-        let (bytes, peak) = run_piped(cmd)?;
-        let secs = t.elapsed().as_secs_f64();
+        let r = run_piped(&w.cmd)?;
         if i > 0 {
-            times.push(secs);
+            times.push(r.wall);
+            first.extend(r.first_byte);
         }
-        out_bytes = bytes;
-        rss = rss.max(peak);
+        out_bytes = match &w.out {
+            Out::Pipe => r.bytes,
+            Out::File(f) => fs::metadata(f)
+                .map_err(|e| format!("{}: {e}", f.display()))?
+                .len(),
+            Out::Tree => 0,
+        };
+        rss = rss.max(r.rss_kib);
     }
     times.sort_by(f64::total_cmp);
+    first.sort_by(f64::total_cmp);
     Ok(Measure {
         dataset: dataset.into(),
-        work: work.into(),
-        tool: tool.into(),
+        work: w.work.clone(),
+        tool: w.tool.clone(),
         median: times[times.len() / 2],
         min: times[0],
         max: times[times.len() - 1],
-        out_bytes,
+        first_byte: first.get(first.len() / 2).copied(),
+        out_bytes: (!matches!(w.out, Out::Tree)).then_some(out_bytes),
         peak_rss_kib: rss,
     })
 }
 
-/// Returns (bytes on stdout, peak RSS in KiB of the largest process in the pipeline).
-fn run_piped(cmd: &str) -> Result<(u64, u64)> {
-    let mut child = Command::new("sh")
-        .arg("-c")
+/// What one run of a command took.
+struct Run {
+    /// Seconds from spawn to exit.
+    wall: f64,
+    /// Seconds from spawn to the first byte on stdout, if any came.
+    first_byte: Option<f64>,
+    /// Bytes on stdout.
+    bytes: u64,
+    /// Peak RSS of the largest process in the pipeline, KiB.
+    rss_kib: u64,
+}
+
+/// Runs `cmd` through `sh -c`, draining and counting its stdout here.
+fn run_piped(cmd: &str) -> Result<Run> {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
         .arg(format!("set -e; {cmd}"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+        .stdout(Stdio::piped());
+    small_spawn(&mut sh);
+    let start = Instant::now();
+    let mut child = sh.spawn().map_err(|e| e.to_string())?;
     let mut out = child.stdout.take().unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
+    let mut first_byte = None;
     loop {
         match out.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => total += n as u64,
+            Ok(n) => {
+                first_byte.get_or_insert_with(|| start.elapsed().as_secs_f64());
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.to_string()),
         }
     }
-    let (ok, rss) = wait_rss(&mut child)?;
+    let (ok, rss_kib) = wait_rss(&mut child)?;
+    let wall = start.elapsed().as_secs_f64();
     if !ok {
         return Err(format!("`{cmd}` failed"));
     }
-    Ok((total, rss))
+    Ok(Run {
+        wall,
+        first_byte,
+        bytes: total,
+        rss_kib,
+    })
 }
+
+/// Makes `cmd` start with fork + exec rather than posix_spawn. A posix_spawn child shares this
+/// process's memory until it execs, and Linux then carries our whole RSS (several MiB) into the
+/// child's peak as a floor: GNU tar's 2.5 MiB read as 6 MiB. A forked child starts from the few
+/// pages it copied.
+#[cfg(unix)]
+fn small_spawn(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook does nothing; having one is what makes std fork instead of posix_spawn.
+    unsafe {
+        cmd.pre_exec(|| Ok(()));
+    }
+}
+
+#[cfg(not(unix))]
+fn small_spawn(_: &mut Command) {}
 
 #[cfg(unix)]
 fn wait_rss(child: &mut std::process::Child) -> Result<(bool, u64)> {
@@ -351,7 +601,8 @@ fn wait_rss(child: &mut std::process::Child) -> Result<(bool, u64)> {
     if rc != pid {
         return Err(format!("wait4: {}", std::io::Error::last_os_error()));
     }
-    // Linux reports KiB, macOS bytes. The shell's figure covers the children it waited for.
+    // Linux reports KiB, macOS bytes. The shell's figure is the largest of its own and of every
+    // child it waited for, so it covers each process of the pipeline (not their sum).
     let rss = if cfg!(target_os = "macos") {
         usage.ru_maxrss as u64 / 1024
     } else {
@@ -368,54 +619,112 @@ fn wait_rss(child: &mut std::process::Child) -> Result<(bool, u64)> {
     Ok((child.wait().map_err(|e| e.to_string())?.success(), 0))
 }
 
-fn render(results: &[Measure], datasets: &[Dataset]) -> String {
+/// A table cell: tool names hold shell pipes, which would end a Markdown cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn secs(t: Option<f64>) -> String {
+    t.map_or(String::new(), |t| format!("{t:.3}"))
+}
+
+fn render(results: &[Measure], datasets: &[Dataset], missing: &[String]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "machine: {}\n", machine());
+    if !missing.is_empty() {
+        let _ = writeln!(s, "not on PATH, rows skipped: {}\n", missing.join(", "));
+    }
     let _ = writeln!(
         s,
-        "| dataset | format | tool | median s | min–max s | MB/s | files/s | time vs peer | size | size vs peer | peak RSS MiB |"
+        "| dataset | work | tool | median s | min–max s | first byte s | MB/s | files/s | time vs fastest peer | size | size vs that peer | peak RSS MiB |"
     );
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let ours = |m: &Measure| m.tool.starts_with("archiver");
     for m in results {
         let ds = datasets.iter().find(|d| d.name == m.dataset).unwrap();
-        let peer = results.iter().find(|p| {
-            p.dataset == m.dataset && p.work == m.work && !p.tool.starts_with("archiver")
-        });
+        let peer = results
+            .iter()
+            .filter(|p| p.dataset == m.dataset && p.work == m.work && !ours(p))
+            .min_by(|a, b| a.median.total_cmp(&b.median));
         let (tr, sr) = match peer {
-            Some(p) if m.tool.starts_with("archiver") && p.out_bytes > 0 => (
-                format!("{:.2}×", m.median / p.median),
-                format!(
-                    "{:+.1}%",
-                    (m.out_bytes as f64 / p.out_bytes as f64 - 1.0) * 100.0
-                ),
+            Some(p) if ours(m) => (
+                format!("{:.2}× {}", m.median / p.median, cell(&p.tool)),
+                match (m.out_bytes, p.out_bytes) {
+                    (Some(a), Some(b)) if b > 0 => {
+                        format!("{:+.1}%", (a as f64 / b as f64 - 1.0) * 100.0)
+                    }
+                    _ => String::new(),
+                },
             ),
-            Some(p) if m.tool.starts_with("archiver") => {
-                (format!("{:.2}×", m.median / p.median), String::new())
-            }
-            Some(p) if false => (
-                format!("{:.2}×", m.median / p.median),
-                format!(
-                    "{:+.1}%",
-                    (m.out_bytes as f64 / p.out_bytes as f64 - 1.0) * 100.0
-                ),
-            ),
-            _ => ("".into(), "".into()),
+            _ => (String::new(), String::new()),
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {:.3}–{:.3} | {:.0} | {:.0} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {:.3} | {:.3}–{:.3} | {} | {:.0} | {:.0} | {} | {} | {} | {:.1} |",
             m.dataset,
             m.work,
-            m.tool,
+            cell(&m.tool),
             m.median,
             m.min,
             m.max,
+            secs(m.first_byte),
             ds.bytes as f64 / m.median / 1e6,
             ds.files as f64 / m.median,
             tr,
-            m.out_bytes,
+            m.out_bytes.map_or(String::new(), |b| b.to_string()),
             sr,
             m.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    // The huge tree's three figures side by side, as the streaming goal is stated.
+    for ds in datasets.iter().filter(|d| d.name == FILES_1M) {
+        let rows: Vec<&Measure> = results.iter().filter(|m| m.dataset == ds.name).collect();
+        let (Some(us), Some(peer)) = (
+            rows.iter().find(|m| ours(m)),
+            rows.iter().find(|m| !ours(m)),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "\n{} ({} files): pack tar, output drained through a pipe\n\n| | {} | {} | ratio |\n|---|---:|---:|---:|",
+            ds.name,
+            ds.files,
+            cell(&peer.tool),
+            cell(&us.tool)
+        );
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}×", a / b)
+            } else {
+                String::new()
+            }
+        };
+        if let (Some(a), Some(b)) = (us.first_byte, peer.first_byte) {
+            let _ = writeln!(
+                s,
+                "| first output byte | {b:.3} s | {a:.3} s | {} |",
+                ratio(a, b)
+            );
+        }
+        let (a, b) = (
+            us.peak_rss_kib as f64 / 1024.0,
+            peer.peak_rss_kib as f64 / 1024.0,
+        );
+        let _ = writeln!(
+            s,
+            "| peak RSS | {b:.1} MiB | {a:.1} MiB | {} |",
+            ratio(a, b)
+        );
+        let _ = writeln!(
+            s,
+            "| wall time (median) | {:.3} s | {:.3} s | {} |",
+            peer.median,
+            us.median,
+            ratio(us.median, peer.median)
         );
     }
     s
@@ -494,17 +803,19 @@ fn random(rng: &mut Lcg, len: usize) -> Vec<u8> {
     v
 }
 
-fn generate(base: &Path, size: f64, only: Option<&str>) -> Result<Vec<Dataset>> {
+/// Generates (once) and returns the selected datasets, in the order they run.
+fn generate(base: &Path, size: f64, selected: &[String]) -> Result<Vec<Dataset>> {
     let scaled = |n: f64| ((n * size).round() as usize).max(1);
-    let specs: [(&str, usize); 4] = [
+    let specs: [(&str, usize); 5] = [
         ("tiny", 3),
         ("small", scaled(100_000.0)),
         ("large", scaled(128.0 * 1048576.0)),
         ("mixed", scaled(2_000.0)),
+        (FILES_1M, 1_000_000),
     ];
     let mut out = Vec::new();
     for (name, n) in specs {
-        if only.is_some_and(|o| o != name) {
+        if !selected.iter().any(|s| s == name) {
             continue;
         }
         let dir = base.join(format!("{name}-{n}"));
@@ -554,6 +865,22 @@ fn generate(base: &Path, size: f64, only: Option<&str>) -> Result<Vec<Dataset>> 
                         }
                     }
                 }
+                FILES_1M => {
+                    // 1,000 directories made up front: one create call per file, nothing else.
+                    for d in 0..1000 {
+                        fs::create_dir_all(dir.join(format!("d{d:03}")))
+                            .map_err(|e| e.to_string())?;
+                    }
+                    for i in 0..n {
+                        let len = (rng.next() % 65) as usize;
+                        let p = dir.join(format!("d{:03}/f{i:07}", i % 1000));
+                        fs::write(&p, text(&mut rng, len))
+                            .map_err(|e| format!("{}: {e}", p.display()))?;
+                        if (i + 1) % 100_000 == 0 {
+                            eprintln!("  {} of {n} files", i + 1);
+                        }
+                    }
+                }
                 _ => {
                     for i in 0..n {
                         let len = 1024 + (rng.next() % (48 << 10)) as usize;
@@ -569,9 +896,15 @@ fn generate(base: &Path, size: f64, only: Option<&str>) -> Result<Vec<Dataset>> 
                     }
                 }
             }
-            fs::write(&stamp, b"").map_err(|e| e.to_string())?;
+            let (files, bytes) = count(&dir);
+            fs::write(&stamp, format!("{files} {bytes}\n")).map_err(|e| e.to_string())?;
         }
-        let (files, bytes) = count(&dir);
+        // The stamp holds the counts, so a million files are not walked again on every run.
+        let stamped = fs::read_to_string(&stamp).ok().and_then(|t| {
+            let (f, b) = t.trim().split_once(' ')?;
+            Some((f.parse().ok()?, b.parse().ok()?))
+        });
+        let (files, bytes) = stamped.unwrap_or_else(|| count(&dir));
         out.push(Dataset {
             name: name.into(),
             dir,
@@ -585,24 +918,14 @@ fn generate(base: &Path, size: f64, only: Option<&str>) -> Result<Vec<Dataset>> 
 /// `cargo xtask rss`: the memory bound under backpressure. Packs a tree of one large (sparse) file
 /// plus many small files into a consumer that takes only `--rate-mb` MB/s, and reports the peak RSS
 /// of `archiver` next to its byte budget. Defaults: 4 GiB, 200,000 files, 20 MB/s (about 4 minutes).
-pub fn rss(args: &[String]) -> Result {
-    let (mut gib, mut files, mut rate) = (4u64, 200_000usize, 20u64);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let v = it.next().ok_or(format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--gib" => gib = v.parse().map_err(|e| format!("--gib: {e}"))?,
-            "--files" => files = v.parse().map_err(|e| format!("--files: {e}"))?,
-            "--rate-mb" => rate = v.parse().map_err(|e| format!("--rate-mb: {e}"))?,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
+pub fn rss(args: RssArgs) -> Result {
+    let RssArgs {
+        gib,
+        files,
+        rate_mb: rate,
+    } = args;
     let root = workspace_root();
-    crate::run(
-        Command::new(env!("CARGO"))
-            .args(["build", "--release", "--quiet", "-p", "archiver-cli"])
-            .current_dir(&root),
-    )?;
+    let bin = crate::build_archiver(true)?;
     let dir = root.join(format!("target/rss/tree-{gib}g-{files}"));
     let stamp = root.join(format!("target/rss/tree-{gib}g-{files}.complete"));
     if !stamp.exists() {
@@ -622,14 +945,13 @@ pub fn rss(args: &[String]) -> Result {
         }
         fs::write(&stamp, b"").map_err(|e| e.to_string())?;
     }
-    let bin = root.join("target/release/archiver");
-    let mut child = Command::new(&bin)
-        .args(["pack", "-q", "-f", "tar", "-C"])
+    let mut pack = Command::new(&bin);
+    pack.args(["pack", "-q", "-f", "tar", "-C"])
         .arg(&dir)
         .args([".", "-o", "-"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+        .stdout(Stdio::piped());
+    small_spawn(&mut pack);
+    let mut child = pack.spawn().map_err(|e| e.to_string())?;
     let mut out = child.stdout.take().unwrap();
     let started = Instant::now();
     let mut total = 0u64;

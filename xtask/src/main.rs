@@ -3,31 +3,67 @@
 
 mod bench;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use clap::{Parser, Subcommand};
+
+/// Developer chores for archiver: tests with their peers, benchmarks, fuzzing, the man page.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install missing test peers, then run `cargo test --workspace [ARGS]`
+    ///
+    /// Sets ARCHIVER_STRESS_RUNS=10 unless it is set already, and ends with one summary line over
+    /// every test binary. Everything after `test` goes to `cargo test` as it is, `--` included:
+    /// `cargo xtask test -p archiver -- --nocapture`.
+    Test {
+        /// Arguments for `cargo test`
+        #[arg(allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+        /// Arguments after a leading `--` (clap takes that `--` as its own separator)
+        #[arg(last = true, hide = true)]
+        after: Vec<String>,
+    },
+    /// Install the peers the tests drive (GNU tar, bsdtar, zstd, pigz, zip, unzip, 7z, b3sum)
+    Deps,
+    /// Time archiver against the peers on PATH; results in target/bench/
+    Bench(bench::BenchArgs),
+    /// Write the man page to target/man/archiver.1
+    Man,
+    /// Run the cargo-fuzz targets (nightly), seeded from ../shared/corpus
+    Fuzz {
+        /// Seconds per target
+        #[arg(long, value_name = "N", default_value_t = 60)]
+        seconds: u64,
+        /// Run only this target (default: all)
+        #[arg(value_parser = ["read", "unpack", "roundtrip"])]
+        target: Option<String>,
+    },
+    /// Peak RSS of pack into a throttled consumer (the memory bound under backpressure)
+    Rss(bench::RssArgs),
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("test") => test(&args[1..]),
-        Some("deps") => deps(),
-        Some("bench") => bench::run(&args[1..]),
-        Some("man") => man(),
-        Some("fuzz") => fuzz(&args[1..]),
-        Some("rss") => bench::rss(&args[1..]),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask <command>\n\n\
-                 commands:\n  \
-                 test [ARGS]   install missing test peers, then cargo test --workspace [ARGS]\n  \
-                 man           write the man page to target/man/archiver.1\n  \
-                 fuzz [--seconds N] [TARGET]  run the cargo-fuzz targets (nightly), seeded from ../shared/corpus\n  \
-                 rss [--gib N] [--files N] [--rate-mb N]  peak RSS of pack into a throttled consumer\n  \
-                 deps          install the peers the tests drive (GNU tar, bsdtar, zstd, pigz, zip, unzip, 7z, b3sum)\n  \
-                 bench [--quick] [--size F] [--runs N] [--jobs N] [--dir PATH]...\n                \
-                 time archiver against the peers on PATH; results in target/bench/"
-            );
-            return ExitCode::from(2);
+    let result = match Cli::parse().cmd {
+        Cmd::Test { mut args, after } => {
+            if !after.is_empty() {
+                args.push("--".into());
+                args.extend(after);
+            }
+            test(&args)
         }
+        Cmd::Deps => deps(),
+        Cmd::Bench(args) => bench::run(args),
+        Cmd::Man => man(),
+        Cmd::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
+        Cmd::Rss(args) => bench::rss(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,6 +86,44 @@ pub fn run(cmd: &mut Command) -> Result {
     }
 }
 
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+/// Builds the `archiver` binary (release or debug) and returns its path as cargo reports it, so
+/// CARGO_TARGET_DIR, `build.target-dir` and the like are honoured without guessing.
+pub fn build_archiver(release: bool) -> Result<PathBuf> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "archiver-cli",
+        "--bin",
+        "archiver",
+    ])
+    .arg("--message-format=json-render-diagnostics")
+    .current_dir(workspace_root())
+    .stdout(std::process::Stdio::piped());
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", out.status));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "archiver")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| format!("{cmd:?} reported no archiver executable"))
+}
+
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
@@ -60,31 +134,14 @@ pub fn have(tool: &str) -> bool {
 
 /// Runs every fuzz target (or one) for `--seconds` each, seeding the readers' corpora with the
 /// shared corpus of real archives. Crashes land in `fuzz/artifacts/<target>/`.
-fn fuzz(args: &[String]) -> Result {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut seconds = 60u64;
-    let mut only = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--seconds" => {
-                seconds = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or("--seconds needs a number")?
-            }
-            t => only = Some(t.to_string()),
-        }
-    }
+fn fuzz(seconds: u64, only: Option<&str>) -> Result {
+    let root = workspace_root();
     if !have("cargo-fuzz") {
         run(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))?;
     }
     let shared = root.join("../shared/corpus/libarchive/archives");
     for target in ["read", "unpack", "roundtrip"] {
-        if only.as_deref().is_some_and(|o| o != target) {
+        if only.is_some_and(|o| o != target) {
             continue;
         }
         let corpus = root.join("fuzz/corpus").join(target);
@@ -114,14 +171,9 @@ fn fuzz(args: &[String]) -> Result {
 
 /// Renders the man page from the clap definition (through the binary, so it is always current).
 fn man() -> Result {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    run(Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "archiver-cli"])
-        .current_dir(&root))?;
-    let out = Command::new(root.join("target/debug/archiver"))
+    let root = workspace_root();
+    let bin = build_archiver(false)?;
+    let out = Command::new(bin)
         .arg("man")
         .output()
         .map_err(|e| e.to_string())?;
@@ -231,5 +283,55 @@ fn test(extra: &[String]) -> Result {
         Ok(())
     } else {
         Err(format!("cargo test failed: {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cmd, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_passes_everything_through_to_cargo_test() {
+        for args in [
+            &["-p", "archiver", "--", "--nocapture"][..],
+            &["--", "--nocapture"],
+            &["stress", "--release"],
+            &["--no-fail-fast", "-p", "archiver-cli", "--test", "it"],
+            &["-j", "1", "--", "--test-threads", "1", "--exact", "x"],
+            &[],
+        ] {
+            let want = args;
+            let all: Vec<&str> = std::iter::once("test")
+                .chain(args.iter().copied())
+                .collect();
+            match parse(&all) {
+                Ok(Cmd::Test { mut args, after }) => {
+                    if !after.is_empty() {
+                        args.push("--".into());
+                        args.extend(after);
+                    }
+                    assert_eq!(args, want, "{all:?}")
+                }
+                other => panic!("{all:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bench_rejects_zero_runs() {
+        assert!(parse(&["bench", "--runs", "0"]).is_err());
+        assert!(parse(&["bench", "--runs", "1"]).is_ok());
+        assert!(parse(&["bench", "-j", "0"]).is_err());
+        assert!(parse(&["bench", "--size", "-1"]).is_err());
     }
 }
