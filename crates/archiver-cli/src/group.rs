@@ -82,11 +82,11 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
             Err(e) => {
                 failed += 1;
                 eprintln!(
-                    "{:<32} {:>6} {:>12}  FAILED: {}",
+                    "{:<32} {:>6} {:>12}  FAILED: {e}{}",
                     stem.stem,
                     stem.files.len(),
                     "-",
-                    format!("{e}{}", chain_of(e))
+                    chain_of(e)
                 );
             }
         }
