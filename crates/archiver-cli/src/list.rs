@@ -21,6 +21,8 @@ pub fn run(args: ListArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome>
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 << 10, stdout.lock());
     let mut first = true;
+    // The system's zone, TZ honoured (a zone name or a POSIX string such as UTC-9).
+    let tz = jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC);
     let each = |e: &EntryInfo| {
         let line = if args.json {
             let mut s = if first {
@@ -31,7 +33,7 @@ pub fn run(args: ListArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome>
             s.push_str(&serde_json::to_string(e).expect("entry serialises"));
             s
         } else if args.long {
-            format!("{}\n", long_line(e))
+            format!("{}\n", long_line(e, &tz))
         } else {
             // Escaped like GNU tar, so a name cannot rewrite the terminal or forge a line.
             format!("{}\n", archiver::escape_name(&e.raw_path))
@@ -71,8 +73,9 @@ pub fn run(args: ListArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome>
     }
 }
 
-/// `-rw-r--r-- user/group   1234 2024-05-01 12:00 name -> target`, as `tar tv` prints it (UTC).
-fn long_line(e: &EntryInfo) -> String {
+/// `-rw-r--r-- user/group   1234 2024-05-01 12:00 name -> target`, as `tar tv` prints it (local
+/// time).
+fn long_line(e: &EntryInfo, tz: &jiff::tz::TimeZone) -> String {
     let owner = format!(
         "{}/{}",
         e.user.clone().unwrap_or_else(|| e.uid.to_string()),
@@ -84,7 +87,7 @@ fn long_line(e: &EntryInfo) -> String {
         mode_string(e.mode),
         owner,
         e.size,
-        utc(e.mtime),
+        time_in(e.mtime, tz),
         archiver::escape_name(&e.raw_path)
     );
     if let Some(t) = &e.raw_link_target {
@@ -125,10 +128,15 @@ fn mode_string(mode: u32) -> String {
     s
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC.
-fn utc(t: i64) -> String {
-    let (y, m, d, hh, mm, _) = archiver::format::zip::civil(t);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+/// `YYYY-MM-DD HH:MM` in `tz` (the local time zone, TZ honoured, as `tar tv` shows it).
+fn time_in(t: i64, tz: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::from_second(t) {
+        Ok(ts) => ts
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string(),
+        Err(_) => format!("@{t}"),
+    }
 }
 
 #[cfg(test)]
@@ -137,10 +145,13 @@ mod tests {
 
     #[test]
     fn dates_and_modes() {
+        let utc = |t| time_in(t, &jiff::tz::TimeZone::UTC);
         assert_eq!(utc(0), "1970-01-01 00:00");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00");
         assert_eq!(utc(1_700_000_000), "2023-11-14 22:13");
         assert_eq!(utc(-86_400), "1969-12-31 00:00");
+        let tokyo = jiff::tz::TimeZone::fixed(jiff::tz::offset(9));
+        assert_eq!(time_in(1_700_000_000, &tokyo), "2023-11-15 07:13");
         assert_eq!(mode_string(0o755), "rwxr-xr-x");
         assert_eq!(mode_string(0o4755), "rwsr-xr-x");
         assert_eq!(mode_string(0o1777), "rwxrwxrwt");

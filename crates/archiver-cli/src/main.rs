@@ -5,7 +5,6 @@ mod cli;
 mod group;
 mod input;
 mod list;
-mod names;
 mod output;
 mod pack;
 mod progress;

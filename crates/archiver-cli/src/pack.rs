@@ -47,7 +47,12 @@ pub fn run(
         packer = packer.directory(dir);
     }
     if verbose {
-        packer = packer.on_entry(|path| eprintln!("{}", crate::names::escape(path)));
+        packer = packer.on_entry(|path| {
+            eprintln!(
+                "{}",
+                archiver::escape_name(path.as_os_str().as_encoded_bytes())
+            )
+        });
     }
     if let Some(j) = args.jobs {
         packer = packer.jobs(j as usize);

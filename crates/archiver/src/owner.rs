@@ -26,72 +26,14 @@ impl Owners {
     }
 }
 
-#[cfg(unix)]
+// `uzers` wraps getpwuid_r/getgrgid_r (re-entrant, buffer grown as needed). A name that is not
+// UTF-8 is left out, as a name that does not fit the header field is: the numeric id remains.
 fn lookup_user(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer refers to live, correctly sized storage owned by this frame.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid as libc::uid_t,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        return name.to_str().ok().map(str::to_owned);
-    }
+    uzers::get_user_by_uid(uid).and_then(|u| u.name().to_str().map(str::to_owned))
 }
 
-#[cfg(unix)]
 fn lookup_group(gid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: as in lookup_user.
-        let rc = unsafe {
-            libc::getgrgid_r(
-                gid as libc::gid_t,
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success gr_name points to a NUL-terminated string inside `buf`.
-        let name = unsafe { std::ffi::CStr::from_ptr(grp.gr_name) };
-        return name.to_str().ok().map(str::to_owned);
-    }
-}
-
-#[cfg(not(unix))]
-fn lookup_user(_uid: u32) -> Option<String> {
-    None
-}
-
-#[cfg(not(unix))]
-fn lookup_group(_gid: u32) -> Option<String> {
-    None
+    uzers::get_group_by_gid(gid).and_then(|g| g.name().to_str().map(str::to_owned))
 }
 
 #[cfg(all(test, unix))]

@@ -66,8 +66,28 @@ fn long_and_json_listings() {
         .arg("-C")
         .arg(&src)
         .arg("."));
-    let long =
-        String::from_utf8(clean(archiver().args(["list", "--long"]).arg(&archive)).stdout).unwrap();
+    let long = String::from_utf8(
+        clean(
+            archiver()
+                .env("TZ", "UTC")
+                .args(["list", "--long"])
+                .arg(&archive),
+        )
+        .stdout,
+    )
+    .unwrap();
+    // Local time, TZ honoured, like `tar tv` (a POSIX TZ string needs no zone database).
+    let tokyo = String::from_utf8(
+        clean(
+            archiver()
+                .env("TZ", "UTC-9")
+                .args(["list", "-l"])
+                .arg(&archive),
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(tokyo.contains(" 1970-01-02 09:00 dir/f.txt"), "{tokyo}");
     let lines: Vec<&str> = long.lines().collect();
     assert_eq!(lines.len(), 4, "{long}");
     assert!(
