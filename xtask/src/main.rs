@@ -173,17 +173,31 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result {
 fn man() -> Result {
     let root = workspace_root();
     let bin = build_archiver(false)?;
-    let out = Command::new(bin)
-        .arg("man")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err("archiver man failed".into());
-    }
     let dir = root.join("target/man");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("archiver.1"), out.stdout).map_err(|e| e.to_string())?;
-    eprintln!("wrote target/man/archiver.1 (view: man target/man/archiver.1)");
+    // One page for the command and one per subcommand, as git and cargo ship them.
+    for sub in [
+        None,
+        Some("pack"),
+        Some("unpack"),
+        Some("list"),
+        Some("verify"),
+        Some("group"),
+        Some("completions"),
+    ] {
+        let out = Command::new(&bin)
+            .arg("man")
+            .args(sub)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("archiver man {sub:?} failed"));
+        }
+        let name = sub.map_or("archiver.1".to_string(), |s| format!("archiver-{s}.1"));
+        std::fs::write(dir.join(&name), out.stdout).map_err(|e| e.to_string())?;
+        eprintln!("wrote target/man/{name}");
+    }
+    eprintln!("view: man target/man/archiver-pack.1");
     Ok(())
 }
 

@@ -70,9 +70,12 @@ pub enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) on stdout
+    /// Print a man page (roff) on stdout: archiver(1), or archiver-SUBCOMMAND(1)
     #[command(hide = true)]
-    Man,
+    Man {
+        /// A subcommand (pack, unpack, list, verify, group, completions)
+        subcommand: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -78,10 +78,20 @@ fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
             clap_complete::generate(shell, &mut cli::Cli::command(), "archiver", &mut text);
             print_quietly(&text)
         }
-        cli::Command::Man => {
+        cli::Command::Man { subcommand } => {
             use clap::CommandFactory;
+            let top = cli::Cli::command();
+            let page = match subcommand {
+                None => top,
+                Some(name) => top
+                    .find_subcommand(&name)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no subcommand {name:?}"))?
+                    // clap names are &'static str; this runs once per process.
+                    .name(&*Box::leak(format!("archiver-{name}").into_boxed_str())),
+            };
             let mut text = Vec::new();
-            clap_mangen::Man::new(cli::Cli::command()).render(&mut text)?;
+            clap_mangen::Man::new(page).render(&mut text)?;
             print_quietly(&text)
         }
     }

@@ -343,6 +343,18 @@ fn completions_and_man_page_come_from_the_cli_definition() {
         man.contains(".TH archiver 1") && man.contains("Fast, deterministic"),
         "{man}"
     );
+    // One page per subcommand, with its own options.
+    let pack = String::from_utf8(clean(archiver().args(["man", "pack"])).stdout).unwrap();
+    assert!(
+        pack.contains(".TH archiver-pack 1") && pack.contains("directory"),
+        "{pack}"
+    );
+    // Completions offer the values of --format and --zip-method.
+    let bash = String::from_utf8(clean(archiver().args(["completions", "bash"])).stdout).unwrap();
+    assert!(
+        bash.contains("tar.zst") && bash.contains("deflate"),
+        "{bash}"
+    );
 }
 
 /// Symlinks that unpack will refuse (absolute, or leading above the archive's top) are stored as
