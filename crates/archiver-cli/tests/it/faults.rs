@@ -125,25 +125,9 @@ fn full_disk_is_a_clear_error_and_leaves_nothing_partial() {
     let work = tempfile::tempdir().unwrap();
     let small = work.path().join("small");
     std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&small)
-        .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs for this test"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(_mounted) = mount_tmpfs(&small, "1m") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&small);
+    };
     let src = work.path().join("src");
     let noise: Vec<u8> = (0..(3u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)

@@ -195,25 +195,9 @@ fn a_full_disk_stops_pack_cleanly_in_every_format() {
     let work = tempfile::tempdir().unwrap();
     let small = work.path().join("small");
     std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&small)
-        .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs for this test"
-        );
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(_mounted) = mount_tmpfs(&small, "8m") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&small);
+    };
     let tree = big_tree();
     for run in 0..runs() {
         for format in FORMATS {

@@ -402,3 +402,31 @@ pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
         stderr: t2.join().unwrap(),
     }
 }
+
+/// A tmpfs of `size` (`1m`, `8m`) mounted on `dir`, unmounted when dropped: a small disk that fills
+/// up. `None` (the test then skips, saying so) where mounting needs a root we do not have, but
+/// never on CI, which runs as root.
+pub fn mount_tmpfs(dir: &Path, size: &str) -> Option<Unmount> {
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs for this test"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return None;
+    }
+    Some(Unmount(dir.to_path_buf()))
+}
+
+/// Unmounts its directory when dropped.
+pub struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
