@@ -26,6 +26,7 @@ pub enum Outcome {
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(&cli.global);
+    raise_open_file_limit();
     let cancel = archiver::Cancel::new();
     {
         let cancel = cancel.clone();
@@ -93,6 +94,28 @@ fn run(cli: cli::Cli, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
             let mut text = Vec::new();
             clap_mangen::Man::new(page).render(&mut text)?;
             print_quietly(&text)
+        }
+    }
+}
+
+/// The walk holds one directory handle per level of the tree it is in (plus a bounded lookahead):
+/// raise the soft limit on open files to the hard limit so that very deep trees do not run out
+/// (Linux's default soft limit is 1024). Best effort; macOS caps it at OPEN_MAX.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit on our own process with a valid, initialised struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            #[cfg(target_os = "macos")]
+            let max = lim.rlim_max.min(libc::OPEN_MAX as libc::rlim_t);
+            #[cfg(not(target_os = "macos"))]
+            let max = lim.rlim_max;
+            lim.rlim_cur = max.max(lim.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }
