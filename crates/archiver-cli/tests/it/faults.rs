@@ -45,15 +45,7 @@ fn sigint_during_pack_removes_the_partial_archive() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     // Incompressible data at level 9 with one thread: seconds of work, so the signal lands mid-run.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..(64usize << 20) / 8)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect();
+    let noise = noise(64 << 20, 1);
     file(&src, "big.bin", &noise, 0o644);
     let out = work.path().join("out");
     std::fs::create_dir(&out).unwrap();

@@ -41,17 +41,13 @@ fn big_tree() -> &'static Path {
     static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
     TREE.get_or_init(|| {
         let t = tempfile::tempdir().unwrap();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for i in 0..4 {
-            let noise: Vec<u8> = (0..(24usize << 20) / 8)
-                .flat_map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x.to_le_bytes()
-                })
-                .collect();
-            file(t.path(), &format!("big{i}.bin"), &noise, 0o644);
+            file(
+                t.path(),
+                &format!("big{i}.bin"),
+                &noise(24 << 20, i + 1),
+                0o644,
+            );
         }
         for i in 0..200 {
             file(
