@@ -1,146 +1,41 @@
-//! The last step of an unpack: turn the model of the archive into files in DEST, all or nothing.
+//! The last step of an unpack: merge the staging tree into DEST, all or nothing.
 //!
-//! While the archive is read, nothing in DEST is touched: files go to a staging directory inside
-//! DEST (`.archiver-XXXXXX`, created exclusively, holding files named by number, so their names
-//! are short whatever the entry's name). The reader builds a [`Model`]: every accepted entry in
-//! archive order, and for each path the entry that wins (the later one, whatever the types, as GNU
-//! tar and bsdtar do).
+//! While the archive is read, nothing in DEST is touched: entries are created in a mirror tree
+//! inside the run's staging directory (`DEST/.archiver-XXXXXX/t`, see [`crate::stage`]), which
+//! already is the final tree of the archive (later entries replaced earlier ones there).
 //!
 //! [`commit`] then works in two phases:
 //!
-//! 1. **Plan** (reads only): the final tree is computed, and every check that can refuse an entry
-//!    runs against it and against what DEST holds: directories on the way must be real directories
-//!    (a symlink in DEST is never followed), a directory in the way of a file or a file in the way
-//!    of a directory is refused, each directory we must write in is writable and on the staging
-//!    directory's filesystem, every symlink is resolved through the final tree (archive entries and
-//!    DEST's own links) and must stay inside DEST. Any refusal ends the run here: DEST unchanged.
-//! 2. **Apply**: missing directories are created, links are made inside the staging directory,
-//!    then every entry is renamed into place. An existing file is first hard-linked (or, where the
-//!    filesystem has no hard links, renamed) to a staging name, so the replacement stays atomic
-//!    and the original survives until the whole commit succeeded. If any step fails (ENOSPC, EIO,
-//!    EPERM, a cancel), every entry already placed is taken back, the originals return and the
-//!    directories this run created are removed; the error says so.
+//! 1. **Plan** (reads only): the staging tree is merged with DEST, top down. A name DEST lacks is
+//!    one move, whole subtree included; a directory both have is descended into; a file replacing
+//!    a file is one replacement. Every check that can refuse an entry runs here: directories on the
+//!    way must be real directories (a symlink in DEST is never followed), a directory in the way of
+//!    a file or a file in the way of a directory is refused, each directory we must write in is
+//!    writable and on the staging directory's filesystem, and every symlink is resolved through the
+//!    final tree (the staging tree over what DEST holds) and must stay inside DEST. Any refusal ends
+//!    the run here: DEST unchanged.
+//! 2. **Apply**: every move and replacement is made. An existing file is first hard-linked (or,
+//!    where the filesystem has no hard links, renamed) to a name in the staging directory, so the
+//!    replacement stays atomic and the original survives until the whole commit succeeded. If any
+//!    step fails (ENOSPC, EIO, EPERM, a cancel), every move is taken back and the originals
+//!    return; the error says so. Directory modes and times are applied last, deepest first.
+//!
+//! Unpacking into an empty DEST thus costs one rename per top-level entry, not one per file.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
+use crate::stage::StageTree;
 use crate::unpack::{Refused, UnpackStats};
 use crate::{safety, Cancel, Warning};
-
-/// What an accepted entry is.
-#[derive(Debug)]
-pub(crate) enum Kind {
-    /// A regular file; `staged`: its data is in the staging directory (false: verify only, or
-    /// `-k` keeps the existing file). `hash` and `size` arrive from the writer.
-    File {
-        mode: u32,
-        staged: bool,
-        hash: Option<blake3::Hash>,
-        size: u64,
-    },
-    Dir {
-        mode: u32,
-        mtime: SystemTime,
-    },
-    Sym {
-        target: PathBuf,
-    },
-    /// A hard link to the regular file entry `source` (an index into [`Model::nodes`]).
-    Hard {
-        source: usize,
-    },
-}
-
-impl Kind {
-    fn is_dir(&self) -> bool {
-        matches!(self, Kind::Dir { .. })
-    }
-}
-
-/// One accepted entry.
-#[derive(Debug)]
-pub(crate) struct Node {
-    pub seq: u64,
-    pub rel: Arc<Path>,
-    pub kind: Kind,
-}
-
-/// The archive as the reader accepted it.
-#[derive(Debug, Default)]
-pub(crate) struct Model {
-    /// In archive order (ascending `seq`).
-    pub nodes: Vec<Node>,
-    /// For each path, the latest entry there.
-    pub latest: HashMap<Arc<Path>, usize>,
-    /// Paths where a directory replaced a non-directory: the latest such non-directory's `seq`.
-    /// Entries below it that are older than it were removed with it.
-    cut: HashMap<Arc<Path>, u64>,
-}
-
-impl Model {
-    /// Adds an entry; it replaces whatever was at its path.
-    pub fn insert(&mut self, seq: u64, rel: PathBuf, kind: Kind) -> Arc<Path> {
-        let rel: Arc<Path> = Arc::from(rel);
-        if kind.is_dir() {
-            if let Some(&prev) = self.latest.get(&rel) {
-                if !self.nodes[prev].kind.is_dir() {
-                    self.cut.insert(Arc::clone(&rel), self.nodes[prev].seq);
-                }
-            }
-        }
-        self.nodes.push(Node {
-            seq,
-            rel: Arc::clone(&rel),
-            kind,
-        });
-        self.latest.insert(Arc::clone(&rel), self.nodes.len() - 1);
-        rel
-    }
-
-    /// Why an entry at `rel` cannot be made: a parent is, at this point of the archive, a file or
-    /// a symlink (the archive would have to write through it).
-    pub fn parent_conflict(&self, rel: &Path) -> Option<String> {
-        for a in rel.ancestors().skip(1) {
-            if a.as_os_str().is_empty() {
-                break;
-            }
-            if let Some(&i) = self.latest.get(a) {
-                return match &self.nodes[i].kind {
-                    Kind::Dir { .. } => continue,
-                    Kind::Sym { .. } => Some(format!(
-                        "{} is a symlink in this archive; refusing to write through it",
-                        show(a)
-                    )),
-                    _ => Some(format!(
-                        "{} is a file earlier in this archive, not a directory",
-                        show(a)
-                    )),
-                };
-            }
-        }
-        None
-    }
-
-    /// True when a later entry at one of `i`'s parents removed it.
-    fn removed(&self, i: usize) -> bool {
-        let n = &self.nodes[i];
-        n.rel.ancestors().skip(1).any(|a| {
-            self.latest
-                .get(a)
-                .is_some_and(|&j| !self.nodes[j].kind.is_dir() && self.nodes[j].seq > n.seq)
-                || self.cut.get(a).is_some_and(|&s| s > n.seq)
-        })
-    }
-}
 
 /// An entry name for messages: escaped, never raw control characters.
 fn show(p: &Path) -> String {
@@ -189,6 +84,11 @@ impl Staging {
         &self.name
     }
 
+    /// Where the mirror tree of the archive is built.
+    pub fn tree_path(&self) -> PathBuf {
+        self.path.join("t")
+    }
+
     fn keep(&mut self) {
         if let Some(d) = self.dir.take() {
             let _ = d.keep();
@@ -203,18 +103,6 @@ impl Staging {
     }
 }
 
-/// Creates a staged file exclusively (`O_EXCL`), readable only by us until its mode is set.
-pub(crate) fn create_staged(path: &Path) -> io::Result<fs::File> {
-    let mut o = fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    o.open(path)
-}
-
 /// What the commit needs from the unpacker's options.
 pub(crate) struct Options<'a> {
     pub keep_existing: bool,
@@ -225,56 +113,96 @@ pub(crate) struct Options<'a> {
     pub cancel: &'a Cancel,
 }
 
-/// What DEST holds at a directory path the final tree needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DirState {
-    /// A real directory, already there.
-    Exists,
-    /// Not there: this run creates it.
-    Create,
-    /// In the way (a symlink or a file); already reported.
-    Bad,
+/// The directory entries' modes and times, applied after everything is in place (their times
+/// would change as entries move in). Paths in one arena: about 30 bytes per directory.
+#[derive(Default)]
+pub(crate) struct DirMetas {
+    paths: Vec<u8>,
+    list: Vec<(u64, u32, u32, SystemTime)>,
 }
 
-/// One entry to move into place.
-struct Op {
-    rel: Arc<Path>,
-    /// Its staged name.
-    from: PathBuf,
-    /// Something exists at its place and is replaced (kept aside until the end).
-    replace: bool,
-    seq: u64,
+impl DirMetas {
+    pub fn push(&mut self, rel: &Path, mode: u32, mtime: SystemTime) {
+        let bytes = path_bytes(rel);
+        self.list
+            .push((self.paths.len() as u64, bytes.len() as u32, mode, mtime));
+        self.paths.extend_from_slice(&bytes);
+    }
+
+    fn path(&self, i: usize) -> &Path {
+        let (at, len, ..) = self.list[i];
+        os_path(&self.paths[at as usize..at as usize + len as usize])
+    }
+}
+
+/// Paths in one arena, with a flag each.
+#[derive(Default)]
+struct Ops {
+    paths: Vec<u8>,
+    list: Vec<(u64, u32, bool)>,
+}
+
+impl Ops {
+    fn push(&mut self, rel: &Path, replace: bool) {
+        let bytes = path_bytes(rel);
+        self.list
+            .push((self.paths.len() as u64, bytes.len() as u32, replace));
+        self.paths.extend_from_slice(&bytes);
+    }
+
+    fn get(&self, i: usize) -> (&Path, bool) {
+        let (at, len, replace) = self.list[i];
+        (
+            os_path(&self.paths[at as usize..at as usize + len as usize]),
+            replace,
+        )
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
+fn os_path(b: &[u8]) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(OsStr::from_bytes(b))
 }
 
 /// The first failure of a commit: where, and what the system said.
 type Failure = Option<(PathBuf, io::Error)>;
 
-/// What was done for one [`Op`], so it can be undone.
+/// What was done for one op, so it can be undone.
 struct Done {
-    to: PathBuf,
-    aside: Option<PathBuf>,
+    op: usize,
+    aside: bool,
     placed: bool,
 }
 
+/// At most this many refusals are listed; the rest are counted.
+const MAX_REFUSED: usize = 1000;
+
 struct Planner<'a> {
     dest: &'a Path,
-    staging: &'a Staging,
-    model: &'a Model,
+    tree: &'a StageTree,
+    dev: Option<u64>,
     keep: bool,
-    dirs: HashMap<PathBuf, DirState>,
     writable: HashMap<PathBuf, Option<String>>,
-    creates: Vec<PathBuf>,
     refused: Vec<Refused>,
-    /// The final entry at each path (indices into the model), kept paths excluded.
-    finals: HashMap<&'a Path, usize>,
+    more_refused: u64,
+    ops: Ops,
+    kept: u64,
 }
 
 impl Planner<'_> {
     fn refuse(&mut self, entry: &Path, reason: String) {
-        self.refused.push(Refused {
-            entry: show(entry),
-            reason,
-        });
+        if self.refused.len() < MAX_REFUSED {
+            self.refused.push(Refused {
+                entry: show(entry),
+                reason,
+            });
+        } else {
+            self.more_refused += 1;
+        }
     }
 
     /// Can we create and rename entries in the existing directory `dir`? Checked once per
@@ -292,7 +220,7 @@ impl Planner<'_> {
         };
         let why = match fs::symlink_metadata(&full) {
             Err(e) => Some(format!("cannot examine {shown}: {e}")),
-            Ok(md) if dev_of(&md) != self.staging.dev => Some(format!(
+            Ok(md) if dev_of(&md) != self.dev => Some(format!(
                 "{shown} is on another filesystem than the destination (a mount point); unpack into it separately"
             )),
             Ok(_) => match access_write(&full) {
@@ -306,67 +234,94 @@ impl Planner<'_> {
         why
     }
 
-    /// The state of directory `rel` (a parent of some entry, or a directory entry), checking and
-    /// memoising every directory on the way. `entry` names the entry a refusal is reported for.
-    fn dir_state(&mut self, rel: &Path, entry: &Path) -> DirState {
-        if rel.as_os_str().is_empty() {
-            return DirState::Exists;
+    /// Adds a move or a replacement into the existing directory `parent`.
+    fn place(&mut self, parent: &Path, child: &Path, replace: bool) {
+        match self.can_write_in(parent) {
+            None => self.ops.push(child, replace),
+            Some(why) => self.refuse(child, why),
         }
-        if let Some(&s) = self.dirs.get(rel) {
-            return s;
-        }
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let state = match self.dir_state(parent, entry) {
-            DirState::Bad => DirState::Bad,
-            DirState::Create => {
-                self.creates.push(rel.to_path_buf());
-                DirState::Create
-            }
-            DirState::Exists => match fs::symlink_metadata(self.dest.join(rel)) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match self.can_write_in(parent) {
-                    None => {
-                        self.creates.push(rel.to_path_buf());
-                        DirState::Create
-                    }
-                    Some(why) => {
-                        self.refuse(entry, why);
-                        DirState::Bad
-                    }
-                },
-                Err(e) => {
-                    self.refuse(entry, format!("cannot examine {}: {e}", show(rel)));
-                    DirState::Bad
-                }
-                Ok(md) if md.file_type().is_symlink() => {
-                    self.refuse(
-                        entry,
-                        format!(
-                            "{} is a symbolic link in the destination; refusing to write through it",
-                            show(rel)
-                        ),
-                    );
-                    DirState::Bad
-                }
-                Ok(md) if md.is_dir() => DirState::Exists,
-                Ok(_) => {
-                    self.refuse(
-                        entry,
-                        format!(
-                            "{} exists in the destination and is not a directory; remove it first",
-                            show(rel)
-                        ),
-                    );
-                    DirState::Bad
-                }
-            },
-        };
-        self.dirs.insert(rel.to_path_buf(), state);
-        state
     }
 
-    /// Resolves the symlink at `link` (target `target`) through the final tree: archive entries
-    /// first, then what DEST holds. Returns why it is refused when it leads out of DEST.
-    fn escapes(&self, link: &Path, target: &Path) -> Option<String> {
+    /// Merges the staged directory `start` (a real directory in DEST too) and every directory
+    /// below it that both trees have. Iterative: a deep tree costs memory, not stack.
+    fn merge(&mut self, start: PathBuf) -> io::Result<()> {
+        let mut todo = vec![start];
+        while let Some(rel) = todo.pop() {
+            for ent in fs::read_dir(self.tree.path().join(&rel))? {
+                let ent = ent?;
+                let child = rel.join(ent.file_name());
+                let staged_dir = ent.file_type()?.is_dir();
+                let md = match fs::symlink_metadata(self.dest.join(&child)) {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.place(&rel, &child, false);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.refuse(&child, format!("cannot examine it in the destination: {e}"));
+                        continue;
+                    }
+                };
+                match (staged_dir, md.file_type()) {
+                    (true, t) if t.is_symlink() => self.refuse(
+                        &child,
+                        format!(
+                            "{} is a symbolic link in the destination; refusing to write through it",
+                            show(&child)
+                        ),
+                    ),
+                    (true, t) if t.is_dir() => todo.push(child),
+                    (true, _) => self.refuse(
+                        &child,
+                        format!(
+                            "{} exists in the destination and is not a directory; remove it first",
+                            show(&child)
+                        ),
+                    ),
+                    (false, _) if self.keep => {
+                        self.kept += 1;
+                        tracing::info!("{}: exists; kept", show(&child));
+                    }
+                    (false, t) if t.is_dir() => self.refuse(
+                        &child,
+                        "a directory is in the way in the destination; remove it first (or use -k to keep it)"
+                            .into(),
+                    ),
+                    (false, _) => self.place(&rel, &child, true),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the final tree holds at `here`: the staging tree's entry, else what DEST holds (or
+    /// DEST's, where `-k` keeps it). `Some(Some(target))` for a symlink, `Some(None)` for a
+    /// directory, `None` for anything else that cannot be looked into or nothing at all.
+    fn lookup(&self, here: &Path) -> Lookup {
+        let kept =
+            self.keep && fs::symlink_metadata(self.dest.join(here)).is_ok_and(|md| !md.is_dir());
+        if !kept {
+            match self.tree.kind_of(here) {
+                Some(crate::stage::Kind::Dir) => return Lookup::Dir,
+                Some(crate::stage::Kind::Symlink(t)) => return Lookup::Link(t),
+                Some(crate::stage::Kind::Other) => return Lookup::Opaque,
+                None => {}
+            }
+        }
+        match fs::symlink_metadata(self.dest.join(here)) {
+            Ok(md) if md.file_type().is_symlink() => match fs::read_link(self.dest.join(here)) {
+                Ok(t) => Lookup::Link(path_bytes(&t).into_owned()),
+                Err(_) => Lookup::Opaque,
+            },
+            Ok(md) if !md.is_dir() => Lookup::Opaque,
+            Ok(_) => Lookup::Dir,
+            Err(_) => Lookup::Nothing,
+        }
+    }
+
+    /// Resolves the symlink at `link` (target `target`) through the final tree. Returns why it is
+    /// refused when it leads out of DEST.
+    fn escapes(&self, link: &Path, target: &[u8]) -> Option<String> {
         /// One step of a path still to resolve.
         enum Seg {
             Up,
@@ -388,10 +343,10 @@ impl Planner<'_> {
             .parent()
             .map(|p| p.iter().map(OsStr::to_owned).collect())
             .unwrap_or_default();
-        let Some(first) = segs(target) else {
+        let Some(first) = segs(os_path(target)) else {
             return Some("symlink to an absolute path".into());
         };
-        let mut todo: VecDeque<Seg> = first.into();
+        let mut todo: std::collections::VecDeque<Seg> = first.into();
         let mut hops = 0;
         // After a regular file (or an unreadable link) nothing more can be looked up; the rest
         // of the path is still followed lexically, so `file/../..` cannot climb out either.
@@ -415,35 +370,19 @@ impl Planner<'_> {
                 continue;
             }
             let here: PathBuf = cur.iter().collect();
-            let next: Option<PathBuf> = match self.finals.get(here.as_path()) {
-                Some(&i) => match &self.model.nodes[i].kind {
-                    Kind::Sym { target } => Some(target.clone()),
-                    Kind::Dir { .. } => None,
-                    _ => {
-                        opaque = true;
-                        None
-                    }
-                },
-                // Not an entry of the archive (or one `-k` keeps): what DEST holds counts.
-                None => match fs::symlink_metadata(self.dest.join(&here)) {
-                    Ok(md) if md.file_type().is_symlink() => {
-                        let t = fs::read_link(self.dest.join(&here)).ok();
-                        opaque = t.is_none();
-                        t
-                    }
-                    Ok(md) if !md.is_dir() => {
-                        opaque = true;
-                        None
-                    }
-                    _ => None,
-                },
+            let t = match self.lookup(&here) {
+                Lookup::Link(t) => t,
+                Lookup::Opaque => {
+                    opaque = true;
+                    continue;
+                }
+                Lookup::Dir | Lookup::Nothing => continue,
             };
-            let Some(t) = next else { continue };
             hops += 1;
             if hops > 40 {
                 return Some("symlink chain longer than 40 links, or a loop".into());
             }
-            let Some(more) = segs(&t) else {
+            let Some(more) = segs(os_path(&t)) else {
                 return Some(format!(
                     "symlink resolves outside the destination through {}, which points to an absolute path",
                     show(&here)
@@ -458,181 +397,86 @@ impl Planner<'_> {
     }
 }
 
-/// Checks the final tree against DEST, then moves everything into place (see the module docs).
+/// What the final tree holds at a path, for resolving symlinks.
+enum Lookup {
+    Dir,
+    Link(Vec<u8>),
+    /// A file or something else that cannot be looked into.
+    Opaque,
+    Nothing,
+}
+
+/// Checks the staging tree against DEST, then moves everything into place (see the module docs).
 pub(crate) fn commit(
     opts: &Options<'_>,
     dest: &Path,
     staging: &mut Staging,
-    model: &Model,
+    tree: &StageTree,
+    dirs: &DirMetas,
     stats: &mut UnpackStats,
     warnings: &mut Vec<Warning>,
 ) -> Result<()> {
-    // The final tree: the latest entry at each path, unless a later entry at a parent removed it.
-    let mut finals: Vec<usize> = model
-        .latest
-        .values()
-        .copied()
-        .filter(|&i| !model.removed(i))
-        .collect();
-    finals.sort_unstable_by(|&a, &b| model.nodes[a].rel.cmp(&model.nodes[b].rel));
     let mut p = Planner {
         dest,
-        staging,
-        model,
+        tree,
+        dev: staging.dev,
         keep: opts.keep_existing,
-        dirs: HashMap::new(),
         writable: HashMap::new(),
-        creates: Vec::new(),
         refused: Vec::new(),
-        finals: HashMap::with_capacity(finals.len()),
+        more_refused: 0,
+        ops: Ops::default(),
+        kept: 0,
     };
-    let mut ops: Vec<Op> = Vec::new();
-    let mut links: Vec<usize> = Vec::new();
-    let mut dir_meta: Vec<usize> = Vec::new();
-    for &i in &finals {
-        let n = &model.nodes[i];
-        let rel: &Path = &n.rel;
-        if let Kind::Dir { .. } = n.kind {
-            if p.dir_state(rel, rel) != DirState::Bad {
-                dir_meta.push(i);
-                p.finals.insert(rel, i);
-            }
-            continue;
-        }
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let parent_state = p.dir_state(parent, rel);
-        let exists = match parent_state {
-            DirState::Bad => continue,
-            DirState::Create => None,
-            DirState::Exists => match fs::symlink_metadata(dest.join(rel)) {
-                Ok(md) => Some(md),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    p.refuse(rel, format!("cannot examine it in the destination: {e}"));
-                    continue;
-                }
-            },
-        };
-        let staged_file = matches!(n.kind, Kind::File { staged: true, .. });
-        let kept_file = matches!(n.kind, Kind::File { staged: false, .. });
-        match &exists {
-            Some(_) if p.keep || kept_file => {
-                stats.kept_existing += 1;
-                tracing::info!("{}: exists; kept", show(rel));
+    p.merge(PathBuf::new()).map_err(|e| Error::Io {
+        path: dest.to_path_buf(),
+        source: io::Error::new(
+            e.kind(),
+            format!("reading this run's staging directory: {e}"),
+        ),
+    })?;
+    if !opts.allow_outside_links {
+        for link in tree.symlinks() {
+            let Some(crate::stage::Kind::Symlink(target)) = tree.kind_of(link) else {
+                continue; // replaced by a later entry
+            };
+            let kept = opts.keep_existing
+                && fs::symlink_metadata(dest.join(link)).is_ok_and(|md| !md.is_dir());
+            if kept {
                 continue;
             }
-            None if kept_file => continue, // existed when read, gone now: nothing to keep
-            Some(md) if md.is_dir() => {
-                p.refuse(
-                    rel,
-                    "a directory is in the way in the destination; remove it first (or use -k to keep it)"
-                        .into(),
-                );
-                continue;
+            if let Some(why) = p.escapes(link, &target) {
+                p.refuse(link, why);
             }
-            _ => {}
-        }
-        if parent_state == DirState::Exists {
-            if let Some(why) = p.can_write_in(parent) {
-                p.refuse(rel, why);
-                continue;
-            }
-        }
-        p.finals.insert(rel, i);
-        let from = if staged_file {
-            staging.path().join(n.seq.to_string())
-        } else {
-            links.push(i);
-            staging.path().join(format!("l{}", n.seq))
-        };
-        ops.push(Op {
-            rel: Arc::clone(&n.rel),
-            from,
-            replace: exists.is_some(),
-            seq: n.seq,
-        });
-    }
-    // Links, checked against the final tree now that it is known.
-    for &i in &links {
-        let n = &model.nodes[i];
-        match &n.kind {
-            Kind::Sym { target } if !opts.allow_outside_links => {
-                if let Some(why) = p.escapes(&n.rel, target) {
-                    p.refuse(&n.rel, why);
-                }
-            }
-            Kind::Hard { source } => {
-                let src = &model.nodes[*source];
-                if let Kind::File { staged: false, .. } = src.kind {
-                    // `-k` kept the file this links to: link to the file DEST holds, which
-                    // must then be a regular file.
-                    match fs::symlink_metadata(dest.join(&src.rel)) {
-                        Ok(md) if md.is_file() => {}
-                        _ => p.refuse(
-                            &n.rel,
-                            format!(
-                                "hard link to {}, which the destination holds (kept) as something other than a regular file",
-                                show(&src.rel)
-                            ),
-                        ),
-                    }
-                }
-            }
-            _ => {}
         }
     }
     if !p.refused.is_empty() {
-        return Err(Error::Refused(std::mem::take(&mut p.refused)));
+        let mut refused = std::mem::take(&mut p.refused);
+        refused.sort_by(|a, b| a.entry.cmp(&b.entry));
+        refused.dedup();
+        if p.more_refused > 0 {
+            refused.push(Refused {
+                entry: format!("({} more entries)", p.more_refused),
+                reason: "refused too; only the first 1000 are listed".into(),
+            });
+        }
+        return Err(Error::Refused(refused));
     }
-    let creates = std::mem::take(&mut p.creates);
+    stats.kept_existing += p.kept;
+    let ops = std::mem::take(&mut p.ops);
     drop(p);
     if opts.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
 
     // Apply. From here on every change is recorded so that a failure can undo it.
-    let mut created: Vec<&Path> = Vec::with_capacity(creates.len());
-    let mut failure: Failure = None;
-    for d in &creates {
-        match fs::create_dir(dest.join(d)) {
-            Ok(()) => created.push(d),
-            Err(e) => {
-                failure = Some((dest.join(d), e));
-                break;
-            }
-        }
-    }
-    if failure.is_none() {
-        for &i in &links {
-            let n = &model.nodes[i];
-            let at = staging.path().join(format!("l{}", n.seq));
-            let made = match &n.kind {
-                Kind::Sym { target } => make_symlink(target, &at),
-                Kind::Hard { source } => {
-                    let src = &model.nodes[*source];
-                    let from = match src.kind {
-                        Kind::File { staged: true, .. } => staging.path().join(src.seq.to_string()),
-                        _ => dest.join(&src.rel),
-                    };
-                    fs::hard_link(from, &at)
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = made {
-                failure = Some((dest.join(&n.rel), e));
-                break;
-            }
-        }
-    }
-    let mut journal: Vec<Done> = Vec::with_capacity(ops.len());
-    if failure.is_none() {
-        let (j, f) = place_all(dest, staging.path(), &ops, opts);
-        journal = j;
-        failure = f;
-    }
+    let aside = staging.path().join("o");
+    let (journal, failure) = match fs::create_dir(&aside) {
+        Ok(()) => place_all(dest, tree.path(), &aside, &ops, opts),
+        Err(e) => (Vec::new(), Some((dest.to_path_buf(), e))),
+    };
     if let Some((path, source)) = failure {
         let cancelled = opts.cancel.is_cancelled();
-        let undone = rollback(dest, &journal, &created, staging);
+        let undone = rollback(dest, tree.path(), &aside, &ops, &journal, staging);
         if cancelled && undone.is_none() {
             return Err(Error::Cancelled);
         }
@@ -647,14 +491,6 @@ pub(crate) fn commit(
         };
         return Err(Error::Commit { path, what, source });
     }
-    stats.symlinks = 0;
-    stats.hardlinks = 0;
-    for &i in &links {
-        match model.nodes[i].kind {
-            Kind::Sym { .. } => stats.symlinks += 1,
-            _ => stats.hardlinks += 1,
-        }
-    }
     // Success: the originals kept aside go with the staging directory.
     if let Err(e) = staging.close() {
         warnings.push(Warning {
@@ -662,22 +498,7 @@ pub(crate) fn commit(
             message: format!("could not remove this run's staging directory: {e}"),
         });
     }
-    // Directory modes and times, deepest first (after everything inside them was placed).
-    dir_meta.sort_by_key(|&i| std::cmp::Reverse(model.nodes[i].rel.components().count()));
-    for &i in &dir_meta {
-        let n = &model.nodes[i];
-        if let Kind::Dir { mode, mtime } = n.kind {
-            let path = dest.join(&n.rel);
-            let applied = set_mode(&path, safety::safe_mode(mode))
-                .and_then(|()| fs::File::open(&path)?.set_modified(mtime));
-            if let Err(e) = applied {
-                warnings.push(Warning {
-                    path: path.clone(),
-                    message: format!("could not apply the directory's mode and time: {e}"),
-                });
-            }
-        }
-    }
+    apply_dir_metas(dest, dirs, warnings);
     if opts.sync {
         sync_dir(dest).map_err(|e| Error::Io {
             path: dest.to_path_buf(),
@@ -687,31 +508,67 @@ pub(crate) fn commit(
     Ok(())
 }
 
-/// Moves every staged entry into place, in parallel. Returns what was done and the first failure.
-fn place_all(dest: &Path, staging: &Path, ops: &[Op], opts: &Options<'_>) -> (Vec<Done>, Failure) {
+/// Directory modes and times, deepest first (after everything inside them was placed), on real
+/// directories only (never through a symlink; a later entry may have replaced the directory).
+fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut order: Vec<u32> = (0..dirs.list.len() as u32).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(dirs.path(i as usize).components().count()));
+    for i in order {
+        let (.., mode, mtime) = dirs.list[i as usize];
+        let path = dest.join(dirs.path(i as usize));
+        let applied = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|d| {
+                d.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                    safety::safe_mode(mode),
+                ))?;
+                d.set_modified(mtime)
+            });
+        match applied {
+            Ok(()) => {}
+            // Replaced by a later entry that is not a directory: nothing to apply.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {}
+            Err(e) => warnings.push(Warning {
+                path,
+                message: format!("could not apply the directory's mode and time: {e}"),
+            }),
+        }
+    }
+}
+
+/// Makes every planned move, in parallel. Returns what was done and the first failure.
+fn place_all(
+    dest: &Path,
+    tree: &Path,
+    aside: &Path,
+    ops: &Ops,
+    opts: &Options<'_>,
+) -> (Vec<Done>, Failure) {
     let stop = AtomicBool::new(false);
-    let chunk = ops.len().div_ceil(opts.jobs.max(1)).max(1);
+    let n = ops.len();
+    let chunk = n.div_ceil(opts.jobs.max(1)).max(1);
     let results: Vec<(Vec<Done>, Failure)> = std::thread::scope(|s| {
-        let handles: Vec<_> = ops
-            .chunks(chunk)
-            .map(|part| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
                 let stop = &stop;
                 s.spawn(move || {
-                    let mut journal = Vec::with_capacity(part.len());
-                    for op in part {
+                    let mut journal = Vec::new();
+                    for i in start..(start + chunk).min(n) {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
+                        let to = dest.join(ops.get(i).0);
                         if opts.cancel.is_cancelled() {
                             stop.store(true, Ordering::Relaxed);
-                            return (
-                                journal,
-                                Some((dest.join(&op.rel), io::Error::other("interrupted"))),
-                            );
+                            return (journal, Some((to, io::Error::other("interrupted"))));
                         }
-                        if let Err(e) = place(dest, staging, op, &mut journal) {
+                        if let Err(e) = place(dest, tree, aside, ops, i, &mut journal) {
                             stop.store(true, Ordering::Relaxed);
-                            return (journal, Some((dest.join(&op.rel), e)));
+                            return (journal, Some((to, e)));
                         }
                     }
                     (journal, None)
@@ -733,7 +590,7 @@ fn place_all(dest: &Path, staging: &Path, ops: &[Op], opts: &Options<'_>) -> (Ve
             })
             .collect()
     });
-    let mut journal = Vec::with_capacity(ops.len());
+    let mut journal = Vec::new();
     let mut failure = None;
     for (j, f) in results {
         journal.extend(j);
@@ -744,31 +601,107 @@ fn place_all(dest: &Path, staging: &Path, ops: &[Op], opts: &Options<'_>) -> (Ve
     (journal, failure)
 }
 
-/// Puts one entry in place. An existing entry is first given a second name in the staging
-/// directory (a hard link, so the replacement below stays atomic; a rename where the filesystem
-/// has no hard links), so it can be restored until the whole commit succeeded.
-fn place(dest: &Path, staging: &Path, op: &Op, journal: &mut Vec<Done>) -> io::Result<()> {
-    let to = dest.join(&op.rel);
+/// Makes one move. An existing entry is first given a second name in the staging directory (a
+/// hard link, so the replacement below stays atomic; a rename where the filesystem has no hard
+/// links), so it can be restored until the whole commit succeeded. A new name is never allowed
+/// to replace anything (something that appeared since the plan fails the commit instead).
+fn place(
+    dest: &Path,
+    tree: &Path,
+    aside: &Path,
+    ops: &Ops,
+    i: usize,
+    journal: &mut Vec<Done>,
+) -> io::Result<()> {
+    let (rel, replace) = ops.get(i);
+    let to = dest.join(rel);
     let mut done = Done {
-        to,
-        aside: None,
+        op: i,
+        aside: false,
         placed: false,
     };
-    if op.replace {
-        let aside = staging.join(format!("o{}", op.seq));
-        match fs::hard_link(&done.to, &aside) {
-            Ok(()) => done.aside = Some(aside),
-            Err(_) => match fs::rename(&done.to, &aside) {
-                Ok(()) => done.aside = Some(aside),
+    if replace {
+        let kept = aside.join(i.to_string());
+        match fs::hard_link(&to, &kept) {
+            Ok(()) => done.aside = true,
+            Err(_) => match fs::rename(&to, &kept) {
+                Ok(()) => done.aside = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             },
         }
     }
-    let result = injected_fault().map_or_else(|| fs::rename(&op.from, &done.to), Err);
+    let from = tree.join(rel);
+    let result = match injected_fault() {
+        Some(e) => Err(e),
+        None if replace => fs::rename(&from, &to),
+        None => rename_new(&from, &to),
+    };
     done.placed = result.is_ok();
     journal.push(done);
     result
+}
+
+/// Renames `from` to `to`, which must not exist.
+fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            // Filesystems without RENAME_NOREPLACE: check, then rename.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+    }
+    fs::rename(from, to)
+}
+
+/// Undoes `journal`: moves go back into the staging tree, replaced originals return. `None` when
+/// everything was restored; otherwise which originals could not be, and where they are kept (the
+/// staging directory is then left in place).
+fn rollback(
+    dest: &Path,
+    tree: &Path,
+    aside: &Path,
+    ops: &Ops,
+    journal: &[Done],
+    staging: &mut Staging,
+) -> Option<String> {
+    let mut lost = Vec::new();
+    for d in journal.iter().rev() {
+        let rel = ops.get(d.op).0;
+        let to = dest.join(rel);
+        let kept = aside.join(d.op.to_string());
+        let restored = if d.aside {
+            // Renaming the original back replaces our entry atomically.
+            fs::rename(&kept, &to)
+        } else if d.placed {
+            fs::rename(&to, tree.join(rel))
+        } else {
+            Ok(())
+        };
+        if let Err(e) = restored {
+            lost.push(if d.aside {
+                format!(
+                    "{} ({e}; the original is kept as {})",
+                    to.display(),
+                    kept.display()
+                )
+            } else {
+                format!("{} ({e}; the new entry remains)", to.display())
+            });
+        }
+    }
+    if lost.is_empty() {
+        None
+    } else {
+        staging.keep();
+        Some(lost.join(", "))
+    }
 }
 
 /// Fault injection for the test suite (debug builds only): `ARCHIVER_TEST_FAIL_COMMIT_AT=N` makes
@@ -787,45 +720,6 @@ fn injected_fault() -> Option<io::Error> {
         }
     }
     None
-}
-
-/// Undoes `journal` and removes the directories this run created. `None` when everything was
-/// restored; otherwise which originals could not be, and where they are kept (the staging
-/// directory is then left in place).
-fn rollback(
-    dest: &Path,
-    journal: &[Done],
-    created: &[&Path],
-    staging: &mut Staging,
-) -> Option<String> {
-    let mut lost = Vec::new();
-    for d in journal.iter().rev() {
-        let restored = match &d.aside {
-            // Renaming the original back replaces our entry atomically.
-            Some(aside) => fs::rename(aside, &d.to),
-            None if d.placed => fs::remove_file(&d.to),
-            None => Ok(()),
-        };
-        if let Err(e) = restored {
-            lost.push(match &d.aside {
-                Some(aside) => format!(
-                    "{} ({e}; the original is kept as {})",
-                    d.to.display(),
-                    aside.display()
-                ),
-                None => format!("{} ({e}; the new entry remains)", d.to.display()),
-            });
-        }
-    }
-    for d in created.iter().rev() {
-        let _ = fs::remove_dir(dest.join(d));
-    }
-    if lost.is_empty() {
-        None
-    } else {
-        staging.keep();
-        Some(lost.join(", "))
-    }
 }
 
 #[cfg(unix)]
@@ -864,30 +758,6 @@ fn access_write(dir: &Path) -> io::Result<()> {
 
 #[cfg(not(unix))]
 fn access_write(_dir: &Path) -> io::Result<()> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn make_symlink(target: &Path, at: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(target, at)
-}
-
-#[cfg(not(unix))]
-fn make_symlink(_target: &Path, _at: &Path) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "symbolic links are not supported on this platform",
-    ))
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
     Ok(())
 }
 

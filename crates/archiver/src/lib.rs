@@ -40,6 +40,7 @@ mod atomic;
 mod budget;
 mod commit;
 mod error;
+mod expect;
 #[doc(hidden)] // internal; `Format`, `ZipMethod` and `detect` are re-exported below
 pub mod format;
 pub mod group;
@@ -52,6 +53,7 @@ mod read;
 pub mod reorder;
 #[doc(hidden)] // internal: the unpack policy (docs/SECURITY.md)
 pub mod safety;
+mod stage;
 mod stats;
 mod tarread;
 mod unpack;

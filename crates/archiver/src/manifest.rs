@@ -96,46 +96,49 @@ pub struct ManifestEntry {
 pub fn parse(text: &[u8]) -> Result<Vec<ManifestEntry>, String> {
     let mut out = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
+        if !line.is_empty() {
+            out.push(parse_line(i + 1, line)?);
         }
-        let n = i + 1;
-        let (escaped, line) = match line.strip_prefix(b"\\") {
-            Some(rest) => (true, rest),
-            None => (false, line),
-        };
-        if line.len() < 66 || &line[64..66] != b"  " {
-            return Err(format!(
-                "manifest line {n}: expected \"<64 hex digits>  <path>\""
-            ));
-        }
-        let hex =
-            std::str::from_utf8(&line[..64]).map_err(|_| format!("manifest line {n}: bad hash"))?;
-        let hash =
-            blake3::Hash::from_hex(hex).map_err(|_| format!("manifest line {n}: bad hash"))?;
-        let raw = &line[66..];
-        let path = if escaped {
-            let mut p = Vec::with_capacity(raw.len());
-            let mut it = raw.iter();
-            while let Some(&b) = it.next() {
-                if b == b'\\' {
-                    match it.next() {
-                        Some(b'\\') => p.push(b'\\'),
-                        Some(b'n') => p.push(b'\n'),
-                        Some(b'r') => p.push(b'\r'),
-                        _ => return Err(format!("manifest line {n}: bad escape")),
-                    }
-                } else {
-                    p.push(b);
-                }
-            }
-            p
-        } else {
-            raw.to_vec()
-        };
-        out.push(ManifestEntry { path, hash });
     }
     Ok(out)
+}
+
+/// Parses line `n` of a manifest (without its newline).
+pub(crate) fn parse_line(n: usize, line: &[u8]) -> Result<ManifestEntry, String> {
+    let (escaped, line) = match line.strip_prefix(b"\\") {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    if line.len() < 66 || &line[64..66] != b"  " {
+        return Err(format!(
+            "manifest line {n}: expected \"<64 hex digits>  <path>\""
+        ));
+    }
+    let hex =
+        std::str::from_utf8(&line[..64]).map_err(|_| format!("manifest line {n}: bad hash"))?;
+    let hash = blake3::Hash::from_hex(hex).map_err(|_| format!("manifest line {n}: bad hash"))?;
+    let raw = &line[66..];
+    if !escaped {
+        return Ok(ManifestEntry {
+            path: raw.to_vec(),
+            hash,
+        });
+    }
+    let mut path = Vec::with_capacity(raw.len());
+    let mut it = raw.iter();
+    while let Some(&b) = it.next() {
+        if b == b'\\' {
+            match it.next() {
+                Some(b'\\') => path.push(b'\\'),
+                Some(b'n') => path.push(b'\n'),
+                Some(b'r') => path.push(b'\r'),
+                _ => return Err(format!("manifest line {n}: bad escape")),
+            }
+        } else {
+            path.push(b);
+        }
+    }
+    Ok(ManifestEntry { path, hash })
 }
 
 /// The raw bytes of a path (lossy UTF-8 where the platform has no byte paths).

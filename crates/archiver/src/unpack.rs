@@ -17,7 +17,6 @@
 //! type conflicts, permissions) and only then moves entries into place, keeping every replaced
 //! original until the end so a failure part way puts everything back.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,11 +26,13 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::budget::Budget;
-use crate::commit::{self, Kind, Model};
+use crate::commit;
 use crate::error::{panic_message, Error, Result};
+use crate::expect::{Expect, Spill};
 use crate::list::{escape_name, open_tar, Opened};
 use crate::manifest;
 use crate::safety;
+use crate::stage::{LinkSource, StageError, StageTree};
 use crate::tarread::TarReader;
 use crate::zipread::{self, ZipEntry};
 use crate::{Cancel, Warning, MANIFEST_PATH};
@@ -284,20 +285,26 @@ impl Unpacker {
             }
             None => None,
         };
+        let tree = match &staging {
+            Some(st) => Some(StageTree::create(&st.tree_path()).map_err(|e| Error::Io {
+                path: st.path().to_path_buf(),
+                source: e,
+            })?),
+            None => None,
+        };
         let budget = Budget::new(self.memory_budget);
         let (job_tx, job_rx) = bounded::<WriteJob>(self.jobs * 2);
         let (res_tx, res_rx) = unbounded::<Written>();
-        let staging_dir = staging.as_ref().map(|s| s.path().to_path_buf());
-        let outcome = std::thread::scope(|s| {
+        let done = std::thread::scope(|s| {
             let mut workers = Vec::new();
             for _ in 0..self.jobs {
                 let (rx, tx, budget) = (job_rx.clone(), res_tx.clone(), &budget);
-                let dirs = self.dest.as_deref().zip(staging_dir.as_deref());
+                let (dest, against) = (self.dest.as_deref(), self.against.as_deref());
                 let cancel = &self.cancel;
                 workers.push(
                     std::thread::Builder::new()
                         .name("archiver-unpack".into())
-                        .spawn_scoped(s, move || writer(dirs, rx, tx, budget, cancel)),
+                        .spawn_scoped(s, move || writer(dest, against, rx, tx, budget, cancel)),
                 );
             }
             drop(job_rx);
@@ -305,6 +312,7 @@ impl Unpacker {
             let mut ctx = Ctx {
                 opts: self,
                 jobs: Some(job_tx),
+                results: res_rx,
                 budget: &budget,
                 seq: 0,
                 total: 0,
@@ -314,11 +322,14 @@ impl Unpacker {
                     .and_then(free_space)
                     .unwrap_or(u64::MAX),
                 staging_name: staging.as_ref().map(|s| s.name().to_owned()),
-                model: Model::default(),
+                tree,
+                dirs: commit::DirMetas::default(),
+                expect: Expect::new(),
                 refused: Vec::new(),
                 warnings: Vec::new(),
+                differences: Vec::new(),
+                write_error: None,
                 manifest: None,
-                manifest_seq: None,
                 stats: UnpackStats::default(),
             };
             let read_result =
@@ -334,7 +345,9 @@ impl Unpacker {
             if read_result.is_err() {
                 budget.close();
             }
-            let mut written: Vec<Written> = res_rx.iter().collect();
+            while let Ok(w) = ctx.results.recv() {
+                ctx.absorb(w);
+            }
             for w in workers {
                 match w.map(|h| h.join()) {
                     Ok(Ok(())) => {}
@@ -349,227 +362,72 @@ impl Unpacker {
                 }
             }
             read_result?;
-            written.sort_by_key(|w| w.seq);
-            Ok((ctx.finish(), written))
-        });
-        let (done, written) = outcome?;
+            Ok(ctx.finish())
+        })?;
         let ReadDone {
-            mut model,
+            tree,
+            dirs,
+            expect,
             mut refused,
             mut warnings,
+            mut differences,
+            write_error,
             manifest,
-            manifest_seq,
             mut stats,
         } = done;
-        // Every file's hash and size, from its writer.
-        for w in written {
-            let (hash, size) = w.result?;
-            stats.files += 1;
-            stats.bytes += size;
-            if let Ok(i) = model.nodes.binary_search_by_key(&w.seq, |n| n.seq) {
-                if let Kind::File {
-                    hash: h, size: s, ..
-                } = &mut model.nodes[i].kind
-                {
-                    *h = Some(hash);
-                    *s = size;
-                }
-            }
+        if let Some((_, e)) = write_error {
+            return Err(e);
         }
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        stats.manifest_checked = check_manifest(
-            &model,
-            manifest.as_deref(),
-            manifest_seq,
-            self.strip,
-            &mut refused,
-        )?;
+        // Verify has no staging tree that checked hard links as they came: the records do.
+        let check_links = self.dest.is_none().then_some(self.allow_outside_links);
+        stats.manifest_checked = expect.finish(manifest, self.strip, check_links, &mut refused)?;
         if !refused.is_empty() {
             return Err(Error::Refused(refused));
         }
         if stats.manifest_checked.is_none() && self.require_manifest {
             return Err(Error::NoManifest);
         }
-        let mut differences = Vec::new();
-        match (&self.dest, staging.as_mut()) {
-            (Some(dest), Some(staging)) => {
-                let opts = commit::Options {
-                    keep_existing: self.keep_existing,
-                    allow_outside_links: self.allow_outside_links,
-                    sync: self.sync,
-                    jobs: self.jobs,
-                    cancel: &self.cancel,
-                };
-                commit::commit(&opts, dest, staging, &model, &mut stats, &mut warnings)?;
-            }
-            _ => {
-                if let Some(dir) = &self.against {
-                    differences = compare(dir, &model);
-                }
-            }
+        if let (Some(dest), Some(staging), Some(tree)) = (&self.dest, staging.as_mut(), &tree) {
+            let opts = commit::Options {
+                keep_existing: self.keep_existing,
+                allow_outside_links: self.allow_outside_links,
+                sync: self.sync,
+                jobs: self.jobs,
+                cancel: &self.cancel,
+            };
+            commit::commit(&opts, dest, staging, tree, &dirs, &mut stats, &mut warnings)?;
         }
-        model.nodes.clear();
+        differences.sort_by_key(|(seq, _)| *seq);
         stats.wall = started.elapsed();
         Ok(UnpackReport {
             stats,
             warnings,
-            differences,
+            differences: differences.into_iter().map(|(_, w)| w).collect(),
         })
     }
 }
 
-/// Checks every regular file and hard link (the final entry at each path) against the manifest:
-/// each must be listed with its hash, and nothing listed may be missing. Problems are added to
-/// `refused`; returns the number of manifest lines, or `None` when there is no manifest.
-///
-/// With `strip` (`--strip-components`), the manifest's paths are stripped the same way; lines
-/// for entries that were stripped away are not checked.
-fn check_manifest(
-    model: &Model,
-    text: Option<&[u8]>,
-    manifest_seq: Option<u64>,
-    strip: usize,
-    refused: &mut Vec<Refused>,
-) -> Result<Option<u64>> {
-    let Some(text) = text else {
-        return Ok(None);
-    };
-    let mut lines =
-        manifest::parse(text).map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
-    let count = lines.len() as u64;
-    if strip > 0 {
-        lines.retain_mut(
-            |l| match safety::entry_path_stripped(&l.path, false, strip) {
-                Ok(Some(p)) => {
-                    l.path = manifest::path_bytes(&p).into_owned();
-                    true
-                }
-                _ => false,
-            },
-        );
-    }
-    let mut hashes: HashMap<Vec<u8>, blake3::Hash> = HashMap::with_capacity(lines.len());
-    for n in model.nodes.iter().filter(|n| Some(n.seq) != manifest_seq) {
-        let key = manifest::path_bytes(&n.rel).into_owned();
-        let hash = match &n.kind {
-            Kind::File { hash, .. } => *hash,
-            Kind::Hard { source } => match &model.nodes[*source].kind {
-                Kind::File { hash, .. } => *hash,
-                _ => None,
-            },
-            Kind::Dir { .. } | Kind::Sym { .. } => None,
-        };
-        match hash {
-            Some(h) => hashes.insert(key, h),
-            None => hashes.remove(&key),
-        };
-    }
-    let mut problems = Vec::new();
-    let mut listed = std::collections::HashSet::with_capacity(lines.len());
-    for line in &lines {
-        listed.insert(line.path.as_slice());
-        match hashes.get(line.path.as_slice()) {
-            Some(h) if *h == line.hash => {}
-            Some(_) => problems.push(Refused {
-                entry: escape_name(&line.path),
-                reason: "content does not match the manifest's BLAKE3 hash".into(),
-            }),
-            None => problems.push(Refused {
-                entry: escape_name(&line.path),
-                reason: "listed in the manifest but missing from the archive".into(),
-            }),
-        }
-    }
-    for key in hashes.keys() {
-        if !listed.contains(key.as_slice()) {
-            problems.push(Refused {
-                entry: escape_name(key),
-                reason: "not listed in the manifest".into(),
-            });
-        }
-    }
-    problems.sort_by(|a, b| a.entry.cmp(&b.entry));
-    refused.extend(problems);
-    Ok(Some(count))
-}
-
-/// Compares what the archive holds with a directory tree; one difference per line, in entry order.
-fn compare(dir: &Path, model: &Model) -> Vec<Warning> {
-    let mut out: Vec<Warning> = Vec::new();
-    let mut differ = |rel: &Path, message: String| {
-        out.push(Warning {
-            path: dir.join(rel),
-            message,
-        });
-    };
-    for n in &model.nodes {
-        let rel: &Path = &n.rel;
-        let path = dir.join(rel);
-        match &n.kind {
-            Kind::File {
-                hash, size, mode, ..
-            } => {
-                if rel == Path::new(MANIFEST_PATH) {
-                    continue; // ours, not part of the packed tree
-                }
-                match fs::symlink_metadata(&path) {
-                    Err(_) => differ(rel, "missing on disk".into()),
-                    Ok(md) if !md.is_file() => differ(rel, "is not a regular file on disk".into()),
-                    Ok(md) => {
-                        if md.len() != *size {
-                            differ(
-                                rel,
-                                format!("size differs: archive {size}, disk {}", md.len()),
-                            );
-                        } else if hash_file(&path).ok() != *hash {
-                            differ(rel, "contents differ".into());
-                        }
-                        if let Some(m) = disk_mode(&md).filter(|m| m & 0o777 != mode & 0o777) {
-                            differ(
-                                rel,
-                                format!(
-                                    "mode differs: archive {:o}, disk {:o}",
-                                    mode & 0o777,
-                                    m & 0o777
-                                ),
-                            );
-                        }
-                    }
-                }
+/// `verify --against`: how the file at `path` differs from a regular file entry.
+fn compare_file(path: &Path, hash: &blake3::Hash, size: u64, mode: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    match fs::symlink_metadata(path) {
+        Err(_) => out.push("missing on disk".into()),
+        Ok(md) if !md.is_file() => out.push("is not a regular file on disk".into()),
+        Ok(md) => {
+            if md.len() != size {
+                out.push(format!("size differs: archive {size}, disk {}", md.len()));
+            } else if hash_file(path).ok().as_ref() != Some(hash) {
+                out.push("contents differ".into());
             }
-            Kind::Sym { target } => match fs::read_link(&path) {
-                Ok(t) if &t == target => {}
-                Ok(t) => differ(
-                    rel,
-                    format!(
-                        "symlink target differs: archive {}, disk {}",
-                        target.display(),
-                        t.display()
-                    ),
-                ),
-                Err(_) => differ(rel, "missing on disk, or not a symlink".into()),
-            },
-            Kind::Hard { source } => {
-                let want = match &model.nodes[*source].kind {
-                    Kind::File { hash, .. } => *hash,
-                    _ => None,
-                };
-                if want.is_none() || hash_file(&path).ok() != want {
-                    differ(
-                        rel,
-                        format!(
-                            "contents differ from its link target {}",
-                            model.nodes[*source].rel.display()
-                        ),
-                    );
-                }
-            }
-            Kind::Dir { .. } => {
-                if !path.is_dir() {
-                    differ(rel, "missing on disk, or not a directory".into());
-                }
+            if let Some(m) = disk_mode(&md).filter(|m| m & 0o777 != mode & 0o777) {
+                out.push(format!(
+                    "mode differs: archive {:o}, disk {:o}",
+                    mode & 0o777,
+                    m & 0o777
+                ));
             }
         }
     }
@@ -627,24 +485,27 @@ fn time_of(mtime: i64) -> SystemTime {
     crate::tarread::unix_time(mtime, 0)
 }
 
-/// What the reader collected, handed to the commit step.
+/// What the reader collected, handed to the manifest check and the commit.
 struct ReadDone {
-    model: Model,
+    tree: Option<StageTree>,
+    dirs: commit::DirMetas,
+    expect: Expect,
     refused: Vec<Refused>,
     warnings: Vec<Warning>,
-    manifest: Option<Vec<u8>>,
-    manifest_seq: Option<u64>,
+    differences: Vec<(u64, Warning)>,
+    write_error: Option<(u64, Error)>,
+    manifest: Option<Spill>,
     stats: UnpackStats,
 }
 
-/// A file for a writer: where, with what metadata, and its data.
+/// A file for a writer: its staged file (if it is written), metadata and data.
 struct WriteJob {
     seq: u64,
-    rel: Arc<Path>,
+    rel: PathBuf,
     mode: u32,
     mtime: SystemTime,
-    /// Write it into the staging directory; `false`: only hash it (verify, or a file `-k` keeps).
-    stage: bool,
+    /// The file in the staging tree; `None`: only hash it (verify, or a file `-k` keeps).
+    file: Option<File>,
     data: JobData,
     cost: u64,
 }
@@ -658,16 +519,19 @@ enum JobData {
     Zip(Arc<File>, Box<ZipEntry>),
 }
 
-/// A writer's outcome for one file: its hash and size.
+/// A writer's outcome for one file: its hash and size, and (`verify --against`) how the
+/// directory's copy differs.
 struct Written {
     seq: u64,
     result: Result<(blake3::Hash, u64)>,
+    differences: Vec<Warning>,
 }
 
 /// The reader's state.
 struct Ctx<'a> {
     opts: &'a Unpacker,
     jobs: Option<Sender<WriteJob>>,
+    results: Receiver<Written>,
     budget: &'a Budget,
     seq: u64,
     total: u64,
@@ -676,25 +540,58 @@ struct Ctx<'a> {
     free: u64,
     /// The staging directory's name in DEST: no entry may use it.
     staging_name: Option<std::ffi::OsString>,
-    /// Every accepted entry, in archive order.
-    model: Model,
+    /// The mirror tree the entries are created in (`None` when only verifying).
+    tree: Option<StageTree>,
+    dirs: commit::DirMetas,
+    /// What the manifest check needs of each entry.
+    expect: Expect,
     refused: Vec<Refused>,
     warnings: Vec<Warning>,
-    manifest: Option<Vec<u8>>,
-    /// The manifest entry's sequence number: it is not itself listed in the manifest.
-    manifest_seq: Option<u64>,
+    differences: Vec<(u64, Warning)>,
+    /// The first writer error (by entry order).
+    write_error: Option<(u64, Error)>,
+    /// The manifest's text.
+    manifest: Option<Spill>,
     stats: UnpackStats,
 }
 
 impl Ctx<'_> {
     fn finish(self) -> ReadDone {
         ReadDone {
-            model: self.model,
+            tree: self.tree,
+            dirs: self.dirs,
+            expect: self.expect,
             refused: self.refused,
             warnings: self.warnings,
+            differences: self.differences,
+            write_error: self.write_error,
             manifest: self.manifest,
-            manifest_seq: self.manifest_seq,
             stats: self.stats,
+        }
+    }
+
+    /// Takes in a writer's result.
+    fn absorb(&mut self, w: Written) {
+        match w.result {
+            Ok((hash, size)) => {
+                self.stats.files += 1;
+                self.stats.bytes += size;
+                self.expect.file_hash(w.seq, &hash);
+            }
+            Err(e) => {
+                if self.write_error.as_ref().is_none_or(|(s, _)| w.seq < *s) {
+                    self.write_error = Some((w.seq, e));
+                }
+            }
+        }
+        self.differences
+            .extend(w.differences.into_iter().map(|d| (w.seq, d)));
+    }
+
+    /// Takes in the results that are ready, so none pile up.
+    fn absorb_ready(&mut self) {
+        while let Ok(w) = self.results.try_recv() {
+            self.absorb(w);
         }
     }
 
@@ -712,6 +609,14 @@ impl Ctx<'_> {
         };
         tracing::debug!("{}: {}", w.path.display(), w.message);
         self.warnings.push(w);
+    }
+
+    /// `verify --against`: one difference of the entry `seq`.
+    fn differ(&mut self, seq: u64, rel: &Path, message: String) {
+        if let Some(dir) = &self.opts.against {
+            let path = dir.join(rel);
+            self.differences.push((seq, Warning { path, message }));
+        }
     }
 
     /// The checked (and stripped) path of an entry; `None` when it was refused or stripped away.
@@ -740,67 +645,138 @@ impl Ctx<'_> {
         }
     }
 
-    /// Refuses an entry whose parent is a file or a symlink in the archive so far.
-    fn parents_ok(&mut self, raw: &[u8], rel: &Path) -> bool {
-        match self.model.parent_conflict(rel) {
-            None => true,
-            Some(why) => {
+    /// A staging error: a refusal of the entry (`Ok(false)`), or fatal.
+    fn staged(
+        &mut self,
+        raw: &[u8],
+        rel: &Path,
+        r: std::result::Result<(), StageError>,
+    ) -> Result<bool> {
+        match r {
+            Ok(()) => Ok(true),
+            Err(StageError::Refuse(why)) => {
                 self.refuse(raw, why);
-                false
+                Ok(false)
             }
+            Err(StageError::Io(e)) => Err(Error::Io {
+                path: self.final_path(rel),
+                source: e,
+            }),
         }
     }
 
-    fn dir(&mut self, raw: &[u8], rel: PathBuf, mode: u32, mtime: SystemTime, seq: u64) {
-        if !self.parents_ok(raw, &rel) {
-            return;
+    /// Where an entry ends up (errors name it, never the staging name).
+    fn final_path(&self, rel: &Path) -> PathBuf {
+        self.opts
+            .dest
+            .as_deref()
+            .map_or_else(|| rel.to_path_buf(), |d| d.join(rel))
+    }
+
+    fn dir(
+        &mut self,
+        raw: &[u8],
+        rel: PathBuf,
+        mode: u32,
+        mtime: SystemTime,
+        seq: u64,
+    ) -> Result<()> {
+        if let Some(tree) = &mut self.tree {
+            let made = tree.dir(&rel);
+            if !self.staged(raw, &rel, made)? {
+                return Ok(());
+            }
+            self.dirs.push(&rel, mode, mtime);
+        }
+        if self.opts.against.is_some()
+            && !self
+                .opts
+                .against
+                .as_deref()
+                .is_some_and(|d| d.join(&rel).is_dir())
+        {
+            self.differ(seq, &rel, "missing on disk, or not a directory".into());
         }
         self.stats.dirs += 1;
-        self.model.insert(seq, rel, Kind::Dir { mode, mtime });
+        self.expect.dir(seq, &rel)
     }
 
-    /// Registers a regular file; `Some(stage)` when its data goes to a writer (always, so it is
-    /// hashed; `stage` false when `-k` keeps an existing file), `None` when it was refused.
-    fn file(&mut self, raw: &[u8], rel: &Path, mode: u32, seq: u64) -> Option<(Arc<Path>, bool)> {
+    /// Registers a regular file: `Ok(Some(file))` when its data goes to a writer (always, so it is
+    /// hashed; the staged file, or `None` when verifying or when `-k` keeps an existing file),
+    /// `Ok(None)` when it was refused. `check`: the manifest lists it (all but the manifest).
+    fn file(
+        &mut self,
+        raw: &[u8],
+        rel: &Path,
+        seq: u64,
+        check: bool,
+    ) -> Result<Option<Option<File>>> {
         if rel.as_os_str().is_empty() {
             self.refuse(raw, "a file cannot be the destination itself");
-            return None;
+            return Ok(None);
         }
-        if !self.parents_ok(raw, rel) {
-            return None;
-        }
-        let stage = match &self.opts.dest {
-            Some(dest) => {
-                !(self.opts.keep_existing && fs::symlink_metadata(dest.join(rel)).is_ok())
-            }
-            None => false,
-        };
-        let rel = self.model.insert(
-            seq,
-            rel.to_path_buf(),
-            Kind::File {
-                mode,
-                staged: stage,
-                hash: None,
-                size: 0,
-            },
-        );
-        Some((rel, stage))
-    }
-
-    fn symlink(&mut self, raw: &[u8], rel: PathBuf, target: &[u8], seq: u64) {
-        if rel.as_os_str().is_empty() {
-            return self.refuse(raw, "a symlink cannot be the destination itself");
-        }
-        match safety::symlink_target(&rel, target, self.opts.allow_outside_links) {
-            Ok(target) => {
-                if self.parents_ok(raw, &rel) {
-                    self.stats.symlinks += 1;
-                    self.model.insert(seq, rel, Kind::Sym { target });
+        let kept = self.opts.keep_existing
+            && self
+                .opts
+                .dest
+                .as_deref()
+                .is_some_and(|d| fs::symlink_metadata(d.join(rel)).is_ok());
+        let mut file = None;
+        if let (Some(tree), false) = (&mut self.tree, kept) {
+            match tree.file(rel) {
+                Ok(f) => file = Some(f),
+                Err(e) => {
+                    self.staged(raw, rel, Err(e))?;
+                    return Ok(None);
                 }
             }
-            Err(r) => self.refuse(raw, r.0),
         }
+        if kept {
+            self.stats.kept_existing += 1;
+            tracing::info!("{}: exists; kept", escape_name(raw));
+        }
+        if check {
+            self.expect.file(seq, rel)?;
+        }
+        Ok(Some(file))
+    }
+
+    fn symlink(&mut self, raw: &[u8], rel: PathBuf, target: &[u8], seq: u64) -> Result<()> {
+        if rel.as_os_str().is_empty() {
+            self.refuse(raw, "a symlink cannot be the destination itself");
+            return Ok(());
+        }
+        let target = match safety::symlink_target(&rel, target, self.opts.allow_outside_links) {
+            Ok(t) => t,
+            Err(r) => {
+                self.refuse(raw, r.0);
+                return Ok(());
+            }
+        };
+        if let Some(tree) = &mut self.tree {
+            let made = tree.symlink(&rel, &target);
+            if !self.staged(raw, &rel, made)? {
+                return Ok(());
+            }
+        }
+        if let Some(dir) = &self.opts.against {
+            match fs::read_link(dir.join(&rel)) {
+                Ok(t) if t == target => {}
+                Ok(t) => self.differ(
+                    seq,
+                    &rel,
+                    format!(
+                        "symlink target differs: archive {}, disk {}",
+                        target.display(),
+                        t.display()
+                    ),
+                ),
+                Err(_) => self.differ(seq, &rel, "missing on disk, or not a symlink".into()),
+            }
+        }
+        self.stats.symlinks += 1;
+        self.expect
+            .symlink(seq, &rel, &manifest::path_bytes(&target))
     }
 
     /// A hard link to `target`, the path of an earlier entry. A link to a regular file shares that
@@ -813,66 +789,124 @@ impl Ctx<'_> {
         target_raw: &[u8],
         backslash_sep: bool,
         seq: u64,
-    ) {
+    ) -> Result<()> {
         if rel.as_os_str().is_empty() {
-            return self.refuse(raw, "hard link to the destination itself");
+            self.refuse(raw, "hard link to the destination itself");
+            return Ok(());
         }
         let target = match safety::entry_path_stripped(target_raw, backslash_sep, self.opts.strip) {
             Ok(Some(t)) if t.as_os_str().is_empty() => {
-                return self.refuse(raw, "hard link to the destination itself")
+                self.refuse(raw, "hard link to the destination itself");
+                return Ok(());
             }
             Ok(Some(t)) => t,
             Ok(None) => {
-                return self.warn(
+                self.warn(
                     raw,
                     format!(
                         "hard link to {}, which --strip-components removed; skipped",
                         escape_name(target_raw)
                     ),
-                )
+                );
+                return Ok(());
             }
-            Err(r) => return self.refuse(raw, format!("hard link target: {}", r.0)),
+            Err(r) => {
+                self.refuse(raw, format!("hard link target: {}", r.0));
+                return Ok(());
+            }
         };
-        if !self.parents_ok(raw, &rel) {
-            return;
-        }
-        let kind = match self.model.latest.get(target.as_path()).copied() {
-            None => {
-                return self.refuse(
-                    raw,
-                    format!(
-                        "hard link to {}, which is not an earlier entry of this archive",
-                        escape_name(&manifest::path_bytes(&target))
-                    ),
-                )
+        let shown = escape_name(&manifest::path_bytes(&target));
+        if let Some(dir) = &self.opts.against {
+            let same = hash_file(&dir.join(&rel))
+                .ok()
+                .zip(hash_file(&dir.join(&target)).ok());
+            if !same.is_some_and(|(a, b)| a == b) {
+                self.differ(
+                    seq,
+                    &rel,
+                    format!("contents differ from its link target {}", target.display()),
+                );
             }
-            Some(i) => match &self.model.nodes[i].kind {
-                Kind::File { .. } => Kind::Hard { source: i },
-                Kind::Hard { source } => Kind::Hard { source: *source },
-                Kind::Dir { .. } => return self.refuse(raw, "hard link to a directory"),
-                Kind::Sym { target: t } => {
-                    let bytes = manifest::path_bytes(t).into_owned();
-                    match safety::symlink_target(&rel, &bytes, self.opts.allow_outside_links) {
-                        Ok(t) => Kind::Sym { target: t },
-                        Err(r) => {
-                            return self.refuse(
-                                raw,
-                                format!(
-                                    "hard link to the symlink {}: from here, {}",
-                                    escape_name(&manifest::path_bytes(&target)),
-                                    r.0
-                                ),
-                            )
+        }
+        let Some(tree) = &mut self.tree else {
+            // Verify: the records check the source when the whole archive is known.
+            self.stats.hardlinks += 1;
+            return self.expect.hard_link(seq, &rel, &target);
+        };
+        let linked = tree.hard_link(&rel, &target);
+        let source = match linked {
+            Ok(s) => s,
+            Err(e) => {
+                self.staged(raw, &rel, Err(e))?;
+                return Ok(());
+            }
+        };
+        match source {
+            LinkSource::Linked => {
+                self.stats.hardlinks += 1;
+                self.expect.hard_link(seq, &rel, &target)
+            }
+            LinkSource::Symlink(t) => {
+                match safety::symlink_target(&rel, &t, self.opts.allow_outside_links) {
+                    Ok(checked) => {
+                        let made = self
+                            .tree
+                            .as_mut()
+                            .expect("unpacking")
+                            .symlink(&rel, &checked);
+                        if self.staged(raw, &rel, made)? {
+                            self.stats.symlinks += 1;
+                            self.expect.symlink(seq, &rel, &t)?;
                         }
+                        Ok(())
+                    }
+                    Err(r) => {
+                        self.refuse(
+                            raw,
+                            format!("hard link to the symlink {shown}: from here, {}", r.0),
+                        );
+                        Ok(())
                     }
                 }
-            },
-        };
-        match kind {
-            Kind::Sym { .. } => self.stats.symlinks += 1,
-            _ => self.stats.hardlinks += 1,
+            }
+            LinkSource::Missing => {
+                // `-k` kept the file this links to: link to the file DEST holds, which must then
+                // be a regular file.
+                let held = self.opts.dest.as_deref().map(|d| d.join(&target));
+                let kept = self.opts.keep_existing
+                    && held
+                        .as_deref()
+                        .and_then(|h| fs::symlink_metadata(h).ok())
+                        .is_some();
+                if !kept {
+                    self.refuse(
+                        raw,
+                        format!(
+                            "hard link to {shown}, which is not an earlier entry of this archive"
+                        ),
+                    );
+                    return Ok(());
+                }
+                let held = held.expect("unpacking");
+                if !fs::symlink_metadata(&held).is_ok_and(|m| m.is_file()) {
+                    self.refuse(
+                        raw,
+                        format!("hard link to {shown}, which the destination holds (kept) as something other than a regular file"),
+                    );
+                    return Ok(());
+                }
+                let made = self
+                    .tree
+                    .as_mut()
+                    .expect("unpacking")
+                    .hard_link_to(&rel, &held);
+                if self.staged(raw, &rel, made)? {
+                    self.stats.hardlinks += 1;
+                    self.expect.hard_link(seq, &rel, &target)?;
+                }
+                Ok(())
+            }
         }
-        self.model.insert(seq, rel, kind);
     }
 
     /// Devices, FIFOs and sockets are never created; the rest of the archive still is.
@@ -946,24 +980,21 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         // The manifest is recognised by its stored name, whatever --strip-components does to it.
         let is_manifest = entry.is_file() && is_manifest_name(&raw, false);
         if is_manifest {
-            ctx.manifest_seq = Some(seq);
+            ctx.manifest = Some(Spill::default());
         }
+        ctx.absorb_ready();
         let Some(rel) = ctx.name(&raw, false) else {
             if is_manifest {
-                let mut text = Vec::new();
-                archive
-                    .data()
-                    .take(MANIFEST_LIMIT)
-                    .read_to_end(&mut text)
+                let mut data = archive.data().take(MANIFEST_LIMIT);
+                copy_to_spill(&mut data, ctx.manifest.as_mut().expect("set above"))
                     .map_err(|e| damaged(count, e))?;
-                ctx.manifest = Some(text);
             }
             continue; // the rest of its data is skipped by the next `next_entry`
         };
         match entry.typeflag {
             // The reader gives `5` for dumpdirs and for pre-POSIX directories too (a regular-file
             // type and a trailing slash).
-            b'5' => ctx.dir(&raw, rel, mode, mtime, seq),
+            b'5' => ctx.dir(&raw, rel, mode, mtime, seq)?,
             b'M' => ctx.refuse(
                 &raw,
                 "continuation of a file from another volume of a multi-volume archive; cannot extract it alone",
@@ -981,28 +1012,30 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                 }
                 let size = entry.size;
                 ctx.grow(&raw, size)?;
-                let Some((rel, stage)) = ctx.file(&raw, &rel, mode, seq) else {
+                let Some(file) = ctx.file(&raw, &rel, seq, !is_manifest)? else {
+                    if is_manifest {
+                        let mut data = archive.data().take(MANIFEST_LIMIT);
+                        copy_to_spill(&mut data, ctx.manifest.as_mut().expect("set above"))
+                            .map_err(|e| damaged(count, e))?;
+                    }
                     continue;
                 };
                 let mut data_in = archive.data();
-                if size <= crate::read::SMALL_FILE || is_manifest {
+                if size <= crate::read::SMALL_FILE && !is_manifest {
                     let cost = ctx
                         .budget
                         .acquire(size + 512, &|| ctx.opts.cancel.is_cancelled())
                         .map_err(|_| Error::Cancelled)?;
-                    let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
+                    let mut data = Vec::with_capacity(size as usize);
                     data_in
                         .read_to_end(&mut data)
                         .map_err(|e| damaged(count, e))?;
-                    if is_manifest {
-                        ctx.manifest = Some(data.clone());
-                    }
                     ctx.send(WriteJob {
                         seq,
                         rel,
                         mode,
                         mtime,
-                        stage,
+                        file,
                         data: JobData::Whole(data),
                         cost,
                     })?;
@@ -1013,7 +1046,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         rel,
                         mode,
                         mtime,
-                        stage,
+                        file,
                         data: JobData::Chunks(rx, size),
                         cost: 0,
                     })?;
@@ -1027,14 +1060,18 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                             break;
                         }
                         ctx.check_cancel()?;
+                        if is_manifest {
+                            let spill = ctx.manifest.as_mut().expect("set above");
+                            spill.append(&chunk).map_err(Error::Input)?;
+                        }
                         if tx.send(chunk).is_err() {
                             break; // the writer failed; its error is reported from its result
                         }
                     }
                 }
             }
-            b'2' => ctx.symlink(&raw, rel, &entry.link, seq),
-            b'1' => ctx.hardlink(&raw, rel, &entry.link, false, seq),
+            b'2' => ctx.symlink(&raw, rel, &entry.link, seq)?,
+            b'1' => ctx.hardlink(&raw, rel, &entry.link, false, seq)?,
             b'3' => ctx.special(&raw, "character device"),
             b'4' => ctx.special(&raw, "block device"),
             b'6' => ctx.special(&raw, "FIFO"),
@@ -1061,6 +1098,18 @@ fn is_manifest_name(raw: &[u8], backslash_sep: bool) -> bool {
     safety::entry_path(raw, backslash_sep).is_ok_and(|p| p == Path::new(MANIFEST_PATH))
 }
 
+/// Appends everything `r` gives to `spill`.
+fn copy_to_spill(r: &mut impl Read, spill: &mut Spill) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        spill.append(&buf[..n])?;
+    }
+}
+
 fn damaged(after: u64, e: io::Error) -> Error {
     Error::BadArchive(format!("damaged archive after {after} entries: {e}"))
 }
@@ -1075,14 +1124,15 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         let sep = e.backslash_is_separator();
         let is_manifest =
             !e.is_dir() && !e.is_symlink() && is_manifest_name(&e.name, sep) && !e.encrypted();
+        ctx.absorb_ready();
         if is_manifest {
-            let mut text = Vec::new();
-            zipread::open_entry(file, &e)?
-                .take(MANIFEST_LIMIT)
-                .read_to_end(&mut text)
-                .map_err(|err| entry_error(&e, err))?;
+            let mut text = Spill::default();
+            copy_to_spill(
+                &mut zipread::open_entry(file, &e)?.take(MANIFEST_LIMIT),
+                &mut text,
+            )
+            .map_err(|err| entry_error(&e, err))?;
             ctx.manifest = Some(text);
-            ctx.manifest_seq = Some(seq);
         }
         let Some(rel) = ctx.name(&e.name, sep) else {
             continue;
@@ -1091,7 +1141,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             .unix_mode
             .unwrap_or(if e.is_dir() { 0o755 } else { 0o644 });
         if e.is_dir() {
-            ctx.dir(&e.name, rel, mode, time_of(e.mtime), seq);
+            ctx.dir(&e.name, rel, mode, time_of(e.mtime), seq)?;
             continue;
         }
         if let Some(m) = e.unix_mode.map(|m| m & 0o170000) {
@@ -1118,7 +1168,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             zipread::open_entry(file, &e)?
                 .read_to_end(&mut target)
                 .map_err(|err| entry_error(&e, err))?;
-            ctx.symlink(&e.name, rel, &target, seq);
+            ctx.symlink(&e.name, rel, &target, seq)?;
             continue;
         }
         // Refuse what cannot be read before any writer starts on it.
@@ -1132,7 +1182,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
                 continue;
             }
         }
-        let Some((rel, stage)) = ctx.file(&e.name, &rel, mode, seq) else {
+        let Some(staged) = ctx.file(&e.name, &rel, seq, !is_manifest)? else {
             continue;
         };
         ctx.send(WriteJob {
@@ -1140,7 +1190,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             rel,
             mode,
             mtime: time_of(e.mtime),
-            stage,
+            file: staged,
             data: JobData::Zip(Arc::clone(&shared), Box::new(e)),
             cost: 0,
         })?;
@@ -1155,10 +1205,11 @@ fn entry_error(e: &ZipEntry, err: io::Error) -> Error {
     }
 }
 
-/// A writer thread: writes each file into the staging directory under its sequence number
-/// (`dirs`: DEST and the staging directory; `None` when only verifying), hashing as it goes.
+/// A writer thread: fills each staged file the reader created (none when only verifying or when
+/// `-k` keeps the file), hashing as it goes; `against`: compares with that directory's copy.
 fn writer(
-    dirs: Option<(&Path, &Path)>,
+    dest: Option<&Path>,
+    against: Option<&Path>,
     jobs: Receiver<WriteJob>,
     results: Sender<Written>,
     budget: &Budget,
@@ -1169,9 +1220,10 @@ fn writer(
             budget.release(job.cost);
             continue;
         }
-        let (seq, rel, cost) = (job.seq, Arc::clone(&job.rel), job.cost);
+        let (seq, cost, mode) = (job.seq, job.cost, job.mode);
+        let rel = job.rel.clone();
         let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dirs, job)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dest, job)))
                 .unwrap_or_else(|p| {
                     Err(Error::Panic {
                         stage: "unpack-write",
@@ -1180,7 +1232,25 @@ fn writer(
                     })
                 });
         budget.release(cost);
-        if results.send(Written { seq, result }).is_err() {
+        let differences = match (&result, against) {
+            (Ok((hash, size)), Some(dir)) if rel != Path::new(MANIFEST_PATH) => {
+                let path = dir.join(&rel);
+                compare_file(&path, hash, *size, mode)
+                    .into_iter()
+                    .map(|message| Warning {
+                        path: path.clone(),
+                        message,
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let written = Written {
+            seq,
+            result,
+            differences,
+        };
+        if results.send(written).is_err() {
             break;
         }
     }
@@ -1205,19 +1275,17 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-fn write_one(dirs: Option<(&Path, &Path)>, job: WriteJob) -> Result<(blake3::Hash, u64)> {
+fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> {
     // Errors name the entry's final place, never the staging name.
     let io_err = |e: io::Error| Error::Io {
-        path: dirs.map_or_else(|| job.rel.to_path_buf(), |(dest, _)| dest.join(&job.rel)),
+        path: dest.map_or_else(|| job.rel.clone(), |d| d.join(&job.rel)),
         source: e,
     };
-    let mut file = match dirs {
-        Some((_, staging)) if job.stage => {
-            Some(commit::create_staged(&staging.join(job.seq.to_string())).map_err(io_err)?)
-        }
-        _ => None,
-    };
+    let mut file = job.file;
+    // A small file is one write; a large one goes through a buffer.
+    let whole = matches!(job.data, JobData::Whole(_));
     let sink: Box<dyn Write + '_> = match file.as_mut() {
+        Some(f) if whole => Box::new(f),
         Some(f) => Box::new(io::BufWriter::with_capacity(256 << 10, f)),
         None => Box::new(io::sink()),
     };

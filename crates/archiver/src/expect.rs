@@ -1,0 +1,511 @@
+//! Checking every file of an archive against its embedded manifest, in memory that does not grow
+//! with the entries' names: 35 bytes per entry, names and the manifest text spilled to anonymous
+//! temporary files past a few MiB.
+//!
+//! Written here because the check is ours (the manifest format is ours) and because the obvious
+//! version, a map from path to hash, costs hundreds of bytes per entry: 1,000,000 entries took
+//! 600 MB to verify. Each entry is one fixed-size [`Rec`] instead: a 64-bit keyed hash of its path
+//! (the key is random per run), the first 128 bits of its content's BLAKE3 hash, where its name
+//! is in the name spill (for messages), its sequence number and its kind. After the archive is
+//! read, the records are sorted by path key; the manifest is then streamed line by line, each
+//! line looked up by binary search. The latest entry at a path is the one that counts (tar's
+//! rule), and a hard link takes the content of the entry it names as it was at that point of the
+//! archive.
+//!
+//! The manifest travels inside the archive and is no signature: it catches corruption, not an
+//! attacker who can rewrite the archive. 128 bits of BLAKE3 are ample for that; the 64-bit path
+//! key only groups records (a collision would at worst make a good archive fail, with odds of
+//! about 1 in 10^7 for a billion entries).
+
+use std::fs::File;
+use std::io::{self, BufRead, Read, Seek, Write};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::list::escape_name;
+use crate::manifest::{self, path_bytes};
+use crate::unpack::Refused;
+use crate::{safety, MANIFEST_PATH};
+
+/// At most this many problems are listed one by one; the rest are counted.
+const MAX_LISTED: usize = 1000;
+
+/// Bytes kept in memory by a [`Spill`] before it moves to a temporary file.
+const SPILL_AT: usize = 4 << 20;
+
+/// An append-only byte store that moves to an anonymous temporary file past [`SPILL_AT`].
+#[derive(Default)]
+pub(crate) struct Spill {
+    mem: Vec<u8>,
+    file: Option<File>,
+    /// Bytes in the file; `mem` holds what follows.
+    on_disk: u64,
+}
+
+impl Spill {
+    /// Appends `bytes`; returns where they start.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<u64> {
+        let at = self.on_disk + self.mem.len() as u64;
+        self.mem.extend_from_slice(bytes);
+        if self.mem.len() >= SPILL_AT {
+            let file = match &mut self.file {
+                Some(f) => f,
+                None => self.file.insert(tempfile::tempfile()?),
+            };
+            file.write_all(&self.mem)?;
+            self.on_disk += self.mem.len() as u64;
+            self.mem.clear();
+        }
+        Ok(at)
+    }
+
+    /// Fills `buf` from offset `at`.
+    fn read_at(&self, mut at: u64, mut buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if at < self.on_disk {
+            let n = buf.len().min((self.on_disk - at) as usize);
+            let (head, tail) = buf.split_at_mut(n);
+            self.file
+                .as_ref()
+                .expect("spilled bytes are in the file")
+                .read_exact_at(head, at)?;
+            buf = tail;
+            at += n as u64;
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let start = (at - self.on_disk) as usize;
+        let src = self
+            .mem
+            .get(start..start + buf.len())
+            .ok_or_else(|| io::Error::other("read past the end of a spill"))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    /// The length-prefixed byte string at `at`, and where the next one starts.
+    fn string_at(&self, at: u64) -> io::Result<(Vec<u8>, u64)> {
+        let mut len = [0u8; 4];
+        self.read_at(at, &mut len)?;
+        let mut s = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.read_at(at + 4, &mut s)?;
+        let next = at + 4 + s.len() as u64;
+        Ok((s, next))
+    }
+
+    fn append_string(&mut self, s: &[u8]) -> io::Result<u64> {
+        let at = self.append(&(s.len() as u32).to_le_bytes())?;
+        self.append(s)?;
+        Ok(at)
+    }
+
+    /// The whole contents, from the start.
+    pub fn into_reader(self) -> io::Result<impl BufRead> {
+        let head: Box<dyn Read> = match self.file {
+            Some(mut f) => {
+                f.rewind()?;
+                Box::new(f)
+            }
+            None => Box::new(io::empty()),
+        };
+        Ok(io::BufReader::with_capacity(
+            256 << 10,
+            head.chain(io::Cursor::new(self.mem)),
+        ))
+    }
+}
+
+const FILE: u8 = 1;
+const LINK: u8 = 2;
+const SYM: u8 = 3;
+const DIR: u8 = 4;
+/// A link that was refused: counts as nothing at its path.
+const GONE: u8 = 5;
+const KIND: u8 = 0x0f;
+/// Flag: a manifest line matched this record.
+const MATCHED: u8 = 0x80;
+/// Flag: a FILE's hash has arrived.
+const FILLED: u8 = 0x40;
+
+/// One entry. Byte arrays only, so a record is 35 bytes with no padding.
+#[derive(Clone, Copy)]
+struct Rec {
+    key: [u8; 8],
+    /// FILE: the first 16 bytes of its BLAKE3 hash; LINK: the source's key in the first 8.
+    val: [u8; 16],
+    /// Offset of its name in the name spill (48 bits).
+    name: [u8; 6],
+    seq: [u8; 4],
+    kind: u8,
+}
+
+impl Rec {
+    fn seq(&self) -> u32 {
+        u32::from_le_bytes(self.seq)
+    }
+    fn name(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b[..6].copy_from_slice(&self.name);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// The entries of an archive as far as the manifest check needs them.
+pub(crate) struct Expect {
+    key: [u8; 32],
+    recs: Vec<Rec>,
+    names: Spill,
+}
+
+impl Expect {
+    pub fn new() -> Expect {
+        use std::hash::BuildHasher;
+        let mut key = [0u8; 32];
+        for (i, part) in key.chunks_mut(8).enumerate() {
+            let r = std::collections::hash_map::RandomState::new().hash_one(i);
+            part.copy_from_slice(&r.to_le_bytes());
+        }
+        Expect {
+            key,
+            recs: Vec::new(),
+            names: Spill::default(),
+        }
+    }
+
+    fn key_of(&self, path: &[u8]) -> [u8; 8] {
+        let h = blake3::keyed_hash(&self.key, path);
+        h.as_bytes()[..8].try_into().expect("8 bytes")
+    }
+
+    fn push(
+        &mut self,
+        seq: u64,
+        rel: &Path,
+        kind: u8,
+        val: [u8; 16],
+        extra: Option<&[u8]>,
+    ) -> Result<()> {
+        let bytes = path_bytes(rel);
+        let name = self.names.append_string(&bytes).map_err(spill_error)?;
+        if let Some(extra) = extra {
+            self.names.append_string(extra).map_err(spill_error)?;
+        }
+        let seq = u32::try_from(seq)
+            .map_err(|_| Error::BadArchive("more than 4,294,967,295 entries".into()))?;
+        self.recs.push(Rec {
+            key: self.key_of(&bytes),
+            val,
+            name: name.to_le_bytes()[..6].try_into().expect("6 bytes"),
+            seq: seq.to_le_bytes(),
+            kind,
+        });
+        Ok(())
+    }
+
+    /// A regular file; its hash follows through [`Expect::file_hash`].
+    pub fn file(&mut self, seq: u64, rel: &Path) -> Result<()> {
+        self.push(seq, rel, FILE, [0; 16], None)
+    }
+
+    /// The hash of the file entry `seq`.
+    pub fn file_hash(&mut self, seq: u64, hash: &blake3::Hash) {
+        let Ok(seq) = u32::try_from(seq) else { return };
+        if let Ok(i) = self.recs.binary_search_by_key(&seq, Rec::seq) {
+            let r = &mut self.recs[i];
+            r.val.copy_from_slice(&hash.as_bytes()[..16]);
+            r.kind |= FILLED;
+        }
+    }
+
+    pub fn dir(&mut self, seq: u64, rel: &Path) -> Result<()> {
+        self.push(seq, rel, DIR, [0; 16], None)
+    }
+
+    pub fn symlink(&mut self, seq: u64, rel: &Path, target: &[u8]) -> Result<()> {
+        self.push(seq, rel, SYM, [0; 16], Some(target))
+    }
+
+    /// A hard link to the entry at `source`.
+    pub fn hard_link(&mut self, seq: u64, rel: &Path, source: &Path) -> Result<()> {
+        let src = path_bytes(source);
+        let mut val = [0u8; 16];
+        val[..8].copy_from_slice(&self.key_of(&src));
+        self.push(seq, rel, LINK, val, Some(&src))
+    }
+
+    /// The records whose key is `key` (archive order within).
+    fn group(&self, key: &[u8; 8]) -> std::ops::Range<usize> {
+        let lo = self.recs.partition_point(|r| r.key < *key);
+        let hi = lo + self.recs[lo..].partition_point(|r| r.key == *key);
+        lo..hi
+    }
+
+    fn name_of(&self, r: &Rec) -> io::Result<Vec<u8>> {
+        Ok(self.names.string_at(r.name())?.0)
+    }
+
+    fn second_of(&self, r: &Rec) -> io::Result<Vec<u8>> {
+        let (_, next) = self.names.string_at(r.name())?;
+        Ok(self.names.string_at(next)?.0)
+    }
+
+    /// Resolves every hard link to the content of its source as it was when the link was read
+    /// (checking, when `check_links`, that the source is an earlier file or symlink: verify has no
+    /// staging tree that did so), then checks every file against the manifest, if there is one.
+    /// Problems go to `refused`; returns the number of manifest lines.
+    pub fn finish(
+        mut self,
+        manifest: Option<Spill>,
+        strip: usize,
+        check_links: Option<bool>,
+        refused: &mut Vec<Refused>,
+    ) -> Result<Option<u64>> {
+        let mut problems = Problems::default();
+        self.recs.sort_unstable_by_key(|r| (r.key, r.seq()));
+        self.resolve_links(check_links, &mut problems)?;
+        let Some(manifest) = manifest else {
+            problems.into(refused);
+            return Ok(None);
+        };
+        let mut count = 0u64;
+        let mut text = manifest.into_reader().map_err(spill_error)?;
+        let mut line = Vec::new();
+        let mut n = 0usize;
+        loop {
+            line.clear();
+            if text.read_until(b'\n', &mut line).map_err(spill_error)? == 0 {
+                break;
+            }
+            n += 1;
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            if body.is_empty() {
+                continue;
+            }
+            let entry = manifest::parse_line(n, body)
+                .map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
+            count += 1;
+            let path = if strip > 0 {
+                match safety::entry_path_stripped(&entry.path, false, strip) {
+                    Ok(Some(p)) => path_bytes(&p).into_owned(),
+                    _ => continue,
+                }
+            } else {
+                entry.path
+            };
+            let g = self.group(&self.key_of(&path));
+            let last = g.end.checked_sub(1).filter(|&i| i >= g.start);
+            match last.map(|i| (i, self.recs[i])) {
+                Some((i, r)) if r.kind & KIND == FILE => {
+                    self.recs[i].kind |= MATCHED;
+                    if r.val != entry.hash.as_bytes()[..16] {
+                        problems.push(&path, "content does not match the manifest's BLAKE3 hash");
+                    }
+                }
+                _ => problems.push(&path, "listed in the manifest but missing from the archive"),
+            }
+        }
+        for (i, r) in self.recs.iter().enumerate() {
+            let last = self.recs.get(i + 1).is_none_or(|next| next.key != r.key);
+            if last && r.kind & KIND == FILE && r.kind & MATCHED == 0 {
+                let name = self.name_of(r).map_err(spill_error)?;
+                problems.push(&name, "not listed in the manifest");
+            }
+        }
+        problems.into(refused);
+        Ok(Some(count))
+    }
+
+    /// Gives each hard link its source's content (in archive order, so a link to a link works).
+    fn resolve_links(&mut self, check: Option<bool>, problems: &mut Problems) -> Result<()> {
+        let mut links: Vec<u32> = (0..self.recs.len() as u32)
+            .filter(|&i| self.recs[i as usize].kind & KIND == LINK)
+            .collect();
+        links.sort_unstable_by_key(|&i| self.recs[i as usize].seq());
+        for i in links {
+            let link = self.recs[i as usize];
+            let src_key: [u8; 8] = link.val[..8].try_into().expect("8 bytes");
+            let g = self.group(&src_key);
+            let src = self.recs[g]
+                .iter()
+                .rev()
+                .find(|r| r.seq() < link.seq())
+                .copied();
+            let kind = match src {
+                Some(s) if s.kind & KIND == FILE => {
+                    self.recs[i as usize].val = s.val;
+                    FILE | (s.kind & FILLED)
+                }
+                Some(s) if s.kind & KIND == SYM => match check {
+                    Some(anywhere) => {
+                        let rel = self.name_of(&link).map_err(spill_error)?;
+                        let target = self.second_of(&s).map_err(spill_error)?;
+                        let at = Path::new(
+                            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&rel),
+                        );
+                        match safety::symlink_target(at, &target, anywhere) {
+                            Ok(_) => SYM,
+                            Err(r) => {
+                                let source = self.second_of(&link).map_err(spill_error)?;
+                                problems.push(
+                                    &rel,
+                                    &format!(
+                                        "hard link to the symlink {}: from here, {}",
+                                        escape_name(&source),
+                                        r.0
+                                    ),
+                                );
+                                GONE
+                            }
+                        }
+                    }
+                    None => SYM,
+                },
+                other => {
+                    if check.is_some() {
+                        let rel = self.name_of(&link).map_err(spill_error)?;
+                        let source = self.second_of(&link).map_err(spill_error)?;
+                        let why = match other {
+                            Some(s) if s.kind & KIND == DIR => {
+                                "hard link to a directory".to_string()
+                            }
+                            _ => format!(
+                                "hard link to {}, which is not an earlier entry of this archive",
+                                escape_name(&source)
+                            ),
+                        };
+                        problems.push(&rel, &why);
+                    }
+                    GONE
+                }
+            };
+            self.recs[i as usize].kind = kind;
+        }
+        Ok(())
+    }
+}
+
+fn spill_error(e: io::Error) -> Error {
+    Error::Io {
+        path: std::env::temp_dir(),
+        source: io::Error::new(
+            e.kind(),
+            format!("temporary file for the manifest check: {e}"),
+        ),
+    }
+}
+
+/// Problems found, the first [`MAX_LISTED`] by name.
+#[derive(Default)]
+struct Problems {
+    listed: Vec<Refused>,
+    more: u64,
+}
+
+impl Problems {
+    fn push(&mut self, entry: &[u8], reason: &str) {
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(Refused {
+                entry: escape_name(entry),
+                reason: reason.into(),
+            });
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn into(mut self, refused: &mut Vec<Refused>) {
+        self.listed.sort_by(|a, b| a.entry.cmp(&b.entry));
+        refused.append(&mut self.listed);
+        if self.more > 0 {
+            refused.push(Refused {
+                entry: format!("({} more entries)", self.more),
+                reason: "do not match the manifest either; only the first 1000 are listed".into(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(lines: &[(&str, &[u8])]) -> Spill {
+        let mut s = Spill::default();
+        for (p, data) in lines {
+            s.append(format!("{}  {p}\n", blake3::hash(data).to_hex()).as_bytes())
+                .unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn latest_entry_and_links_count() {
+        let mut e = Expect::new();
+        e.file(1, Path::new("a")).unwrap();
+        e.file_hash(1, &blake3::hash(b"one"));
+        e.hard_link(2, Path::new("h"), Path::new("a")).unwrap();
+        e.file(3, Path::new("a")).unwrap();
+        e.file_hash(3, &blake3::hash(b"two"));
+        e.symlink(4, Path::new("s"), b"a").unwrap();
+        let mut refused = Vec::new();
+        let m = manifest(&[("a", b"two"), ("h", b"one")]);
+        assert_eq!(
+            e.finish(Some(m), 0, Some(false), &mut refused).unwrap(),
+            Some(2)
+        );
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+
+    #[test]
+    fn every_disagreement_is_named() {
+        let mut e = Expect::new();
+        for (i, name) in ["bad", "unlisted", "ok"].iter().enumerate() {
+            e.file(i as u64 + 1, Path::new(name)).unwrap();
+            e.file_hash(i as u64 + 1, &blake3::hash(name.as_bytes()));
+        }
+        e.hard_link(9, Path::new("h"), Path::new("nowhere"))
+            .unwrap();
+        let mut refused = Vec::new();
+        let m = manifest(&[("bad", b"other"), ("ok", b"ok"), ("missing", b"")]);
+        e.finish(Some(m), 0, Some(false), &mut refused).unwrap();
+        let got: Vec<String> = refused
+            .iter()
+            .map(|r| format!("{}: {}", r.entry, r.reason))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "bad: content does not match the manifest's BLAKE3 hash",
+                "h: hard link to nowhere, which is not an earlier entry of this archive",
+                "missing: listed in the manifest but missing from the archive",
+                "unlisted: not listed in the manifest",
+            ]
+        );
+    }
+
+    #[test]
+    fn names_spill_and_read_back() {
+        let mut e = Expect::new();
+        let n = 200_000u64;
+        for i in 0..n {
+            e.file(
+                i + 1,
+                Path::new(&format!("dir/a-rather-long-file-name-{i:08}")),
+            )
+            .unwrap();
+        }
+        assert!(e.names.file.is_some());
+        assert_eq!(std::mem::size_of::<Rec>(), 35);
+        let r = e.recs[150_000];
+        assert_eq!(
+            e.name_of(&r).unwrap(),
+            b"dir/a-rather-long-file-name-00150000"
+        );
+        let mut refused = Vec::new();
+        e.finish(Some(Spill::default()), 0, None, &mut refused)
+            .unwrap();
+        assert_eq!(refused.len(), MAX_LISTED + 1);
+        assert!(refused[MAX_LISTED].entry.contains("199000 more"));
+    }
+}

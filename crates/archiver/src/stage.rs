@@ -1,0 +1,364 @@
+//! The staging tree of an unpack: the archive's entries, created as they are read, in a mirror of
+//! the final tree inside the run's staging directory (`DEST/.archiver-XXXXXX/t`).
+//!
+//! Written here rather than taken from a crate because no crate offers what it must guarantee:
+//! - **The filesystem is the model.** Later entries replace earlier ones at the same path (tar's
+//!   rule, whatever the two types), a directory replaced by a file takes its subtree with it, and
+//!   nothing about the entries is kept in memory: unpacking a million files costs no more memory
+//!   than unpacking ten.
+//! - **Nothing is written through a link.** Every directory is entered with
+//!   `openat(O_DIRECTORY | O_NOFOLLOW)` from the one above it, so an entry below a symlink (or a
+//!   file) of the archive is refused, never followed; new names are created exclusively
+//!   (`O_EXCL`, `mkdirat`, `symlinkat`, `linkat`), and an existing staged name (only ever ours) is
+//!   removed first.
+//! - **Few system calls.** The reader keeps the open directories of the current entry's parent
+//!   chain; archives are in tree order, so a directory is opened once, not once per file. When DEST
+//!   holds nothing of the archive, the commit then moves whole top-level directories into place
+//!   with one rename each, instead of one rename per file.
+//!
+//! Only the reader thread changes the tree's structure; writer threads only fill the files it
+//! created (through their open descriptors), so creation order is archive order.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use crate::list::escape_name;
+use crate::manifest::path_bytes;
+
+/// Why an entry cannot be staged: a rule of the archive's own tree (reported as a refusal of that
+/// entry), or a system error (fatal for the run).
+#[derive(Debug)]
+pub(crate) enum StageError {
+    Refuse(String),
+    Io(io::Error),
+}
+
+impl From<io::Error> for StageError {
+    fn from(e: io::Error) -> Self {
+        StageError::Io(e)
+    }
+}
+
+impl From<rustix::io::Errno> for StageError {
+    fn from(e: rustix::io::Errno) -> Self {
+        StageError::Io(e.into())
+    }
+}
+
+type Staged<T> = std::result::Result<T, StageError>;
+
+/// What a hard link's source is in the staging tree.
+pub(crate) enum LinkSource {
+    /// A regular file: the link was made.
+    Linked,
+    /// A symlink: the caller checks its target from the link's own place and makes a symlink.
+    Symlink(Vec<u8>),
+    /// Not staged (no earlier entry there, or `-k` kept it and it was never staged).
+    Missing,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// What the staging tree holds at a path.
+pub(crate) enum Kind {
+    Dir,
+    Symlink(Vec<u8>),
+    /// A regular file (or anything else that cannot be looked into).
+    Other,
+}
+
+/// The mirror tree being built.
+pub(crate) struct StageTree {
+    root: OwnedFd,
+    path: PathBuf,
+    /// The open directories of the last entry's parent chain, from the root down.
+    stack: Vec<(OsString, OwnedFd)>,
+    /// Every staged symlink's path (length-prefixed), checked against the final tree at commit.
+    symlinks: Vec<u8>,
+}
+
+impl StageTree {
+    /// Creates the (empty) tree at `path`, which must not exist.
+    pub fn create(path: &Path) -> io::Result<StageTree> {
+        std::fs::create_dir(path)?;
+        let root = rustix::fs::open(path, DIR_FLAGS, Mode::empty())?;
+        Ok(StageTree {
+            root,
+            path: path.to_path_buf(),
+            stack: Vec::new(),
+            symlinks: Vec::new(),
+        })
+    }
+
+    /// Where the tree is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The staged symlinks' paths.
+    pub fn symlinks(&self) -> impl Iterator<Item = &Path> {
+        let mut rest = &self.symlinks[..];
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let (name, tail) = tail.split_at(len);
+            rest = tail;
+            Some(Path::new(
+                <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name),
+            ))
+        })
+    }
+
+    /// The open parent directory of `rel` (created as needed, every component a real directory of
+    /// the tree) and `rel`'s last component.
+    fn parent<'a>(&mut self, rel: &'a Path) -> Staged<(&OwnedFd, &'a OsStr)> {
+        let mut names: Vec<&OsStr> = rel
+            .components()
+            .map(|c| match c {
+                Component::Normal(n) => n,
+                other => other.as_os_str(),
+            })
+            .collect();
+        let Some(last) = names.pop() else {
+            return Err(StageError::Refuse("empty name".into()));
+        };
+        let keep = self
+            .stack
+            .iter()
+            .zip(&names)
+            .take_while(|((have, _), want)| have.as_os_str() == **want)
+            .count();
+        self.stack.truncate(keep);
+        for (i, name) in names.iter().enumerate().skip(keep) {
+            let parent = self.stack.last().map_or(&self.root, |(_, fd)| fd);
+            match rustix::fs::mkdirat(parent, *name, Mode::from_bits_truncate(0o777)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match rustix::fs::openat(parent, *name, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => self.stack.push((name.to_os_string(), fd)),
+                Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                    let shown: PathBuf = names[..=i].iter().collect();
+                    let shown = escape_name(&path_bytes(&shown));
+                    let is_link = rustix::fs::statat(parent, *name, AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+                    return Err(StageError::Refuse(if is_link {
+                        format!(
+                            "{shown} is a symlink in this archive; refusing to write through it"
+                        )
+                    } else {
+                        format!("{shown} is a file earlier in this archive, not a directory")
+                    }));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let parent = self.stack.last().map_or(&self.root, |(_, fd)| fd);
+        Ok((parent, last))
+    }
+
+    /// Removes whatever is staged at `name` in `dir` (an earlier entry at the same path).
+    fn remove(&self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> io::Result<()> {
+        let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            // Only ever below our own staging tree, whose directories are all real ones.
+            std::fs::remove_dir_all(self.path.join(rel))
+        } else {
+            Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+        }
+    }
+
+    /// Runs `make` for the entry at `rel`; if the name is taken by an earlier entry, removes that
+    /// and tries once more (the later entry wins).
+    fn replace<T>(
+        &mut self,
+        rel: &Path,
+        make: impl Fn(&OwnedFd, &OsStr) -> rustix::io::Result<T>,
+    ) -> Staged<T> {
+        let (dir, name) = self.parent(rel)?;
+        match make(dir, name) {
+            Err(rustix::io::Errno::EXIST) => {}
+            other => return Ok(other?),
+        }
+        let (dir, name) = self.parent(rel)?;
+        let dir = dir.try_clone()?;
+        self.remove(&dir, name, rel)?;
+        Ok(make(&dir, name)?)
+    }
+
+    /// Creates the regular file `rel` (mode 0600 until its writer sets the entry's mode).
+    pub fn file(&mut self, rel: &Path) -> Staged<File> {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fd = self.replace(rel, |dir, name| {
+            rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::RUSR | Mode::WUSR)
+        })?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates the directory `rel` (a file or symlink staged there before is replaced; an existing
+    /// directory stays, with its contents).
+    pub fn dir(&mut self, rel: &Path) -> Staged<()> {
+        if rel.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let (dir, name) = self.parent(rel)?;
+        match rustix::fs::mkdirat(dir, name, Mode::from_bits_truncate(0o777)) {
+            Err(rustix::io::Errno::EXIST) => {}
+            other => return Ok(other?),
+        }
+        let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            return Ok(());
+        }
+        rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+        Ok(rustix::fs::mkdirat(
+            dir,
+            name,
+            Mode::from_bits_truncate(0o777),
+        )?)
+    }
+
+    /// Creates the symlink `rel` → `target` (already checked by the caller).
+    pub fn symlink(&mut self, rel: &Path, target: &Path) -> Staged<()> {
+        self.replace(rel, |dir, name| rustix::fs::symlinkat(target, dir, name))?;
+        let bytes = path_bytes(rel);
+        self.symlinks
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.symlinks.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// Makes `rel` a hard link to the staged entry `source` (a regular file), or says what
+    /// `source` is when no link was made.
+    pub fn hard_link(&mut self, rel: &Path, source: &Path) -> Staged<LinkSource> {
+        let Some((src_dir, src_name)) = self.open_existing_parent(source)? else {
+            return Ok(LinkSource::Missing);
+        };
+        let st = match rustix::fs::statat(&src_dir, src_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => return Ok(LinkSource::Missing),
+            Err(e) => return Err(e.into()),
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Directory => {
+                return Err(StageError::Refuse("hard link to a directory".into()))
+            }
+            FileType::Symlink => {
+                let t = rustix::fs::readlinkat(&src_dir, src_name, Vec::new())?;
+                return Ok(LinkSource::Symlink(t.into_bytes()));
+            }
+            _ => return Ok(LinkSource::Missing),
+        }
+        if rel == source {
+            return Ok(LinkSource::Linked); // a link to itself: the file is already there
+        }
+        self.replace(rel, |dir, name| {
+            rustix::fs::linkat(&src_dir, src_name, dir, name, AtFlags::empty())
+        })?;
+        Ok(LinkSource::Linked)
+    }
+
+    /// Makes `rel` a hard link to `outside`, a file DEST holds that `-k` kept.
+    pub fn hard_link_to(&mut self, rel: &Path, outside: &Path) -> Staged<()> {
+        self.replace(rel, |dir, name| {
+            rustix::fs::linkat(rustix::fs::CWD, outside, dir, name, AtFlags::empty())
+        })
+    }
+
+    /// What is staged at `rel` (entered without following links), `None` for nothing.
+    pub fn kind_of(&self, rel: &Path) -> Option<Kind> {
+        let (dir, name) = self.open_existing_parent(rel).ok()??;
+        let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some(match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink(
+                rustix::fs::readlinkat(&dir, name, Vec::new())
+                    .ok()?
+                    .into_bytes(),
+            ),
+            _ => Kind::Other,
+        })
+    }
+
+    /// The parent directory of an existing staged path, entered without following links;
+    /// `None` when a component is missing or not a directory.
+    fn open_existing_parent<'a>(&self, rel: &'a Path) -> Staged<Option<(OwnedFd, &'a OsStr)>> {
+        let mut names: Vec<&OsStr> = rel.iter().collect();
+        let Some(last) = names.pop() else {
+            return Ok(None);
+        };
+        let mut dir = self.root.try_clone()?;
+        for name in names {
+            match rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => dir = fd,
+                Err(
+                    rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP,
+                ) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some((dir, last)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, StageTree) {
+        let d = tempfile::tempdir().unwrap();
+        let t = StageTree::create(&d.path().join("t")).unwrap();
+        (d, t)
+    }
+
+    #[test]
+    fn later_entries_replace_earlier_ones_whatever_the_types() {
+        let (_d, mut t) = tree();
+        use std::io::Write;
+        t.file(Path::new("a/b/f")).unwrap().write_all(b"1").unwrap();
+        t.file(Path::new("a/b/f")).unwrap().write_all(b"2").unwrap();
+        assert_eq!(std::fs::read(t.path().join("a/b/f")).unwrap(), b"2");
+        t.dir(Path::new("a/b/f")).unwrap();
+        assert!(t.path().join("a/b/f").is_dir());
+        t.file(Path::new("a")).unwrap();
+        assert!(t.path().join("a").is_file());
+        t.symlink(Path::new("a"), Path::new("x")).unwrap();
+        t.dir(Path::new("a")).unwrap();
+        assert!(t.path().join("a").is_dir());
+        assert_eq!(t.symlinks().count(), 1);
+    }
+
+    #[test]
+    fn nothing_is_written_below_a_file_or_a_symlink() {
+        let (d, mut t) = tree();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        t.symlink(Path::new("l"), &outside).unwrap();
+        match t.file(Path::new("l/x")) {
+            Err(StageError::Refuse(why)) => assert!(why.contains("l is a symlink"), "{why}"),
+            _ => panic!("wrote through a symlink"),
+        }
+        assert!(!outside.join("x").exists());
+        t.file(Path::new("f")).unwrap();
+        match t.dir(Path::new("f/d")) {
+            Err(StageError::Refuse(why)) => assert!(why.contains("f is a file"), "{why}"),
+            _ => panic!("created below a file"),
+        }
+        // A hard link whose source lies below the symlink is not followed either.
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        assert!(matches!(
+            t.hard_link(Path::new("h"), Path::new("l/secret")),
+            Ok(LinkSource::Missing)
+        ));
+        assert!(!t.path().join("h").exists());
+    }
+}
