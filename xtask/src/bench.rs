@@ -229,7 +229,7 @@ pub fn run(mut o: BenchArgs) -> Result {
             ds.bytes as f64 / 1048576.0
         );
         let work = if ds.name == FILES_1M {
-            huge_workloads(&bin, ds, tar, j)
+            huge_workloads(&bin, ds, tar, j, &bench_dir, tmpfs.as_ref())?
         } else {
             workloads(&bin, ds, tar, j, &bench_dir, tmpfs.as_ref())?
         };
@@ -278,10 +278,19 @@ fn pipe(work: &str, tool: String, cmd: String) -> Work {
     }
 }
 
-/// The 1,000,000-file rows (the streaming issue's table): pack tar, archiver against GNU tar.
-fn huge_workloads(bin: &Path, ds: &Dataset, tar: &str, j: usize) -> Vec<Work> {
+/// The 1,000,000-file rows: pack tar, archiver against GNU tar (the streaming issue's table),
+/// then list, verify and unpack of its tar.zst (the trust issue's memory bound: peak RSS must not
+/// grow with the number of entries).
+fn huge_workloads(
+    bin: &Path,
+    ds: &Dataset,
+    tar: &str,
+    j: usize,
+    bench_dir: &Path,
+    tmpfs: Option<&Scratch>,
+) -> Result<Vec<Work>> {
     let (a, dir) = (bin.display(), ds.dir.display());
-    vec![
+    let mut work = vec![
         pipe(
             "tar",
             format!("archiver -j{j}"),
@@ -292,7 +301,58 @@ fn huge_workloads(bin: &Path, ds: &Dataset, tar: &str, j: usize) -> Vec<Work> {
             format!("{tar} cf"),
             format!("{tar} -C '{dir}' -cf - ."),
         ),
-    ]
+    ];
+    let arch = bench_dir.join(format!("{}.tar.zst", ds.name));
+    let t = arch.display();
+    crate::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("'{a}' pack -q -C '{dir}' . -o '{t}'")),
+    )?;
+    let row = |work: &str, tool: String, prepare: Option<String>, cmd: String| Work {
+        work: work.into(),
+        tool,
+        prepare,
+        cmd,
+        out: Out::Tree,
+    };
+    work.push(row(
+        "list tar.zst",
+        "archiver".into(),
+        None,
+        format!("'{a}' list '{t}' > /dev/null"),
+    ));
+    work.push(row(
+        "list tar.zst",
+        format!("{tar} -I zstd -tf"),
+        None,
+        format!("{tar} -I zstd -tf '{t}' > /dev/null"),
+    ));
+    work.push(row(
+        "verify tar.zst",
+        format!("archiver -j{j}"),
+        None,
+        format!("'{a}' verify -q -j {j} '{t}'"),
+    ));
+    let (place, out, no_sync) = match tmpfs {
+        Some(s) => ("tmpfs", s.0.join("out"), " --no-sync"),
+        None => ("disk", bench_dir.join("out"), ""),
+    };
+    let o_ = out.display();
+    let prep = Some(format!("rm -rf '{o_}' && mkdir -p '{o_}'"));
+    work.push(row(
+        &format!("unpack tar.zst ({place})"),
+        format!("archiver -j{j}"),
+        prep.clone(),
+        format!("'{a}' unpack -q -j {j}{no_sync} '{t}' -C '{o_}'"),
+    ));
+    work.push(row(
+        &format!("unpack tar.zst ({place})"),
+        format!("{tar} -I zstd -xf"),
+        prep,
+        format!("{tar} -I zstd -xf '{t}' -C '{o_}'"),
+    ));
+    Ok(work)
 }
 
 /// Every pack and unpack row for one dataset, with the peers that are on PATH.

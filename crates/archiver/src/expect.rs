@@ -27,6 +27,9 @@ use crate::manifest::{self, path_bytes};
 use crate::unpack::Refused;
 use crate::{safety, MANIFEST_PATH};
 
+/// Records per block of the sparse index.
+const STRIDE: usize = 16;
+
 /// At most this many problems are listed one by one; the rest are counted.
 const MAX_LISTED: usize = 1000;
 
@@ -211,7 +214,13 @@ impl Expect {
     /// The hash of the file entry `seq`.
     pub fn file_hash(&mut self, seq: u64, hash: &blake3::Hash) {
         let Ok(seq) = u32::try_from(seq) else { return };
-        if let Ok(i) = self.recs.binary_search_by_key(&seq, Rec::seq) {
+        // Results come back close to the order entries were read: look at the newest first.
+        let tail = self.recs.len().saturating_sub(256);
+        let found = match self.recs[tail..].binary_search_by_key(&seq, Rec::seq) {
+            Ok(i) => Ok(tail + i),
+            Err(_) => self.recs[..tail].binary_search_by_key(&seq, Rec::seq),
+        };
+        if let Ok(i) = found {
             let r = &mut self.recs[i];
             r.val.copy_from_slice(&hash.as_bytes()[..16]);
             r.kind |= FILLED;
@@ -234,11 +243,21 @@ impl Expect {
         self.push(seq, rel, LINK, val, Some(&src))
     }
 
-    /// The records whose key is `key` (archive order within).
-    fn group(&self, key: &[u8; 8]) -> std::ops::Range<usize> {
-        let lo = self.recs.partition_point(|r| r.key < *key);
-        let hi = lo + self.recs[lo..].partition_point(|r| r.key == *key);
+    /// The records whose key is `key` (archive order within). A binary search over the sparse
+    /// `index` (in cache) and then within one block of [`STRIDE`] records: a plain binary search
+    /// over tens of MB costs a cache miss per step.
+    fn group(&self, index: &[[u8; 8]], key: &[u8; 8]) -> std::ops::Range<usize> {
+        let b = index.partition_point(|k| k < key);
+        let start = b.saturating_sub(1) * STRIDE;
+        let end = (b * STRIDE).min(self.recs.len());
+        let lo = start + self.recs[start..end].partition_point(|r| r.key < *key);
+        let hi = lo + self.recs[lo..].iter().take_while(|r| r.key == *key).count();
         lo..hi
+    }
+
+    /// Every [`STRIDE`]th key of the sorted records.
+    fn index(&self) -> Vec<[u8; 8]> {
+        self.recs.iter().step_by(STRIDE).map(|r| r.key).collect()
     }
 
     fn name_of(&self, r: &Rec) -> io::Result<Vec<u8>> {
@@ -263,7 +282,8 @@ impl Expect {
     ) -> Result<Option<u64>> {
         let mut problems = Problems::default();
         self.recs.sort_unstable_by_key(|r| (r.key, r.seq()));
-        self.resolve_links(check_links, &mut problems)?;
+        let index = self.index();
+        self.resolve_links(&index, check_links, &mut problems)?;
         let Some(manifest) = manifest else {
             problems.into(refused);
             return Ok(None);
@@ -293,7 +313,7 @@ impl Expect {
             } else {
                 entry.path
             };
-            let g = self.group(&self.key_of(&path));
+            let g = self.group(&index, &self.key_of(&path));
             let last = g.end.checked_sub(1).filter(|&i| i >= g.start);
             match last.map(|i| (i, self.recs[i])) {
                 Some((i, r)) if r.kind & KIND == FILE => {
@@ -317,7 +337,12 @@ impl Expect {
     }
 
     /// Gives each hard link its source's content (in archive order, so a link to a link works).
-    fn resolve_links(&mut self, check: Option<bool>, problems: &mut Problems) -> Result<()> {
+    fn resolve_links(
+        &mut self,
+        index: &[[u8; 8]],
+        check: Option<bool>,
+        problems: &mut Problems,
+    ) -> Result<()> {
         let mut links: Vec<u32> = (0..self.recs.len() as u32)
             .filter(|&i| self.recs[i as usize].kind & KIND == LINK)
             .collect();
@@ -325,7 +350,7 @@ impl Expect {
         for i in links {
             let link = self.recs[i as usize];
             let src_key: [u8; 8] = link.val[..8].try_into().expect("8 bytes");
-            let g = self.group(&src_key);
+            let g = self.group(index, &src_key);
             let src = self.recs[g]
                 .iter()
                 .rev()
