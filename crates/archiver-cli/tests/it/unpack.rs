@@ -1527,3 +1527,94 @@ fn strip_components_keeps_the_manifest_check() {
         "{err}"
     );
 }
+
+/// Unpacking into a tree that already holds part of the archive merges: what the archive does not
+/// hold stays, directories both have are merged at any depth, new subtrees arrive whole, replaced
+/// files take the archive's content, and directory modes are the archive's.
+#[test]
+fn unpacking_into_an_existing_tree_merges() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a/b/c/new.txt", b"new deep", 0o644);
+    file(&src, "a/b/replaced.txt", b"archive version", 0o640);
+    file(&src, "a/fresh/sub/x.txt", b"x", 0o644);
+    file(&src, "top.txt", b"top", 0o644);
+    set_mode(&src.join("a/b"), 0o750);
+    let dest = work.path().join("dest");
+    file(&dest, "a/b/mine.txt", b"user file", 0o600);
+    file(&dest, "a/b/replaced.txt", b"old version", 0o644);
+    file(&dest, "a/other/keep.txt", b"keep", 0o644);
+    for format in ["tar.zst", "zip"] {
+        let archive = work.path().join(format!("m.{format}"));
+        ok(pack_dir(&src).arg("-o").arg(&archive));
+        let (code, err) = unpack_within(&archive, &dest, &["--no-sync"]);
+        assert_eq!(code, Some(0), "{format}: {err}");
+        for (rel, want) in [
+            ("a/b/c/new.txt", &b"new deep"[..]),
+            ("a/b/replaced.txt", b"archive version"),
+            ("a/fresh/sub/x.txt", b"x"),
+            ("top.txt", b"top"),
+            ("a/b/mine.txt", b"user file"),
+            ("a/other/keep.txt", b"keep"),
+        ] {
+            assert_eq!(
+                std::fs::read(dest.join(rel)).unwrap(),
+                want,
+                "{format}: {rel}"
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(dest.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("a/b"), 0o750, "{format}");
+        assert_eq!(mode("a/b/replaced.txt"), 0o640, "{format}");
+        assert_no_debris(&dest);
+    }
+}
+
+/// Hard links: one made before its source is replaced keeps the content the source had then (as
+/// GNU tar extracts it), and the manifest check agrees; a link whose source lies below an archive
+/// symlink finds nothing there and is refused, never followed out of the destination.
+#[test]
+fn hard_links_follow_the_archive_order_and_never_a_symlink() {
+    use tar::EntryType as T;
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(
+        work.path(),
+        &hostile_tar(&[
+            ("f", T::Regular, "", b"first"),
+            ("h", T::Link, "f", b""),
+            ("f", T::Regular, "", b"second"),
+        ]),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let dest = work.path().join("dest");
+    assert_eq!(std::fs::read(dest.join("h")).unwrap(), b"first");
+    assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"second");
+
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let target = outside.path().to_str().unwrap();
+    for extra in [&[][..], &["--allow-outside-links"]] {
+        let (code, err) = attack(
+            work.path(),
+            &hostile_tar(&[
+                ("l", T::Symlink, target, b""),
+                ("h", T::Link, "l/secret", b""),
+            ]),
+            extra,
+        );
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(
+            !work.path().join("dest/h").exists(),
+            "{extra:?}: linked a file from outside"
+        );
+    }
+}
