@@ -142,7 +142,7 @@ pub struct UnpackArgs {
     /// Do not wait for the data to reach the disk (faster; a power cut may lose it)
     #[arg(long)]
     pub no_sync: bool,
-    /// Refuse archives that expand to more than this many bytes (suffixes K, M, G, T)
+    /// Refuse archives that expand to more than this many bytes (500M, 1.5G, 20GiB, 1T: binary multiples)
     #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size)]
     pub max_output: u64,
     /// Show a progress bar (default: when stderr is a terminal)
@@ -151,6 +151,9 @@ pub struct UnpackArgs {
     /// Never show a progress bar
     #[arg(long)]
     pub no_progress: bool,
+    /// Print counts, time and rate to stderr at the end (the same counts as pack's --stats)
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Args)]
@@ -173,22 +176,18 @@ pub struct VerifyArgs {
     /// Never show a progress bar
     #[arg(long)]
     pub no_progress: bool,
+    /// Print counts, time and rate to stderr at the end (the same counts as pack's --stats)
+    #[arg(long)]
+    pub stats: bool,
 }
 
 /// `123`, `10K`, `5M`, `2G`, `1T` (powers of 1024).
+/// A size such as `500M`, `1.5G`, `20GiB` or `1T` (binary multiples, as GNU tools read them).
 fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        Some('T') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size (examples: 500M, 20G)"))
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|e| format!("{s:?} is not a size ({e}; examples: 500M, 1.5G, 20GiB)"))
 }
 
 #[derive(Debug, Args)]

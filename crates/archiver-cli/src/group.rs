@@ -14,24 +14,6 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
             args.output.display()
         )
     })?;
-    let mut stems = archiver::group::plan(&args.dir, &args.ext)?;
-    // OUTDIR may be DIR itself: archives written there by an earlier run are never grouped again.
-    if let Ok(out) = std::fs::canonicalize(&args.output) {
-        let in_out = |f: &std::path::PathBuf| {
-            f.parent()
-                .and_then(|p| std::fs::canonicalize(p).ok())
-                .is_some_and(|p| p == out)
-                && f.file_name().is_some_and(|n| {
-                    let n = n.to_string_lossy();
-                    n.ends_with(archiver::group::extension(format))
-                        || (n.starts_with('.') && n.ends_with(".tmp"))
-                })
-        };
-        for s in &mut stems {
-            s.files.retain(|f| !in_out(f));
-        }
-        stems.retain(|s| !s.files.is_empty());
-    }
     let mut template = Packer::new(Vec::<std::path::PathBuf>::new())
         .format(format)
         .manifest(!args.no_manifest);
@@ -41,22 +23,27 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
     let threads = args
         .jobs
         .map_or_else(archiver::default_jobs, |j| j as usize);
-    let reporter =
-        crate::progress::Reporter::counter(args.progress, args.no_progress, quiet, "stems");
-    let report = |done: usize, total: usize| {
-        if let Some(r) = &reporter {
-            r.count(done as u64, total as u64, "stems");
-        }
-    };
-    let results = archiver::group::run(
-        &stems,
-        &args.output,
-        &template,
-        threads,
-        cancel,
-        Some(&report),
-    );
-    if let Some(r) = &reporter {
+    let reporter = std::sync::Arc::new(crate::progress::Reporter::counter(
+        args.progress,
+        args.no_progress,
+        quiet,
+        "stems",
+    ));
+    let shown = std::sync::Arc::clone(&reporter);
+    let grouper = archiver::group::Grouper::new(&args.dir, &args.output)
+        .packer(template)
+        .threads(threads)
+        .extensions(args.ext.iter().cloned())
+        .cancel_with(cancel.clone())
+        .on_progress(move |done, total| {
+            if let Some(r) = shown.as_ref() {
+                r.count(done as u64, total as u64, "stems");
+            }
+        });
+    // OUTDIR may be DIR itself: archives written there by an earlier run are never grouped again.
+    let stems = grouper.plan()?;
+    let results = grouper.run_stems(&stems);
+    if let Some(r) = reporter.as_ref() {
         r.finish();
     }
     if cancel.is_cancelled() {

@@ -44,6 +44,7 @@ pub fn run(
         result,
         path,
         quiet,
+        args.stats,
         "nothing was changed in the destination",
     )
 }
@@ -107,13 +108,46 @@ pub fn verify(args: VerifyArgs, quiet: bool, cancel: &archiver::Cancel) -> anyho
     }
     let reporter = Reporter::new(args.progress, args.no_progress, quiet);
     let result = unpack_with(&u, path, reporter.as_ref(), cancel);
-    finish(result, path, quiet, "the archive failed verification")
+    finish(
+        result,
+        path,
+        quiet,
+        args.stats,
+        "the archive failed verification",
+    )
+}
+
+/// `--stats`: the counts (the same as pack's: the manifest is not a user file), time and rate.
+fn print_stats(report: &archiver::UnpackReport) {
+    let s = &report.stats;
+    let secs = s.wall.as_secs_f64().max(1e-9);
+    eprintln!(
+        "files {}  dirs {}  symlinks {}  hardlinks {}  kept {}  warnings {}",
+        s.files,
+        s.dirs,
+        s.symlinks,
+        s.hardlinks,
+        s.kept_existing,
+        report.warnings.len()
+    );
+    let manifest = s.manifest_checked.map_or_else(
+        || "no manifest".to_string(),
+        |n| format!("manifest: {n} files checked"),
+    );
+    eprintln!(
+        "bytes {}  wall {:.3}s  {:.1} MB/s  {:.0} files/s  {manifest}",
+        s.bytes,
+        secs,
+        s.bytes as f64 / secs / 1e6,
+        s.files as f64 / secs
+    );
 }
 
 fn finish(
     result: archiver::Result<archiver::UnpackReport>,
     path: Option<&Path>,
     quiet: bool,
+    stats: bool,
     refused_means: &str,
 ) -> anyhow::Result<Outcome> {
     let name = path.map_or_else(
@@ -122,6 +156,9 @@ fn finish(
     );
     match result {
         Ok(report) => {
+            if stats {
+                print_stats(&report);
+            }
             if report.stats.manifest_checked.is_none() && !quiet {
                 eprintln!(
                     "archiver: {name}: unverified: the archive carries no manifest, so files were checked only against the format's CRCs and checksums (--require-manifest refuses such archives)"

@@ -41,18 +41,25 @@ mod budget;
 mod commit;
 mod error;
 mod expect;
-#[doc(hidden)] // internal; `Format`, `ZipMethod` and `detect` are re-exported below
+// Internal modules. The `internals` feature (off by default; on for the micro-benchmarks in
+// `benches/`) makes them reachable, hidden from the documentation: no embedder depends on them.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod format;
+#[cfg(not(feature = "internals"))]
+mod format;
 pub mod group;
 mod list;
 pub mod manifest;
 mod owner;
 mod pipeline;
 mod read;
-#[doc(hidden)] // internal; public only for the micro-benchmarks in benches/
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod reorder;
-#[doc(hidden)] // internal: the unpack policy (docs/SECURITY.md)
-pub mod safety;
+#[cfg(not(feature = "internals"))]
+mod reorder;
+mod safety;
 mod stage;
 mod stats;
 mod tarread;

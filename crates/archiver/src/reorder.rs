@@ -67,21 +67,25 @@ impl<T> ReorderBuffer<T> {
     }
 
     /// The sequence number the buffer waits for.
+    #[cfg(any(test, feature = "internals"))]
     pub fn next_seq(&self) -> u64 {
         self.next
     }
 
     /// Items held, waiting for an earlier one.
+    #[cfg(any(test, feature = "internals"))]
     pub fn len(&self) -> usize {
         self.held
     }
 
     /// True when nothing is held.
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_empty(&self) -> bool {
         self.held == 0
     }
 
     /// The most items ever held at once.
+    #[cfg(any(test, feature = "internals"))]
     pub fn peak(&self) -> usize {
         self.peak
     }

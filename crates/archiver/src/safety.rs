@@ -1,13 +1,10 @@
 //! The extraction safety policy: which entry names, link targets and types may be written, and how
-//! paths inside the destination are created without ever following a symlink.
+//! symlink targets are checked (the staging tree, `stage.rs`, creates paths without following links).
 //!
 //! Anchors: Python tarfile's `data` filter (PEP 706), libarchive's SECURE_NODOTDOT,
 //! SECURE_SYMLINKS and SECURE_NOABSOLUTEPATHS, Go's `filepath.IsLocal`. See docs/SECURITY.md.
 
-use std::collections::HashSet;
-use std::fs;
-use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Why an entry was refused. The message names the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,78 +136,6 @@ pub fn symlink_target(link: &Path, target: &[u8], anywhere: bool) -> Result<Path
     Ok(PathBuf::from(os_str(target)))
 }
 
-/// Keeps what the unpacker learned about the destination: directories it created or checked, so
-/// each is verified once.
-#[derive(Debug, Default)]
-pub struct DirGuard {
-    checked: HashSet<PathBuf>,
-    /// Directories this guard created (empty before this run).
-    created: HashSet<PathBuf>,
-}
-
-impl DirGuard {
-    /// Creates `dest/rel` and its parents as real directories. Refuses to pass through a symlink or
-    /// to turn a file into a directory. `rel` must come from [`entry_path`].
-    pub fn create(&mut self, dest: &Path, rel: &Path) -> io::Result<()> {
-        let mut cur = PathBuf::new();
-        for c in rel.components() {
-            let Component::Normal(name) = c else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "unexpected path component",
-                ));
-            };
-            cur.push(name);
-            if self.checked.contains(&cur) {
-                continue;
-            }
-            let full = dest.join(&cur);
-            match fs::symlink_metadata(&full) {
-                Ok(md) if md.file_type().is_symlink() => {
-                    return Err(io::Error::other(format!(
-                        "{} is a symbolic link; refusing to write through it",
-                        cur.display()
-                    )))
-                }
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => {
-                    return Err(io::Error::other(format!(
-                        "{} exists and is not a directory",
-                        cur.display()
-                    )))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&full) {
-                    Ok(()) => {
-                        self.created.insert(cur.clone());
-                    }
-                    Err(e)
-                        if e.kind() == io::ErrorKind::AlreadyExists
-                            && full.is_dir()
-                            && !full.is_symlink() => {}
-                    Err(e) => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-            self.checked.insert(cur.clone());
-        }
-        Ok(())
-    }
-
-    /// True when `rel` (relative to the destination) was created by this guard, so it held nothing
-    /// before this run.
-    pub fn created_here(&self, rel: &Path) -> bool {
-        self.created.contains(rel)
-    }
-
-    /// Creates the parents of `dest/rel`.
-    pub fn parents(&mut self, dest: &Path, rel: &Path) -> io::Result<()> {
-        match rel.parent() {
-            Some(p) if !p.as_os_str().is_empty() => self.create(dest, p),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Permission bits we apply: setuid, setgid and sticky are dropped.
 pub fn safe_mode(mode: u32) -> u32 {
     mode & 0o777
@@ -275,18 +200,5 @@ mod tests {
         assert!(symlink_target(Path::new("l"), b"/etc", false).is_err());
         assert!(symlink_target(Path::new("l"), b"x/../../y", false).is_err());
         assert!(symlink_target(Path::new("l"), b"x/./y/..", false).is_ok());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn never_writes_through_a_symlink() {
-        let t = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), t.path().join("evil")).unwrap();
-        let mut g = DirGuard::default();
-        assert!(g.create(t.path(), Path::new("evil/sub")).is_err());
-        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
-        g.create(t.path(), Path::new("good/sub")).unwrap();
-        assert!(t.path().join("good/sub").is_dir());
     }
 }

@@ -52,7 +52,7 @@ pub struct Refused {
 /// What an unpack (or verify) did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct UnpackStats {
-    /// Regular files written (or checked).
+    /// Regular files written (or checked); the manifest is ours, not counted (as in pack).
     pub files: u64,
     /// Directories.
     pub dirs: u64,
@@ -60,7 +60,7 @@ pub struct UnpackStats {
     pub symlinks: u64,
     /// Hard links.
     pub hardlinks: u64,
-    /// File bytes written (or checked).
+    /// File bytes written (or checked), the manifest not included.
     pub bytes: u64,
     /// Files left alone because they existed (`keep_existing`).
     pub kept_existing: u64,
@@ -126,8 +126,22 @@ pub struct Unpacker {
     require_manifest: bool,
     strip: usize,
     on_entry: Option<EntryHook>,
+    on_progress: Option<ProgressHookDebug>,
     allow_outside_links: bool,
 }
+
+/// The progress hook, printable in `Unpacker`'s `Debug`.
+#[derive(Clone)]
+struct ProgressHookDebug(crate::ProgressHook);
+
+impl std::fmt::Debug for ProgressHookDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
+}
+
+/// How often the progress hook is called at most.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
 impl Unpacker {
     /// Extracts into `dest` (created if missing).
@@ -144,6 +158,7 @@ impl Unpacker {
             require_manifest: false,
             strip: 0,
             on_entry: None,
+            on_progress: None,
             allow_outside_links: false,
         }
     }
@@ -203,6 +218,15 @@ impl Unpacker {
     /// Calls `f` with each entry's stored name as it is read (for `tar -v` style listings).
     pub fn on_entry(mut self, f: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
         self.on_entry = Some(EntryHook(Arc::new(f)));
+        self
+    }
+
+    /// Calls `f` with the progress of every run, from the reading thread, at most every 50 ms and
+    /// once at the end. Entries and file bytes count as they are read (inside large files too).
+    /// For a tar stream the totals grow with what has been read (`totals_final` is set at the
+    /// end); for a zip they come from its central directory and are final from the start.
+    pub fn on_progress(mut self, f: impl Fn(&crate::Progress) + Send + Sync + 'static) -> Self {
+        self.on_progress = Some(ProgressHookDebug(Arc::new(f)));
         self
     }
 
@@ -331,6 +355,9 @@ impl Unpacker {
                 write_error: None,
                 manifest: None,
                 stats: UnpackStats::default(),
+                progress: crate::Progress::default(),
+                last_progress: None,
+                manifest_seq: None,
             };
             let read_result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&mut ctx)))
@@ -374,6 +401,7 @@ impl Unpacker {
             write_error,
             manifest,
             mut stats,
+            mut progress,
         } = done;
         if let Some((_, e)) = write_error {
             return Err(e);
@@ -402,6 +430,12 @@ impl Unpacker {
         }
         differences.sort_by_key(|(seq, _)| *seq);
         stats.wall = started.elapsed();
+        if let Some(hook) = &self.on_progress {
+            progress.entries_total = progress.entries_done;
+            progress.bytes_total = progress.bytes_done;
+            progress.totals_final = true;
+            (hook.0)(&progress);
+        }
         Ok(UnpackReport {
             stats,
             warnings,
@@ -496,6 +530,7 @@ struct ReadDone {
     write_error: Option<(u64, Error)>,
     manifest: Option<Spill>,
     stats: UnpackStats,
+    progress: crate::Progress,
 }
 
 /// A file for a writer: its staged file (if it is written), metadata and data.
@@ -553,9 +588,35 @@ struct Ctx<'a> {
     /// The manifest's text.
     manifest: Option<Spill>,
     stats: UnpackStats,
+    progress: crate::Progress,
+    last_progress: Option<Instant>,
+    /// The manifest entry: ours, not a user file, so not in the counts (as in pack's).
+    manifest_seq: Option<u64>,
 }
 
 impl Ctx<'_> {
+    /// Counts `bytes` more of file data read and reports progress when it is time.
+    fn advance(&mut self, entries: u64, bytes: u64) {
+        let p = &mut self.progress;
+        p.entries_done += entries;
+        p.bytes_done += bytes;
+        if !p.totals_final {
+            p.entries_total = p.entries_total.max(p.entries_done);
+            p.bytes_total = p.bytes_total.max(p.bytes_done);
+        }
+        let Some(hook) = &self.opts.on_progress else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .last_progress
+            .is_none_or(|t| now.duration_since(t) >= PROGRESS_EVERY)
+        {
+            self.last_progress = Some(now);
+            (hook.0)(&self.progress);
+        }
+    }
+
     fn finish(self) -> ReadDone {
         ReadDone {
             tree: self.tree,
@@ -567,6 +628,7 @@ impl Ctx<'_> {
             write_error: self.write_error,
             manifest: self.manifest,
             stats: self.stats,
+            progress: self.progress,
         }
     }
 
@@ -574,9 +636,14 @@ impl Ctx<'_> {
     fn absorb(&mut self, w: Written) {
         match w.result {
             Ok((hash, size)) => {
-                self.stats.files += 1;
-                self.stats.bytes += size;
+                if self.manifest_seq != Some(w.seq) {
+                    self.stats.files += 1;
+                    self.stats.bytes += size;
+                }
                 self.expect.file_hash(w.seq, &hash);
+                if self.progress.totals_final {
+                    self.advance(0, size); // zip: the writers read the data themselves
+                }
             }
             Err(e) => {
                 if self.write_error.as_ref().is_none_or(|(s, _)| w.seq < *s) {
@@ -981,8 +1048,10 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         let is_manifest = entry.is_file() && is_manifest_name(&raw, false);
         if is_manifest {
             ctx.manifest = Some(Spill::default());
+            ctx.manifest_seq = Some(seq);
         }
         ctx.absorb_ready();
+        ctx.advance(1, 0);
         let Some(rel) = ctx.name(&raw, false) else {
             if is_manifest {
                 let mut data = archive.data().take(MANIFEST_LIMIT);
@@ -1029,6 +1098,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         bytes: 0,
                     };
                     io::copy(&mut data_in, &mut out).map_err(|e| damaged(count, e))?;
+                    ctx.advance(0, out.bytes);
                     ctx.absorb(Written {
                         seq,
                         result: Ok((out.hasher.finalize(), out.bytes)),
@@ -1043,6 +1113,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                     data_in
                         .read_to_end(&mut data)
                         .map_err(|e| damaged(count, e))?;
+                    ctx.advance(0, data.len() as u64);
                     ctx.send(WriteJob {
                         seq,
                         rel,
@@ -1073,6 +1144,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                             break;
                         }
                         ctx.check_cancel()?;
+                        ctx.advance(0, n as u64);
                         if is_manifest {
                             let spill = ctx.manifest.as_mut().expect("set above");
                             spill.append(&chunk).map_err(Error::Input)?;
@@ -1131,14 +1203,19 @@ fn damaged(after: u64, e: io::Error) -> Error {
 fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
     let entries = zipread::read_directory(file)?;
     let shared = Arc::new(file.try_clone().map_err(Error::Input)?);
+    ctx.progress.entries_total = entries.len() as u64;
+    ctx.progress.bytes_total = entries.iter().map(|e| e.usize).sum();
+    ctx.progress.totals_final = true;
     for e in entries {
         ctx.check_cancel()?;
+        ctx.advance(1, 0);
         let seq = ctx.next_seq();
         let sep = e.backslash_is_separator();
         let is_manifest =
             !e.is_dir() && !e.is_symlink() && is_manifest_name(&e.name, sep) && !e.encrypted();
         ctx.absorb_ready();
         if is_manifest {
+            ctx.manifest_seq = Some(seq);
             let mut text = Spill::default();
             copy_to_spill(
                 &mut zipread::open_entry(file, &e)?.take(MANIFEST_LIMIT),

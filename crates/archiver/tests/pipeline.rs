@@ -530,3 +530,41 @@ fn a_directory_swapped_for_a_symlink_after_the_walk_is_not_followed() {
     assert!(out.windows(16).any(|w| w == b"ordinary content"));
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
+
+/// `Unpacker::on_progress` reports as the archive is read, inside a large file too, never
+/// backwards, and ends with exact, final totals: for tar streams and for zip.
+#[test]
+fn unpack_progress_moves_and_ends_exact() {
+    let t = tree(50, 24 << 20);
+    for format in [Format::TarZst, Format::Zip] {
+        let mut out = Vec::new();
+        let packed = Packer::new(["."])
+            .directory(t.path())
+            .format(format)
+            .pack(&mut out)
+            .unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<archiver::Progress>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let dest = tempfile::tempdir().unwrap();
+        let archive = dest.path().join("a");
+        std::fs::write(&archive, &out).unwrap();
+        let report = archiver::Unpacker::new(dest.path().join("x"))
+            .sync(false)
+            .jobs(2)
+            .on_progress(move |p| log.lock().unwrap().push(*p))
+            .unpack_path(&archive)
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        let last = seen.last().expect("at least the final report");
+        assert!(last.totals_final, "{format:?}");
+        assert_eq!(last.bytes_done, last.bytes_total, "{format:?}");
+        assert!(last.bytes_done >= report.stats.bytes, "{format:?}"); // the manifest too
+        assert!(last.bytes_done >= packed.stats.bytes_in, "{format:?}");
+        assert!(
+            seen.windows(2)
+                .all(|w| w[1].bytes_done >= w[0].bytes_done
+                    && w[1].entries_done >= w[0].entries_done),
+            "{format:?}: went backwards"
+        );
+    }
+}

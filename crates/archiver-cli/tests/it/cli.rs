@@ -484,3 +484,91 @@ fn replacing_an_archive_keeps_its_mode() {
     assert_eq!(mode, 0o600);
     assert_ne!(std::fs::read(&target).unwrap(), b"old");
 }
+
+/// `--stats` of pack, unpack and verify count the same things the same way: the manifest is ours,
+/// not a user file, in none of them.
+#[test]
+fn pack_and_unpack_counts_agree() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a.txt", b"a", 0o644);
+    file(&src, "d/b.txt", b"bb", 0o644);
+    file(&src, "d/e/c.txt", b"ccc", 0o644);
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    std::fs::hard_link(src.join("a.txt"), src.join("hard")).unwrap();
+    let counts = |out: &std::process::Output| -> String {
+        let err = stderr_of(out);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("files "))
+            .unwrap_or_else(|| panic!("no counts in: {err}"));
+        // files N  dirs N  symlinks N  hardlinks N
+        line.split("  ").take(4).collect::<Vec<_>>().join("  ")
+    };
+    for format in ["tar", "tar.zst", "zip"] {
+        let archive = work.path().join(format!("a.{format}"));
+        let packed = ok(pack_dir(&src).arg("--stats").arg("-o").arg(&archive));
+        let want = counts(&packed);
+        // zip has no hard links: the second name is stored as a file of its own.
+        let expected = if format == "zip" {
+            "files 4  dirs 2  symlinks 1  hardlinks 0"
+        } else {
+            "files 3  dirs 2  symlinks 1  hardlinks 1"
+        };
+        assert_eq!(want, expected, "{format}");
+        let dest = work.path().join(format!("x-{format}"));
+        let unpacked = ok(archiver()
+            .args(["unpack", "--stats", "--no-sync"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest));
+        let verified = ok(archiver().args(["verify", "--stats"]).arg(&archive));
+        assert_eq!(counts(&unpacked), want, "{format}: unpack");
+        assert_eq!(counts(&verified), want, "{format}: verify");
+    }
+}
+
+/// `--max-output` reads sizes as GNU tools do (binary multiples, fractions, IEC suffixes) and
+/// refuses what is not a size, as a usage error.
+#[test]
+fn max_output_takes_the_usual_size_forms() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "big", &[7u8; 2900], 0o644);
+    let archive = work.path().join("a.tar");
+    ok(pack_dir(&src).arg("-o").arg(&archive));
+    for (limit, fits) in [
+        ("2K", false),
+        ("2.5KiB", false),
+        ("3K", true),
+        ("1.5G", true),
+    ] {
+        let out = archiver()
+            .args(["unpack", "--no-sync", "--max-output", limit])
+            .arg(&archive)
+            .arg("-C")
+            .arg(work.path().join(format!("x-{limit}")))
+            .output()
+            .unwrap();
+        let want = if fits { Some(0) } else { Some(2) };
+        assert_eq!(out.status.code(), want, "{limit}: {}", stderr_of(&out));
+        if !fits {
+            assert!(
+                stderr_of(&out).contains("--max-output"),
+                "{}",
+                stderr_of(&out)
+            );
+        }
+    }
+    let out = archiver()
+        .args(["unpack", "--max-output", "12 parsecs"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains("is not a size"),
+        "{}",
+        stderr_of(&out)
+    );
+}

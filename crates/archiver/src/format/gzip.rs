@@ -40,7 +40,6 @@ struct Deflated {
 pub struct ParGzWriter<W: Write> {
     /// `None` only after `finish` has handed it back.
     out: Option<W>,
-    level: u32,
     block: Vec<u8>,
     dict: Vec<u8>,
     next_seq: u64,
@@ -98,7 +97,6 @@ impl<W: Write> ParGzWriter<W> {
         }
         Ok(ParGzWriter {
             out: Some(out),
-            level,
             block: Vec::with_capacity(BLOCK),
             dict: Vec::new(),
             next_seq: 0,
@@ -111,11 +109,6 @@ impl<W: Write> ParGzWriter<W> {
             crc: crc32fast::Hasher::new(),
             len: 0,
         })
-    }
-
-    /// The compression level in use.
-    pub fn level(&self) -> u32 {
-        self.level
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
