@@ -59,6 +59,18 @@ impl Budget {
         }
     }
 
+    /// Takes `cost` bytes if they fit now (see [`acquire`](Self::acquire)); `None` otherwise.
+    pub fn try_acquire(&self, cost: u64) -> Option<u64> {
+        let cost = cost.min(self.limit);
+        let mut st = self.lock();
+        if st.closed || st.in_use + cost > self.limit {
+            return None;
+        }
+        st.in_use += cost;
+        st.peak = st.peak.max(st.in_use);
+        Some(cost)
+    }
+
     pub fn release(&self, cost: u64) {
         let mut st = self.lock();
         st.in_use = st.in_use.saturating_sub(cost);

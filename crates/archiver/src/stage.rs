@@ -83,6 +83,8 @@ pub(crate) struct StageTree {
     stack: Vec<(OsString, OwnedFd)>,
     /// Every staged symlink's path (length-prefixed), checked against the final tree at commit.
     symlinks: Vec<u8>,
+    /// The process umask, where it can be read without changing it.
+    umask: Option<u32>,
 }
 
 impl StageTree {
@@ -95,6 +97,7 @@ impl StageTree {
             path: path.to_path_buf(),
             stack: Vec::new(),
             symlinks: Vec::new(),
+            umask: process_umask(),
         })
     }
 
@@ -194,13 +197,22 @@ impl StageTree {
         Ok(make(&dir, name)?)
     }
 
-    /// Creates the regular file `rel` (mode 0600 until its writer sets the entry's mode).
-    pub fn file(&mut self, rel: &Path) -> Staged<File> {
+    /// Creates the regular file `rel` with the entry's permission bits (the staging tree is ours
+    /// alone, so they need not be narrower meanwhile). Returns the file and whether those bits are
+    /// exactly what it got, or the process umask took some away and its writer must set them.
+    pub fn file(&mut self, rel: &Path, mode: u32) -> Staged<(File, bool)> {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let mode = crate::safety::safe_mode(mode);
         let fd = self.replace(rel, |dir, name| {
-            rustix::fs::openat(dir, name, flags | OFlags::CLOEXEC, Mode::RUSR | Mode::WUSR)
+            rustix::fs::openat(
+                dir,
+                name,
+                flags | OFlags::CLOEXEC,
+                Mode::from_bits_truncate(mode as _),
+            )
         })?;
-        Ok(File::from(fd))
+        let exact = self.umask.is_some_and(|u| mode & u == 0);
+        Ok((File::from(fd), exact))
     }
 
     /// Creates the directory `rel` (a file or symlink staged there before is replaced; an existing
@@ -310,6 +322,22 @@ impl StageTree {
     }
 }
 
+/// The umask, read from /proc on Linux (calling umask(2) to read it would change it for every
+/// thread of the process meanwhile); `None` elsewhere, and every file's mode is then set after it
+/// is written.
+fn process_umask() -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,12 +352,20 @@ mod tests {
     fn later_entries_replace_earlier_ones_whatever_the_types() {
         let (_d, mut t) = tree();
         use std::io::Write;
-        t.file(Path::new("a/b/f")).unwrap().write_all(b"1").unwrap();
-        t.file(Path::new("a/b/f")).unwrap().write_all(b"2").unwrap();
+        t.file(Path::new("a/b/f"), 0o644)
+            .unwrap()
+            .0
+            .write_all(b"1")
+            .unwrap();
+        t.file(Path::new("a/b/f"), 0o644)
+            .unwrap()
+            .0
+            .write_all(b"2")
+            .unwrap();
         assert_eq!(std::fs::read(t.path().join("a/b/f")).unwrap(), b"2");
         t.dir(Path::new("a/b/f")).unwrap();
         assert!(t.path().join("a/b/f").is_dir());
-        t.file(Path::new("a")).unwrap();
+        t.file(Path::new("a"), 0o600).unwrap();
         assert!(t.path().join("a").is_file());
         t.symlink(Path::new("a"), Path::new("x")).unwrap();
         t.dir(Path::new("a")).unwrap();
@@ -343,12 +379,12 @@ mod tests {
         let outside = d.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
         t.symlink(Path::new("l"), &outside).unwrap();
-        match t.file(Path::new("l/x")) {
+        match t.file(Path::new("l/x"), 0o644) {
             Err(StageError::Refuse(why)) => assert!(why.contains("l is a symlink"), "{why}"),
             _ => panic!("wrote through a symlink"),
         }
         assert!(!outside.join("x").exists());
-        t.file(Path::new("f")).unwrap();
+        t.file(Path::new("f"), 0o644).unwrap();
         match t.dir(Path::new("f/d")) {
             Err(StageError::Refuse(why)) => assert!(why.contains("f is a file"), "{why}"),
             _ => panic!("created below a file"),

@@ -140,6 +140,10 @@ impl std::fmt::Debug for ProgressHookDebug {
     }
 }
 
+/// Small files handed to a writer together, at most (files, bytes).
+const BATCH_FILES: usize = 64;
+const BATCH_BYTES: u64 = 1 << 20;
+
 /// How often the progress hook is called at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
@@ -317,8 +321,8 @@ impl Unpacker {
             None => None,
         };
         let budget = Budget::new(self.memory_budget);
-        let (job_tx, job_rx) = bounded::<WriteJob>(self.jobs * 2);
-        let (res_tx, res_rx) = unbounded::<Written>();
+        let (job_tx, job_rx) = bounded::<Vec<WriteJob>>(self.jobs * 2);
+        let (res_tx, res_rx) = unbounded::<Vec<Written>>();
         let done = std::thread::scope(|s| {
             let mut workers = Vec::new();
             for _ in 0..self.jobs {
@@ -336,6 +340,8 @@ impl Unpacker {
             let mut ctx = Ctx {
                 opts: self,
                 jobs: Some(job_tx),
+                batch: Vec::new(),
+                batch_bytes: 0,
                 results: res_rx,
                 budget: &budget,
                 seq: 0,
@@ -368,12 +374,13 @@ impl Unpacker {
                             message: panic_message(&*p),
                         })
                     });
+            let read_result = read_result.and_then(|()| ctx.flush());
             ctx.jobs = None; // workers finish what they have and stop
             if read_result.is_err() {
                 budget.close();
             }
-            while let Ok(w) = ctx.results.recv() {
-                ctx.absorb(w);
+            while let Ok(done) = ctx.results.recv() {
+                done.into_iter().for_each(|w| ctx.absorb(w));
             }
             for w in workers {
                 match w.map(|h| h.join()) {
@@ -541,6 +548,8 @@ struct WriteJob {
     mtime: SystemTime,
     /// The file in the staging tree; `None`: only hash it (verify, or a file `-k` keeps).
     file: Option<File>,
+    /// The file was created with its final permission bits (no umask bit in the way).
+    mode_set: bool,
     data: JobData,
     cost: u64,
 }
@@ -565,8 +574,11 @@ struct Written {
 /// The reader's state.
 struct Ctx<'a> {
     opts: &'a Unpacker,
-    jobs: Option<Sender<WriteJob>>,
-    results: Receiver<Written>,
+    jobs: Option<Sender<Vec<WriteJob>>>,
+    /// Small files waiting to go to a writer together (one hand-over per batch, not per file).
+    batch: Vec<WriteJob>,
+    batch_bytes: u64,
+    results: Receiver<Vec<Written>>,
     budget: &'a Budget,
     seq: u64,
     total: u64,
@@ -657,8 +669,8 @@ impl Ctx<'_> {
 
     /// Takes in the results that are ready, so none pile up.
     fn absorb_ready(&mut self) {
-        while let Ok(w) = self.results.try_recv() {
-            self.absorb(w);
+        while let Ok(done) = self.results.try_recv() {
+            done.into_iter().for_each(|w| self.absorb(w));
         }
     }
 
@@ -775,9 +787,10 @@ impl Ctx<'_> {
         &mut self,
         raw: &[u8],
         rel: &Path,
+        mode: u32,
         seq: u64,
         check: bool,
-    ) -> Result<Option<Option<File>>> {
+    ) -> Result<Option<Option<(File, bool)>>> {
         if rel.as_os_str().is_empty() {
             self.refuse(raw, "a file cannot be the destination itself");
             return Ok(None);
@@ -790,7 +803,7 @@ impl Ctx<'_> {
                 .is_some_and(|d| fs::symlink_metadata(d.join(rel)).is_ok());
         let mut file = None;
         if let (Some(tree), false) = (&mut self.tree, kept) {
-            match tree.file(rel) {
+            match tree.file(rel, mode) {
                 Ok(f) => file = Some(f),
                 Err(e) => {
                     self.staged(raw, rel, Err(e))?;
@@ -1016,13 +1029,44 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Hands a file to the writers: small ones in batches, a streamed one at once (its chunks
+    /// follow).
     fn send(&mut self, job: WriteJob) -> Result<()> {
+        let streamed = matches!(job.data, JobData::Chunks(..));
+        self.batch_bytes += job.cost;
+        self.batch.push(job);
+        if streamed || self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the waiting batch.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
         let jobs = self.jobs.as_ref().expect("jobs open while reading");
-        jobs.send(job).map_err(|_| Error::Panic {
+        jobs.send(batch).map_err(|_| Error::Panic {
             stage: "unpack-write",
             entry: None,
             message: "writers stopped".into(),
         })
+    }
+
+    /// Reserves a small file's bytes in the budget; a waiting batch goes out first rather than
+    /// hold bytes while the reader waits for bytes.
+    fn reserve(&mut self, cost: u64) -> Result<u64> {
+        if let Some(c) = self.budget.try_acquire(cost) {
+            return Ok(c);
+        }
+        self.flush()?;
+        let cancel = &self.opts.cancel;
+        self.budget
+            .acquire(cost, &|| cancel.is_cancelled())
+            .map_err(|_| Error::Cancelled)
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -1081,7 +1125,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                 }
                 let size = entry.size;
                 ctx.grow(&raw, size)?;
-                let Some(file) = ctx.file(&raw, &rel, seq, !is_manifest)? else {
+                let Some(staged) = ctx.file(&raw, &rel, mode, seq, !is_manifest)? else {
                     if is_manifest {
                         let mut data = archive.data().take(MANIFEST_LIMIT);
                         copy_to_spill(&mut data, ctx.manifest.as_mut().expect("set above"))
@@ -1089,6 +1133,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                     }
                     continue;
                 };
+                let (file, mode_set) = staged.map_or((None, false), |(f, m)| (Some(f), m));
                 let mut data_in = archive.data();
                 if size <= crate::read::SMALL_FILE && file.is_none() && !is_manifest && ctx.opts.against.is_none() {
                     // Nothing to write: hashing here costs less than handing it over.
@@ -1105,10 +1150,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         differences: Vec::new(),
                     });
                 } else if size <= crate::read::SMALL_FILE && !is_manifest {
-                    let cost = ctx
-                        .budget
-                        .acquire(size + 512, &|| ctx.opts.cancel.is_cancelled())
-                        .map_err(|_| Error::Cancelled)?;
+                    let cost = ctx.reserve(size + 512)?;
                     let mut data = Vec::with_capacity(size as usize);
                     data_in
                         .read_to_end(&mut data)
@@ -1120,6 +1162,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         mode,
                         mtime,
                         file,
+                        mode_set,
                         data: JobData::Whole(data),
                         cost,
                     })?;
@@ -1131,6 +1174,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         mode,
                         mtime,
                         file,
+                        mode_set,
                         data: JobData::Chunks(rx, size),
                         cost: 0,
                     })?;
@@ -1272,15 +1316,17 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
                 continue;
             }
         }
-        let Some(staged) = ctx.file(&e.name, &rel, seq, !is_manifest)? else {
+        let Some(staged) = ctx.file(&e.name, &rel, mode, seq, !is_manifest)? else {
             continue;
         };
+        let (file, mode_set) = staged.map_or((None, false), |(f, m)| (Some(f), m));
         ctx.send(WriteJob {
             seq,
             rel,
             mode,
             mtime: time_of(e.mtime),
-            file: staged,
+            file,
+            mode_set,
             data: JobData::Zip(Arc::clone(&shared), Box::new(e)),
             cost: 0,
         })?;
@@ -1300,49 +1346,57 @@ fn entry_error(e: &ZipEntry, err: io::Error) -> Error {
 fn writer(
     dest: Option<&Path>,
     against: Option<&Path>,
-    jobs: Receiver<WriteJob>,
-    results: Sender<Written>,
+    jobs: Receiver<Vec<WriteJob>>,
+    results: Sender<Vec<Written>>,
     budget: &Budget,
     cancel: &Cancel,
 ) {
-    for job in jobs {
-        if cancel.is_cancelled() {
-            budget.release(job.cost);
-            continue;
-        }
-        let (seq, cost, mode) = (job.seq, job.cost, job.mode);
-        let rel = job.rel.clone();
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dest, job)))
-                .unwrap_or_else(|p| {
-                    Err(Error::Panic {
-                        stage: "unpack-write",
-                        entry: Some(rel.display().to_string()),
-                        message: panic_message(&*p),
-                    })
-                });
-        budget.release(cost);
-        let differences = match (&result, against) {
-            (Ok((hash, size)), Some(dir)) if rel != Path::new(MANIFEST_PATH) => {
-                let path = dir.join(&rel);
-                compare_file(&path, hash, *size, mode)
-                    .into_iter()
-                    .map(|message| Warning {
-                        path: path.clone(),
-                        message,
-                    })
-                    .collect()
+    for batch in jobs {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut cost = 0;
+        for job in batch {
+            cost += job.cost;
+            if cancel.is_cancelled() {
+                continue;
             }
-            _ => Vec::new(),
-        };
-        let written = Written {
-            seq,
-            result,
-            differences,
-        };
-        if results.send(written).is_err() {
+            done.push(write_job(dest, against, job));
+        }
+        budget.release(cost);
+        if results.send(done).is_err() {
             break;
         }
+    }
+}
+
+/// Writes one file, guarded: a panic becomes an error naming the entry.
+fn write_job(dest: Option<&Path>, against: Option<&Path>, job: WriteJob) -> Written {
+    let (seq, mode) = (job.seq, job.mode);
+    let rel = job.rel.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dest, job)))
+        .unwrap_or_else(|p| {
+            Err(Error::Panic {
+                stage: "unpack-write",
+                entry: Some(rel.display().to_string()),
+                message: panic_message(&*p),
+            })
+        });
+    let differences = match (&result, against) {
+        (Ok((hash, size)), Some(dir)) if rel != Path::new(MANIFEST_PATH) => {
+            let path = dir.join(&rel);
+            compare_file(&path, hash, *size, mode)
+                .into_iter()
+                .map(|message| Warning {
+                    path: path.clone(),
+                    message,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    Written {
+        seq,
+        result,
+        differences,
     }
 }
 
@@ -1410,7 +1464,9 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
     let (hash, bytes) = (out.hasher.finalize(), out.bytes);
     drop(out);
     if let Some(f) = file {
-        set_file_mode(&f, safety::safe_mode(job.mode)).map_err(io_err)?;
+        if !job.mode_set {
+            set_file_mode(&f, safety::safe_mode(job.mode)).map_err(io_err)?;
+        }
         f.set_modified(job.mtime).map_err(io_err)?;
     }
     Ok((hash, bytes))
