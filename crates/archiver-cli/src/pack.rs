@@ -187,11 +187,24 @@ pub fn render_stats(report: &PackReport) -> String {
         s.bytes_in as f64 / secs / 1e6,
         s.files as f64 / secs,
     );
+    out.push_str(&stage_table(&s.stages));
     out.push_str(&format!(
+        "reorder peak {} entries; budget peak {} of {}\n{}\n",
+        s.reorder_peak,
+        human(s.budget_peak),
+        human(s.budget_limit),
+        s.verdict()
+    ));
+    out
+}
+
+/// The per-stage table of `--stats` (pack and unpack alike).
+pub(crate) fn stage_table(stages: &[archiver::StageStats]) -> String {
+    let mut out = format!(
         "{:<6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "stage", "threads", "items", "busy s", "busy", "starved", "blocked"
-    ));
-    for st in &s.stages {
+    );
+    for st in stages {
         out.push_str(&format!(
             "{:<6} {:>7} {:>9} {:>9.3} {:>8.0}% {:>8.0}% {:>8.0}%\n",
             st.name,
@@ -203,13 +216,6 @@ pub fn render_stats(report: &PackReport) -> String {
             st.blocked_ratio() * 100.0
         ));
     }
-    out.push_str(&format!(
-        "reorder peak {} entries; budget peak {} of {}\n{}\n",
-        s.reorder_peak,
-        human(s.budget_peak),
-        human(s.budget_limit),
-        s.verdict()
-    ));
     out
 }
 

@@ -141,6 +141,8 @@ fn print_stats(report: &archiver::UnpackReport) {
         s.bytes as f64 / secs / 1e6,
         s.files as f64 / secs
     );
+    eprint!("{}", crate::pack::stage_table(&s.stages));
+    eprintln!("{}", s.verdict());
 }
 
 fn finish(

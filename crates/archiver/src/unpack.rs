@@ -33,6 +33,7 @@ use crate::list::{escape_name, open_tar, Opened};
 use crate::manifest;
 use crate::safety;
 use crate::stage::{LinkSource, StageError, StageTree};
+use crate::stats::{StageClock, StageStats};
 use crate::tarread::TarReader;
 use crate::zipread::{self, ZipEntry};
 use crate::{Cancel, Warning, MANIFEST_PATH};
@@ -69,6 +70,39 @@ pub struct UnpackStats {
     /// Wall time.
     #[serde(serialize_with = "secs")]
     pub wall: Duration,
+    /// Where the time went: `read` (the archive reader: parsing, decompressing, creating entries
+    /// in the staging tree), `write` (the writer threads: file data, hashes), `check` (the manifest
+    /// check) and `commit` (moving everything into place).
+    pub stages: Vec<StageStats>,
+}
+
+impl UnpackStats {
+    /// A one-line reading of the stage clocks: which stage limited the run.
+    pub fn verdict(&self) -> String {
+        let find = |n: &str| self.stages.iter().find(|s| s.name == n);
+        let (Some(r), Some(w)) = (find("read"), find("write")) else {
+            return "bottleneck: none measured".into();
+        };
+        let tail = |n: &str| find(n).map_or(0.0, |s| s.busy.as_secs_f64());
+        let after = format!(
+            "; then check {:.3} s, commit {:.3} s",
+            tail("check"),
+            tail("commit")
+        );
+        if r.busy_ratio() >= w.busy_ratio() {
+            format!(
+                "bottleneck: read stage, {:.0}% busy; writers starved {:.0}%{after}",
+                r.busy_ratio() * 100.0,
+                w.starved_ratio() * 100.0
+            )
+        } else {
+            format!(
+                "bottleneck: write stage, {:.0}% busy; reader blocked {:.0}%{after}",
+                w.busy_ratio() * 100.0,
+                r.blocked_ratio() * 100.0
+            )
+        }
+    }
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -364,7 +398,9 @@ impl Unpacker {
                 progress: crate::Progress::default(),
                 last_progress: None,
                 manifest_seq: None,
+                clock: StageClock::default(),
             };
+            let read_started = Instant::now();
             let read_result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&mut ctx)))
                     .unwrap_or_else(|p| {
@@ -382,9 +418,10 @@ impl Unpacker {
             while let Ok(done) = ctx.results.recv() {
                 done.into_iter().for_each(|w| ctx.absorb(w));
             }
+            let mut writers = StageClock::default();
             for w in workers {
                 match w.map(|h| h.join()) {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(c)) => writers.add(&c),
                     Ok(Err(p)) => {
                         return Err(Error::Panic {
                             stage: "unpack-write",
@@ -396,6 +433,13 @@ impl Unpacker {
                 }
             }
             read_result?;
+            let mut reader = ctx.clock;
+            reader.busy = read_started.elapsed().saturating_sub(reader.blocked);
+            reader.items = ctx.seq;
+            ctx.stats.stages = vec![
+                StageStats::from_clock("read", 1, reader),
+                StageStats::from_clock("write", self.jobs, writers),
+            ];
             Ok(ctx.finish())
         })?;
         let ReadDone {
@@ -418,7 +462,14 @@ impl Unpacker {
         }
         // Verify has no staging tree that checked hard links as they came: the records do.
         let check_links = self.dest.is_none().then_some(self.allow_outside_links);
+        let checking = Instant::now();
         stats.manifest_checked = expect.finish(manifest, self.strip, check_links, &mut refused)?;
+        let check = StageClock {
+            busy: checking.elapsed(),
+            items: stats.manifest_checked.unwrap_or(0),
+            ..StageClock::default()
+        };
+        stats.stages.push(StageStats::from_clock("check", 1, check));
         if !refused.is_empty() {
             return Err(Error::Refused(refused));
         }
@@ -433,7 +484,15 @@ impl Unpacker {
                 jobs: self.jobs,
                 cancel: &self.cancel,
             };
+            let committing = Instant::now();
             commit::commit(&opts, dest, staging, tree, &dirs, &mut stats, &mut warnings)?;
+            let clock = StageClock {
+                busy: committing.elapsed(),
+                ..StageClock::default()
+            };
+            stats
+                .stages
+                .push(StageStats::from_clock("commit", 1, clock));
         }
         differences.sort_by_key(|(seq, _)| *seq);
         stats.wall = started.elapsed();
@@ -604,6 +663,8 @@ struct Ctx<'a> {
     last_progress: Option<Instant>,
     /// The manifest entry: ours, not a user file, so not in the counts (as in pack's).
     manifest_seq: Option<u64>,
+    /// The reader's time waiting for the writers (busy is the rest).
+    clock: StageClock,
 }
 
 impl Ctx<'_> {
@@ -1049,7 +1110,10 @@ impl Ctx<'_> {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         let jobs = self.jobs.as_ref().expect("jobs open while reading");
-        jobs.send(batch).map_err(|_| Error::Panic {
+        let waited = Instant::now();
+        let sent = jobs.send(batch);
+        self.clock.blocked += waited.elapsed();
+        sent.map_err(|_| Error::Panic {
             stage: "unpack-write",
             entry: None,
             message: "writers stopped".into(),
@@ -1064,9 +1128,10 @@ impl Ctx<'_> {
         }
         self.flush()?;
         let cancel = &self.opts.cancel;
-        self.budget
-            .acquire(cost, &|| cancel.is_cancelled())
-            .map_err(|_| Error::Cancelled)
+        let waited = Instant::now();
+        let got = self.budget.acquire(cost, &|| cancel.is_cancelled());
+        self.clock.blocked += waited.elapsed();
+        got.map_err(|_| Error::Cancelled)
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -1193,7 +1258,10 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                             let spill = ctx.manifest.as_mut().expect("set above");
                             spill.append(&chunk).map_err(Error::Input)?;
                         }
-                        if tx.send(chunk).is_err() {
+                        let waited = Instant::now();
+                        let sent = tx.send(chunk);
+                        ctx.clock.blocked += waited.elapsed();
+                        if sent.is_err() {
                             break; // the writer failed; its error is reported from its result
                         }
                     }
@@ -1350,8 +1418,12 @@ fn writer(
     results: Sender<Vec<Written>>,
     budget: &Budget,
     cancel: &Cancel,
-) {
+) -> StageClock {
+    let mut clock = StageClock::default();
+    let mut waited = Instant::now();
     for batch in jobs {
+        let started = Instant::now();
+        clock.starved += started.duration_since(waited);
         let mut done = Vec::with_capacity(batch.len());
         let mut cost = 0;
         for job in batch {
@@ -1359,13 +1431,17 @@ fn writer(
             if cancel.is_cancelled() {
                 continue;
             }
+            clock.items += 1;
             done.push(write_job(dest, against, job));
         }
         budget.release(cost);
+        clock.busy += started.elapsed();
         if results.send(done).is_err() {
             break;
         }
+        waited = Instant::now();
     }
+    clock
 }
 
 /// Writes one file, guarded: a panic becomes an error naming the entry.

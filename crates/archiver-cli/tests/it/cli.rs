@@ -525,6 +525,12 @@ fn pack_and_unpack_counts_agree() {
         let verified = ok(archiver().args(["verify", "--stats"]).arg(&archive));
         assert_eq!(counts(&unpacked), want, "{format}: unpack");
         assert_eq!(counts(&verified), want, "{format}: verify");
+        // Where the time went, stage by stage, as pack's --stats says it.
+        let err = stderr_of(&unpacked);
+        for stage in ["read ", "write ", "check ", "commit "] {
+            assert!(err.lines().any(|l| l.starts_with(stage)), "{format}: {err}");
+        }
+        assert!(err.contains("bottleneck: "), "{format}: {err}");
     }
 }
 
