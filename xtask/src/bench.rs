@@ -440,9 +440,13 @@ fn workloads(
     // Unpack: the same archives for every tool, made once here.
     let arch = bench_dir.join(format!("{}.tar", ds.name));
     let archz = bench_dir.join(format!("{}.zip", ds.name));
+    let arch_gz = bench_dir.join(format!("{}.tar.gz", ds.name));
+    let arch_zst = bench_dir.join(format!("{}.tar.zst", ds.name));
     let (t, z) = (arch.display(), archz.display());
+    let (tgz, tzst) = (arch_gz.display(), arch_zst.display());
     crate::run(Command::new("sh").arg("-c").arg(format!(
-        "'{a}' pack -q -C '{dir}' . -o '{t}' && '{a}' pack -q -C '{dir}' . -o '{z}'"
+        "'{a}' pack -q -C '{dir}' . -o '{t}' && '{a}' pack -q -C '{dir}' . -o '{z}' && \
+         '{a}' pack -q -C '{dir}' . -o '{tgz}' && '{a}' pack -q -C '{dir}' . -o '{tzst}'"
     )))?;
     // On a tmpfs nobody syncs (CPU work compared); on disk our default makes the data durable,
     // so the peers are timed with `sync` after them.
@@ -474,6 +478,21 @@ fn workloads(
             format!("{tar} xf{plus}"),
             format!("{tar} -xf '{t}' -C '{o_}'{sync}"),
         );
+        for (format, file, peer) in [
+            ("tar.gz", &tgz, if have("pigz") { "-I pigz" } else { "-z" }),
+            ("tar.zst", &tzst, "-I zstd"),
+        ] {
+            unpack(
+                format,
+                format!("archiver -j{j}"),
+                format!("'{a}' unpack -q -j {j}{no_sync} '{file}' -C '{o_}'"),
+            );
+            unpack(
+                format,
+                format!("{tar} {peer} -xf{plus}"),
+                format!("{tar} {peer} -xf '{file}' -C '{o_}'{sync}"),
+            );
+        }
         unpack(
             "zip",
             format!("archiver -j{j}"),
