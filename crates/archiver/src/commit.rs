@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
 use crate::stage::StageTree;
-use crate::unpack::{Refused, UnpackStats};
+use crate::unpack::{Refused, Rule, UnpackStats};
 use crate::{safety, Cancel, Warning};
 
 /// An entry name for messages: escaped, never raw control characters.
@@ -194,10 +194,11 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    fn refuse(&mut self, entry: &Path, reason: String) {
+    fn refuse(&mut self, entry: &Path, rule: Rule, reason: String) {
         if self.refused.len() < MAX_REFUSED {
             self.refused.push(Refused {
                 entry: show(entry),
+                rule,
                 reason,
             });
         } else {
@@ -238,7 +239,7 @@ impl Planner<'_> {
     fn place(&mut self, parent: &Path, child: &Path, replace: bool) {
         match self.can_write_in(parent) {
             None => self.ops.push(child, replace),
-            Some(why) => self.refuse(child, why),
+            Some(why) => self.refuse(child, Rule::Destination, why),
         }
     }
 
@@ -258,13 +259,18 @@ impl Planner<'_> {
                         continue;
                     }
                     Err(e) => {
-                        self.refuse(&child, format!("cannot examine it in the destination: {e}"));
+                        self.refuse(
+                            &child,
+                            Rule::Destination,
+                            format!("cannot examine it in the destination: {e}"),
+                        );
                         continue;
                     }
                 };
                 match (staged_dir, md.file_type()) {
                     (true, t) if t.is_symlink() => self.refuse(
                         &child,
+                        Rule::ThroughLink,
                         format!(
                             "{} is a symbolic link in the destination; refusing to write through it",
                             show(&child)
@@ -273,6 +279,7 @@ impl Planner<'_> {
                     (true, t) if t.is_dir() => todo.push(child),
                     (true, _) => self.refuse(
                         &child,
+                        Rule::Conflict,
                         format!(
                             "{} exists in the destination and is not a directory; remove it first",
                             show(&child)
@@ -284,6 +291,7 @@ impl Planner<'_> {
                     }
                     (false, t) if t.is_dir() => self.refuse(
                         &child,
+                        Rule::Conflict,
                         "a directory is in the way in the destination; remove it first (or use -k to keep it)"
                             .into(),
                     ),
@@ -445,7 +453,7 @@ pub(crate) fn commit(
                 continue;
             }
             if let Some(why) = p.escapes(link, &target) {
-                p.refuse(link, why);
+                p.refuse(link, Rule::LinkOutside, why);
             }
         }
     }
@@ -456,6 +464,7 @@ pub(crate) fn commit(
         if p.more_refused > 0 {
             refused.push(Refused {
                 entry: format!("({} more entries)", p.more_refused),
+                rule: refused[0].rule,
                 reason: "refused too; only the first 1000 are listed".into(),
             });
         }

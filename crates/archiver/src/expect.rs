@@ -24,7 +24,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::list::escape_name;
 use crate::manifest::{self, path_bytes};
-use crate::unpack::Refused;
+use crate::unpack::{Refused, Rule};
 use crate::{safety, MANIFEST_PATH};
 
 /// Records per block of the sparse index.
@@ -319,17 +319,25 @@ impl Expect {
                 Some((i, r)) if r.kind & KIND == FILE => {
                     self.recs[i].kind |= MATCHED;
                     if r.val != entry.hash.as_bytes()[..16] {
-                        problems.push(&path, "content does not match the manifest's BLAKE3 hash");
+                        problems.push(
+                            &path,
+                            Rule::Manifest,
+                            "content does not match the manifest's BLAKE3 hash",
+                        );
                     }
                 }
-                _ => problems.push(&path, "listed in the manifest but missing from the archive"),
+                _ => problems.push(
+                    &path,
+                    Rule::Manifest,
+                    "listed in the manifest but missing from the archive",
+                ),
             }
         }
         for (i, r) in self.recs.iter().enumerate() {
             let last = self.recs.get(i + 1).is_none_or(|next| next.key != r.key);
             if last && r.kind & KIND == FILE && r.kind & MATCHED == 0 {
                 let name = self.name_of(r).map_err(spill_error)?;
-                problems.push(&name, "not listed in the manifest");
+                problems.push(&name, Rule::Manifest, "not listed in the manifest");
             }
         }
         problems.into(refused);
@@ -374,6 +382,7 @@ impl Expect {
                                 let source = self.second_of(&link).map_err(spill_error)?;
                                 problems.push(
                                     &rel,
+                                    Rule::LinkOutside,
                                     &format!(
                                         "hard link to the symlink {}: from here, {}",
                                         escape_name(&source),
@@ -399,7 +408,7 @@ impl Expect {
                                 escape_name(&source)
                             ),
                         };
-                        problems.push(&rel, &why);
+                        problems.push(&rel, Rule::HardLink, &why);
                     }
                     GONE
                 }
@@ -428,10 +437,11 @@ struct Problems {
 }
 
 impl Problems {
-    fn push(&mut self, entry: &[u8], reason: &str) {
+    fn push(&mut self, entry: &[u8], rule: Rule, reason: &str) {
         if self.listed.len() < MAX_LISTED {
             self.listed.push(Refused {
                 entry: escape_name(entry),
+                rule,
                 reason: reason.into(),
             });
         } else {
@@ -445,6 +455,7 @@ impl Problems {
         if self.more > 0 {
             refused.push(Refused {
                 entry: format!("({} more entries)", self.more),
+                rule: Rule::Manifest,
                 reason: "do not match the manifest either; only the first 1000 are listed".into(),
             });
         }

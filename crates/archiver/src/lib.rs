@@ -78,7 +78,7 @@ pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
 pub use list::{escape_name, list, list_path, EntryInfo, EntryKind};
 pub use stats::{StageStats, Stats};
-pub use unpack::{Refused, UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
+pub use unpack::{Refused, Rule, UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
 
 /// Where the manifest lives inside every archive we write (unless disabled).
 pub const MANIFEST_PATH: &str = ".archiver/MANIFEST.b3";

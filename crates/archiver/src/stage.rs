@@ -29,12 +29,13 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
+use crate::unpack::Rule;
 
 /// Why an entry cannot be staged: a rule of the archive's own tree (reported as a refusal of that
 /// entry), or a system error (fatal for the run).
 #[derive(Debug)]
 pub(crate) enum StageError {
-    Refuse(String),
+    Refuse(Rule, String),
     Io(io::Error),
 }
 
@@ -131,7 +132,7 @@ impl StageTree {
             })
             .collect();
         let Some(last) = names.pop() else {
-            return Err(StageError::Refuse("empty name".into()));
+            return Err(StageError::Refuse(Rule::Name, "empty name".into()));
         };
         let keep = self
             .stack
@@ -153,13 +154,16 @@ impl StageTree {
                     let shown = escape_name(&path_bytes(&shown));
                     let is_link = rustix::fs::statat(parent, *name, AtFlags::SYMLINK_NOFOLLOW)
                         .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
-                    return Err(StageError::Refuse(if is_link {
-                        format!(
+                    return Err(StageError::Refuse(
+                        Rule::ThroughLink,
+                        if is_link {
+                            format!(
                             "{shown} is a symlink in this archive; refusing to write through it"
                         )
-                    } else {
-                        format!("{shown} is a file earlier in this archive, not a directory")
-                    }));
+                        } else {
+                            format!("{shown} is a file earlier in this archive, not a directory")
+                        },
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -262,7 +266,10 @@ impl StageTree {
         match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => {}
             FileType::Directory => {
-                return Err(StageError::Refuse("hard link to a directory".into()))
+                return Err(StageError::Refuse(
+                    Rule::HardLink,
+                    "hard link to a directory".into(),
+                ))
             }
             FileType::Symlink => {
                 let t = rustix::fs::readlinkat(&src_dir, src_name, Vec::new())?;
@@ -380,13 +387,13 @@ mod tests {
         std::fs::create_dir(&outside).unwrap();
         t.symlink(Path::new("l"), &outside).unwrap();
         match t.file(Path::new("l/x"), 0o644) {
-            Err(StageError::Refuse(why)) => assert!(why.contains("l is a symlink"), "{why}"),
+            Err(StageError::Refuse(_, why)) => assert!(why.contains("l is a symlink"), "{why}"),
             _ => panic!("wrote through a symlink"),
         }
         assert!(!outside.join("x").exists());
         t.file(Path::new("f"), 0o644).unwrap();
         match t.dir(Path::new("f/d")) {
-            Err(StageError::Refuse(why)) => assert!(why.contains("f is a file"), "{why}"),
+            Err(StageError::Refuse(_, why)) => assert!(why.contains("f is a file"), "{why}"),
             _ => panic!("created below a file"),
         }
         // A hard link whose source lies below the symlink is not followed either.

@@ -41,13 +41,51 @@ use crate::{Cancel, Warning, MANIFEST_PATH};
 /// Default limit on the total size an archive may expand to.
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 40;
 
-/// One refused entry: its name and the rule it broke.
+/// One refused entry: its name, the kind of rule it broke and the rule in words.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refused {
     /// The entry name as stored.
     pub entry: String,
-    /// The rule.
+    /// Which kind of rule: lets a caller tell an unsafe archive from a corrupt one or from a
+    /// destination that needs attention, without reading `reason`.
+    pub rule: Rule,
+    /// The rule, and what to do, in words.
     pub reason: String,
+}
+
+/// The kinds of rule an entry can break (docs/SECURITY.md states each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub enum Rule {
+    /// An unsafe or unusable name: absolute, `..`, NUL, empty, a drive letter, our staging name.
+    Name,
+    /// A symlink (or a hard link to one) that is absolute or leads outside the destination.
+    LinkOutside,
+    /// An entry that would be written through a symlink or below a file (of the archive or of
+    /// the destination).
+    ThroughLink,
+    /// A hard link whose source is not an earlier file of the archive.
+    HardLink,
+    /// What the destination holds is in the way (a directory where a file goes, or the reverse).
+    Conflict,
+    /// The destination cannot take the entry (permissions, another filesystem).
+    Destination,
+    /// The entry's content does not match the manifest, or the manifest and the archive disagree
+    /// on which files there are: the archive is corrupt or was changed.
+    Manifest,
+    /// Something this tool does not extract (encrypted, an unknown compression method, a
+    /// multi-volume continuation, an entry that would be the destination itself).
+    Unsupported,
+}
+
+impl Rule {
+    /// True for the rules that protect the system from a hostile archive (names, links).
+    pub fn is_unsafe_entry(self) -> bool {
+        matches!(
+            self,
+            Rule::Name | Rule::LinkOutside | Rule::ThroughLink | Rule::HardLink
+        )
+    }
 }
 
 /// What an unpack (or verify) did.
@@ -735,9 +773,10 @@ impl Ctx<'_> {
         }
     }
 
-    fn refuse(&mut self, entry: &[u8], reason: impl Into<String>) {
+    fn refuse(&mut self, entry: &[u8], rule: Rule, reason: impl Into<String>) {
         self.refused.push(Refused {
             entry: escape_name(entry),
+            rule,
             reason: reason.into(),
         });
     }
@@ -771,6 +810,7 @@ impl Ctx<'_> {
                 if first.is_some() && first == self.staging_name.as_deref() {
                     self.refuse(
                         raw,
+                        Rule::Name,
                         "uses the name of this run's staging directory; run unpack again",
                     );
                     return None;
@@ -779,7 +819,7 @@ impl Ctx<'_> {
             }
             Ok(None) => None,
             Err(r) => {
-                self.refuse(raw, r.0);
+                self.refuse(raw, Rule::Name, r.0);
                 None
             }
         }
@@ -794,8 +834,8 @@ impl Ctx<'_> {
     ) -> Result<bool> {
         match r {
             Ok(()) => Ok(true),
-            Err(StageError::Refuse(why)) => {
-                self.refuse(raw, why);
+            Err(StageError::Refuse(rule, why)) => {
+                self.refuse(raw, rule, why);
                 Ok(false)
             }
             Err(StageError::Io(e)) => Err(Error::Io {
@@ -853,7 +893,11 @@ impl Ctx<'_> {
         check: bool,
     ) -> Result<Option<Option<(File, bool)>>> {
         if rel.as_os_str().is_empty() {
-            self.refuse(raw, "a file cannot be the destination itself");
+            self.refuse(
+                raw,
+                Rule::Unsupported,
+                "a file cannot be the destination itself",
+            );
             return Ok(None);
         }
         let kept = self.opts.keep_existing
@@ -884,13 +928,17 @@ impl Ctx<'_> {
 
     fn symlink(&mut self, raw: &[u8], rel: PathBuf, target: &[u8], seq: u64) -> Result<()> {
         if rel.as_os_str().is_empty() {
-            self.refuse(raw, "a symlink cannot be the destination itself");
+            self.refuse(
+                raw,
+                Rule::Unsupported,
+                "a symlink cannot be the destination itself",
+            );
             return Ok(());
         }
         let target = match safety::symlink_target(&rel, target, self.opts.allow_outside_links) {
             Ok(t) => t,
             Err(r) => {
-                self.refuse(raw, r.0);
+                self.refuse(raw, Rule::LinkOutside, r.0);
                 return Ok(());
             }
         };
@@ -932,12 +980,20 @@ impl Ctx<'_> {
         seq: u64,
     ) -> Result<()> {
         if rel.as_os_str().is_empty() {
-            self.refuse(raw, "hard link to the destination itself");
+            self.refuse(
+                raw,
+                Rule::Unsupported,
+                "hard link to the destination itself",
+            );
             return Ok(());
         }
         let target = match safety::entry_path_stripped(target_raw, backslash_sep, self.opts.strip) {
             Ok(Some(t)) if t.as_os_str().is_empty() => {
-                self.refuse(raw, "hard link to the destination itself");
+                self.refuse(
+                    raw,
+                    Rule::Unsupported,
+                    "hard link to the destination itself",
+                );
                 return Ok(());
             }
             Ok(Some(t)) => t,
@@ -952,7 +1008,7 @@ impl Ctx<'_> {
                 return Ok(());
             }
             Err(r) => {
-                self.refuse(raw, format!("hard link target: {}", r.0));
+                self.refuse(raw, Rule::Name, format!("hard link target: {}", r.0));
                 return Ok(());
             }
         };
@@ -1004,6 +1060,7 @@ impl Ctx<'_> {
                     Err(r) => {
                         self.refuse(
                             raw,
+                            Rule::LinkOutside,
                             format!("hard link to the symlink {shown}: from here, {}", r.0),
                         );
                         Ok(())
@@ -1022,6 +1079,7 @@ impl Ctx<'_> {
                 if !kept {
                     self.refuse(
                         raw,
+                        Rule::HardLink,
                         format!(
                             "hard link to {shown}, which is not an earlier entry of this archive"
                         ),
@@ -1032,6 +1090,7 @@ impl Ctx<'_> {
                 if !fs::symlink_metadata(&held).is_ok_and(|m| m.is_file()) {
                     self.refuse(
                         raw,
+                        Rule::HardLink,
                         format!("hard link to {shown}, which the destination holds (kept) as something other than a regular file"),
                     );
                     return Ok(());
@@ -1175,6 +1234,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
             b'5' => ctx.dir(&raw, rel, mode, mtime, seq)?,
             b'M' => ctx.refuse(
                 &raw,
+                Rule::Unsupported,
                 "continuation of a file from another volume of a multi-volume archive; cannot extract it alone",
             ),
             _ if entry.is_file() => {
@@ -1363,7 +1423,11 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         ctx.grow(&e.name, e.usize)?;
         if e.is_symlink() {
             if e.usize > 4096 {
-                ctx.refuse(&e.name, "symlink target longer than 4096 bytes");
+                ctx.refuse(
+                    &e.name,
+                    Rule::LinkOutside,
+                    "symlink target longer than 4096 bytes",
+                );
                 continue;
             }
             let mut target = Vec::new();
@@ -1380,7 +1444,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
                     Error::Entry { reason, .. } => reason,
                     other => other.to_string(),
                 };
-                ctx.refuse(&e.name, reason);
+                ctx.refuse(&e.name, Rule::Unsupported, reason);
                 continue;
             }
         }

@@ -568,3 +568,52 @@ fn unpack_progress_moves_and_ends_exact() {
         );
     }
 }
+
+/// A refusal says which kind of rule it broke, so a deployment tool can tell "unsafe archive" from
+/// "corrupt archive" without reading messages.
+#[test]
+fn refusals_carry_their_rule() {
+    use archiver::Rule;
+    // Unsafe: a symlink to an absolute path, and a name that climbs out.
+    let mut hostile = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut hostile);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "evil", "/etc").unwrap();
+        b.finish().unwrap();
+    }
+    let dest = tempfile::tempdir().unwrap();
+    match archiver::Unpacker::new(dest.path())
+        .sync(false)
+        .unpack(&hostile[..])
+    {
+        Err(Error::Refused(list)) => {
+            assert_eq!(list[0].rule, Rule::LinkOutside, "{list:?}");
+            assert!(list[0].rule.is_unsafe_entry());
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    // Corrupt: one byte of a file changed after packing.
+    let t = tree(3, 0);
+    let mut out = Vec::new();
+    Packer::new(["."])
+        .directory(t.path())
+        .format(Format::Tar)
+        .pack(&mut out)
+        .unwrap();
+    let at = out
+        .windows(15)
+        .position(|w| w == b"content of file")
+        .unwrap();
+    out[at] = b'C';
+    match archiver::Unpacker::verify_only().unpack(&out[..]) {
+        Err(Error::Refused(list)) => {
+            assert!(list.iter().all(|r| r.rule == Rule::Manifest), "{list:?}");
+            assert!(!list[0].rule.is_unsafe_entry());
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+}
