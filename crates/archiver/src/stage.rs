@@ -24,6 +24,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
@@ -36,6 +37,9 @@ use crate::unpack::Rule;
 #[derive(Debug)]
 pub(crate) enum StageError {
     Refuse(Rule, String),
+    /// The operation touches a path a writer may still be creating: wait for the writers
+    /// ([`StageTree::writers_done`]), then run it again.
+    Barrier,
     Io(io::Error),
 }
 
@@ -78,10 +82,17 @@ pub(crate) enum Kind {
 
 /// The mirror tree being built.
 pub(crate) struct StageTree {
-    root: OwnedFd,
+    root: Arc<OwnedFd>,
     path: PathBuf,
     /// The open directories of the last entry's parent chain, from the root down.
-    stack: Vec<(OsString, OwnedFd)>,
+    stack: Vec<(OsString, Arc<OwnedFd>)>,
+    /// Every path staged so far (entries and the directories made for them). A file whose path
+    /// is certainly not in it is new: its writer may create it, in parallel with the reader.
+    seen: Bloom,
+    /// Files handed to writers to create since the writers were last known done. Any operation
+    /// on such a path (or below it) first waits for the writers, so archive order is kept.
+    pending: Bloom,
+    pending_any: bool,
     /// Every staged symlink's path (length-prefixed), checked against the final tree at commit.
     symlinks: Vec<u8>,
     /// The process umask, where it can be read without changing it.
@@ -92,11 +103,14 @@ impl StageTree {
     /// Creates the (empty) tree at `path`, which must not exist.
     pub fn create(path: &Path) -> io::Result<StageTree> {
         std::fs::create_dir(path)?;
-        let root = rustix::fs::open(path, DIR_FLAGS, Mode::empty())?;
+        let root = Arc::new(rustix::fs::open(path, DIR_FLAGS, Mode::empty())?);
         Ok(StageTree {
             root,
             path: path.to_path_buf(),
             stack: Vec::new(),
+            seen: Bloom::new(SEEN_BITS),
+            pending: Bloom::new(PENDING_BITS),
+            pending_any: false,
             symlinks: Vec::new(),
             umask: process_umask(),
         })
@@ -123,7 +137,7 @@ impl StageTree {
 
     /// The open parent directory of `rel` (created as needed, every component a real directory of
     /// the tree) and `rel`'s last component.
-    fn parent<'a>(&mut self, rel: &'a Path) -> Staged<(&OwnedFd, &'a OsStr)> {
+    fn parent<'a>(&mut self, rel: &'a Path) -> Staged<(&Arc<OwnedFd>, &'a OsStr)> {
         let mut names: Vec<&OsStr> = rel
             .components()
             .map(|c| match c {
@@ -141,25 +155,30 @@ impl StageTree {
             .take_while(|((have, _), want)| have.as_os_str() == **want)
             .count();
         self.stack.truncate(keep);
+        let bytes = path_bytes(rel);
         for (i, name) in names.iter().enumerate().skip(keep) {
+            let prefix = prefix_of(&bytes, i + 1);
+            if self.pending_any && self.pending.maybe(prefix) {
+                return Err(StageError::Barrier);
+            }
+            self.seen.insert(prefix);
             let parent = self.stack.last().map_or(&self.root, |(_, fd)| fd);
             match rustix::fs::mkdirat(parent, *name, Mode::from_bits_truncate(0o777)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
             match rustix::fs::openat(parent, *name, DIR_FLAGS, Mode::empty()) {
-                Ok(fd) => self.stack.push((name.to_os_string(), fd)),
+                Ok(fd) => self.stack.push((name.to_os_string(), Arc::new(fd))),
                 Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                    let shown: PathBuf = names[..=i].iter().collect();
-                    let shown = escape_name(&path_bytes(&shown));
+                    let shown = escape_name(prefix);
                     let is_link = rustix::fs::statat(parent, *name, AtFlags::SYMLINK_NOFOLLOW)
                         .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
                     return Err(StageError::Refuse(
                         Rule::ThroughLink,
                         if is_link {
                             format!(
-                            "{shown} is a symlink in this archive; refusing to write through it"
-                        )
+                                "{shown} is a symlink in this archive; refusing to write through it"
+                            )
                         } else {
                             format!("{shown} is a file earlier in this archive, not a directory")
                         },
@@ -172,12 +191,34 @@ impl StageTree {
         Ok((parent, last))
     }
 
+    /// Before any operation on `rel`: wait for the writers if one may still be creating it, and
+    /// remember it as staged.
+    fn touch(&mut self, rel: &Path) -> Staged<()> {
+        let bytes = path_bytes(rel);
+        if self.pending_any && self.pending.maybe(&bytes) {
+            return Err(StageError::Barrier);
+        }
+        self.seen.insert(&bytes);
+        Ok(())
+    }
+
+    /// The writers have created every file handed to them so far.
+    pub fn writers_done(&mut self) {
+        if self.pending_any {
+            self.pending.clear();
+            self.pending_any = false;
+        }
+    }
+
     /// Removes whatever is staged at `name` in `dir` (an earlier entry at the same path).
-    fn remove(&self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> io::Result<()> {
+    fn remove(&self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Staged<()> {
         let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            if self.pending_any {
+                return Err(StageError::Barrier); // a writer may be creating a file inside
+            }
             // Only ever below our own staging tree, whose directories are all real ones.
-            std::fs::remove_dir_all(self.path.join(rel))
+            Ok(std::fs::remove_dir_all(self.path.join(rel))?)
         } else {
             Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
         }
@@ -190,33 +231,45 @@ impl StageTree {
         rel: &Path,
         make: impl Fn(&OwnedFd, &OsStr) -> rustix::io::Result<T>,
     ) -> Staged<T> {
+        self.touch(rel)?;
         let (dir, name) = self.parent(rel)?;
         match make(dir, name) {
             Err(rustix::io::Errno::EXIST) => {}
             other => return Ok(other?),
         }
         let (dir, name) = self.parent(rel)?;
-        let dir = dir.try_clone()?;
+        let dir = Arc::clone(dir);
         self.remove(&dir, name, rel)?;
         Ok(make(&dir, name)?)
     }
 
     /// Creates the regular file `rel` with the entry's permission bits (the staging tree is ours
-    /// alone, so they need not be narrower meanwhile). Returns the file and whether those bits are
-    /// exactly what it got, or the process umask took some away and its writer must set them.
-    pub fn file(&mut self, rel: &Path, mode: u32) -> Staged<(File, bool)> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+    /// alone, so they need not be narrower meanwhile), or, when nothing was ever staged at `rel`,
+    /// leaves the creation to its writer ([`NewFile::create`]), so the reader does not pay for it.
+    pub fn file(&mut self, rel: &Path, mode: u32) -> Staged<NewFile> {
         let mode = crate::safety::safe_mode(mode);
-        let fd = self.replace(rel, |dir, name| {
-            rustix::fs::openat(
-                dir,
-                name,
-                flags | OFlags::CLOEXEC,
-                Mode::from_bits_truncate(mode as _),
-            )
-        })?;
         let exact = self.umask.is_some_and(|u| mode & u == 0);
-        Ok((File::from(fd), exact))
+        let bytes = path_bytes(rel);
+        if !self.seen.maybe(&bytes) {
+            let (dir, name) = self.parent(rel)?;
+            let (dir, name) = (Arc::clone(dir), name.to_os_string());
+            self.seen.insert(&bytes);
+            self.pending.insert(&bytes);
+            self.pending_any = true;
+            return Ok(NewFile {
+                file: None,
+                deferred: Some((dir, name)),
+                mode,
+                mode_set: exact,
+            });
+        }
+        let fd = self.replace(rel, |dir, name| create_file(dir, name, mode))?;
+        Ok(NewFile {
+            file: Some(File::from(fd)),
+            deferred: None,
+            mode,
+            mode_set: exact,
+        })
     }
 
     /// Creates the directory `rel` (a file or symlink staged there before is replaced; an existing
@@ -225,6 +278,7 @@ impl StageTree {
         if rel.as_os_str().is_empty() {
             return Ok(());
         }
+        self.touch(rel)?;
         let (dir, name) = self.parent(rel)?;
         match rustix::fs::mkdirat(dir, name, Mode::from_bits_truncate(0o777)) {
             Err(rustix::io::Errno::EXIST) => {}
@@ -255,6 +309,13 @@ impl StageTree {
     /// Makes `rel` a hard link to the staged entry `source` (a regular file), or says what
     /// `source` is when no link was made.
     pub fn hard_link(&mut self, rel: &Path, source: &Path) -> Staged<LinkSource> {
+        if self.pending_any {
+            let bytes = path_bytes(source);
+            let parts = bytes.split(|&b| b == b'/').count();
+            if (1..=parts).any(|n| self.pending.maybe(prefix_of(&bytes, n))) {
+                return Err(StageError::Barrier);
+            }
+        }
         let Some((src_dir, src_name)) = self.open_existing_parent(source)? else {
             return Ok(LinkSource::Missing);
         };
@@ -315,7 +376,7 @@ impl StageTree {
         let Some(last) = names.pop() else {
             return Ok(None);
         };
-        let mut dir = self.root.try_clone()?;
+        let mut dir = (*self.root).try_clone()?;
         for name in names {
             match rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty()) {
                 Ok(fd) => dir = fd,
@@ -326,6 +387,98 @@ impl StageTree {
             }
         }
         Ok(Some((dir, last)))
+    }
+}
+
+/// A regular file entry in the staging tree: created by the reader (`file`), or to be created by
+/// its writer in `deferred` (the parent directory, the name).
+pub(crate) struct NewFile {
+    pub file: Option<File>,
+    pub deferred: Option<(Arc<OwnedFd>, OsString)>,
+    pub mode: u32,
+    /// The file gets exactly `mode` at creation (no umask bit in the way).
+    pub mode_set: bool,
+}
+
+impl NewFile {
+    /// The open file: the reader's, or created now (by a writer) in the deferred place.
+    pub fn open(self) -> io::Result<File> {
+        if let Some(f) = self.file {
+            return Ok(f);
+        }
+        let (dir, name) = self
+            .deferred
+            .ok_or_else(|| io::Error::other("no staged file"))?;
+        Ok(File::from(create_file(&dir, &name, self.mode)?))
+    }
+}
+
+/// Creates a file exclusively, never following a link, with these permission bits.
+fn create_file(dir: &OwnedFd, name: &OsStr, mode: u32) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::from_bits_truncate(mode as _))
+}
+
+/// The bytes of the first `n` components of a normalised relative path.
+fn prefix_of(path: &[u8], n: usize) -> &[u8] {
+    let mut seen = 0;
+    for (i, &b) in path.iter().enumerate() {
+        if b == b'/' {
+            seen += 1;
+            if seen == n {
+                return &path[..i];
+            }
+        }
+    }
+    path
+}
+
+/// Bits of the filters: 4 MiB for every staged path (one in a thousand false alarms at a
+/// million paths, each costing only a slower, reader-side creation), 1 MiB for the files the
+/// writers are creating (emptied whenever they are all done).
+const SEEN_BITS: u32 = 25;
+const PENDING_BITS: u32 = 23;
+
+/// A Bloom filter of paths: no false negatives; a false positive only costs a slower path.
+struct Bloom {
+    bits: Vec<u64>,
+    mask: u64,
+}
+
+impl Bloom {
+    fn new(log2: u32) -> Bloom {
+        Bloom {
+            bits: vec![0; 1 << (log2 - 6)],
+            mask: (1 << log2) - 1,
+        }
+    }
+
+    fn probes(&self, path: &[u8]) -> [u64; 3] {
+        // FNV-1a, then double hashing for the other probes.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in path {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let h2 =
+            (h.rotate_left(31) ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xff51_afd7_ed55_8ccd) | 1;
+        [h, h.wrapping_add(h2), h.wrapping_add(h2.wrapping_mul(2))].map(|x| x & self.mask)
+    }
+
+    fn insert(&mut self, path: &[u8]) {
+        for p in self.probes(path) {
+            self.bits[(p >> 6) as usize] |= 1 << (p & 63);
+        }
+    }
+
+    fn maybe(&self, path: &[u8]) -> bool {
+        self.probes(path)
+            .iter()
+            .all(|&p| self.bits[(p >> 6) as usize] & (1 << (p & 63)) != 0)
+    }
+
+    fn clear(&mut self) {
+        self.bits.fill(0);
     }
 }
 
@@ -359,20 +512,24 @@ mod tests {
     fn later_entries_replace_earlier_ones_whatever_the_types() {
         let (_d, mut t) = tree();
         use std::io::Write;
-        t.file(Path::new("a/b/f"), 0o644)
-            .unwrap()
-            .0
-            .write_all(b"1")
-            .unwrap();
-        t.file(Path::new("a/b/f"), 0o644)
-            .unwrap()
-            .0
-            .write_all(b"2")
-            .unwrap();
+        let f = t.file(Path::new("a/b/f"), 0o644).unwrap();
+        assert!(f.deferred.is_some(), "a new path is left to its writer");
+        f.open().unwrap().write_all(b"1").unwrap();
+        assert!(
+            matches!(t.file(Path::new("a/b/f"), 0o644), Err(StageError::Barrier)),
+            "the same path again must wait for the writer"
+        );
+        t.writers_done();
+        let f = t.file(Path::new("a/b/f"), 0o644).unwrap();
+        assert!(
+            f.file.is_some(),
+            "a path staged before is replaced by the reader"
+        );
+        f.open().unwrap().write_all(b"2").unwrap();
         assert_eq!(std::fs::read(t.path().join("a/b/f")).unwrap(), b"2");
         t.dir(Path::new("a/b/f")).unwrap();
         assert!(t.path().join("a/b/f").is_dir());
-        t.file(Path::new("a"), 0o600).unwrap();
+        t.file(Path::new("a"), 0o600).unwrap().open().unwrap();
         assert!(t.path().join("a").is_file());
         t.symlink(Path::new("a"), Path::new("x")).unwrap();
         t.dir(Path::new("a")).unwrap();
@@ -391,7 +548,8 @@ mod tests {
             _ => panic!("wrote through a symlink"),
         }
         assert!(!outside.join("x").exists());
-        t.file(Path::new("f"), 0o644).unwrap();
+        t.file(Path::new("f"), 0o644).unwrap().open().unwrap();
+        t.writers_done();
         match t.dir(Path::new("f/d")) {
             Err(StageError::Refuse(_, why)) => assert!(why.contains("f is a file"), "{why}"),
             _ => panic!("created below a file"),

@@ -32,7 +32,7 @@ use crate::expect::{Expect, Spill};
 use crate::list::{escape_name, open_tar, Opened};
 use crate::manifest;
 use crate::safety;
-use crate::stage::{LinkSource, StageError, StageTree};
+use crate::stage::{LinkSource, NewFile, StageError, StageTree};
 use crate::stats::{StageClock, StageStats};
 use crate::tarread::TarReader;
 use crate::zipread::{self, ZipEntry};
@@ -413,6 +413,7 @@ impl Unpacker {
                 opts: self,
                 jobs: Some(job_tx),
                 batch: Vec::new(),
+                in_flight: 0,
                 batch_bytes: 0,
                 results: res_rx,
                 budget: &budget,
@@ -643,10 +644,9 @@ struct WriteJob {
     rel: PathBuf,
     mode: u32,
     mtime: SystemTime,
-    /// The file in the staging tree; `None`: only hash it (verify, or a file `-k` keeps).
-    file: Option<File>,
-    /// The file was created with its final permission bits (no umask bit in the way).
-    mode_set: bool,
+    /// The file in the staging tree (open, or to be created by the writer); `None`: only hash it
+    /// (verify, or a file `-k` keeps).
+    file: Option<NewFile>,
     data: JobData,
     cost: u64,
 }
@@ -674,6 +674,8 @@ struct Ctx<'a> {
     jobs: Option<Sender<Vec<WriteJob>>>,
     /// Small files waiting to go to a writer together (one hand-over per batch, not per file).
     batch: Vec<WriteJob>,
+    /// Files handed to the writers whose results have not come back.
+    in_flight: u64,
     batch_bytes: u64,
     results: Receiver<Vec<Written>>,
     budget: &'a Budget,
@@ -769,6 +771,7 @@ impl Ctx<'_> {
     /// Takes in the results that are ready, so none pile up.
     fn absorb_ready(&mut self) {
         while let Ok(done) = self.results.try_recv() {
+            self.in_flight -= done.len() as u64;
             done.into_iter().for_each(|w| self.absorb(w));
         }
     }
@@ -825,6 +828,39 @@ impl Ctx<'_> {
         }
     }
 
+    /// Runs `op` on the staging tree; when it must wait for the writers (it touches a path one may
+    /// still be creating), waits and runs it again.
+    fn on_tree<T>(
+        &mut self,
+        op: impl Fn(&mut StageTree) -> std::result::Result<T, StageError>,
+    ) -> Result<std::result::Result<T, StageError>> {
+        loop {
+            let tree = self.tree.as_mut().expect("unpacking");
+            match op(tree) {
+                Err(StageError::Barrier) => self.barrier()?,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Waits until the writers have handled every file handed to them.
+    fn barrier(&mut self) -> Result<()> {
+        self.flush()?;
+        let waited = Instant::now();
+        while self.in_flight > 0 {
+            let Ok(done) = self.results.recv() else {
+                break; // every writer is gone: their errors are reported from the results
+            };
+            self.in_flight -= done.len() as u64;
+            done.into_iter().for_each(|w| self.absorb(w));
+        }
+        self.clock.blocked += waited.elapsed();
+        if let Some(tree) = &mut self.tree {
+            tree.writers_done();
+        }
+        Ok(())
+    }
+
     /// A staging error: a refusal of the entry (`Ok(false)`), or fatal.
     fn staged(
         &mut self,
@@ -838,6 +874,7 @@ impl Ctx<'_> {
                 self.refuse(raw, rule, why);
                 Ok(false)
             }
+            Err(StageError::Barrier) => unreachable!("on_tree waits and retries"),
             Err(StageError::Io(e)) => Err(Error::Io {
                 path: self.final_path(rel),
                 source: e,
@@ -861,8 +898,8 @@ impl Ctx<'_> {
         mtime: SystemTime,
         seq: u64,
     ) -> Result<()> {
-        if let Some(tree) = &mut self.tree {
-            let made = tree.dir(&rel);
+        if self.tree.is_some() {
+            let made = self.on_tree(|t| t.dir(&rel))?;
             if !self.staged(raw, &rel, made)? {
                 return Ok(());
             }
@@ -891,7 +928,7 @@ impl Ctx<'_> {
         mode: u32,
         seq: u64,
         check: bool,
-    ) -> Result<Option<Option<(File, bool)>>> {
+    ) -> Result<Option<Option<NewFile>>> {
         if rel.as_os_str().is_empty() {
             self.refuse(
                 raw,
@@ -907,8 +944,8 @@ impl Ctx<'_> {
                 .as_deref()
                 .is_some_and(|d| fs::symlink_metadata(d.join(rel)).is_ok());
         let mut file = None;
-        if let (Some(tree), false) = (&mut self.tree, kept) {
-            match tree.file(rel, mode) {
+        if self.tree.is_some() && !kept {
+            match self.on_tree(|t| t.file(rel, mode))? {
                 Ok(f) => file = Some(f),
                 Err(e) => {
                     self.staged(raw, rel, Err(e))?;
@@ -942,8 +979,8 @@ impl Ctx<'_> {
                 return Ok(());
             }
         };
-        if let Some(tree) = &mut self.tree {
-            let made = tree.symlink(&rel, &target);
+        if self.tree.is_some() {
+            let made = self.on_tree(|t| t.symlink(&rel, &target))?;
             if !self.staged(raw, &rel, made)? {
                 return Ok(());
             }
@@ -1025,12 +1062,12 @@ impl Ctx<'_> {
                 );
             }
         }
-        let Some(tree) = &mut self.tree else {
+        if self.tree.is_none() {
             // Verify: the records check the source when the whole archive is known.
             self.stats.hardlinks += 1;
             return self.expect.hard_link(seq, &rel, &target);
-        };
-        let linked = tree.hard_link(&rel, &target);
+        }
+        let linked = self.on_tree(|t| t.hard_link(&rel, &target))?;
         let source = match linked {
             Ok(s) => s,
             Err(e) => {
@@ -1046,11 +1083,7 @@ impl Ctx<'_> {
             LinkSource::Symlink(t) => {
                 match safety::symlink_target(&rel, &t, self.opts.allow_outside_links) {
                     Ok(checked) => {
-                        let made = self
-                            .tree
-                            .as_mut()
-                            .expect("unpacking")
-                            .symlink(&rel, &checked);
+                        let made = self.on_tree(|t| t.symlink(&rel, &checked))?;
                         if self.staged(raw, &rel, made)? {
                             self.stats.symlinks += 1;
                             self.expect.symlink(seq, &rel, &t)?;
@@ -1095,11 +1128,7 @@ impl Ctx<'_> {
                     );
                     return Ok(());
                 }
-                let made = self
-                    .tree
-                    .as_mut()
-                    .expect("unpacking")
-                    .hard_link_to(&rel, &held);
+                let made = self.on_tree(|t| t.hard_link_to(&rel, &held))?;
                 if self.staged(raw, &rel, made)? {
                     self.stats.hardlinks += 1;
                     self.expect.hard_link(seq, &rel, &target)?;
@@ -1168,6 +1197,7 @@ impl Ctx<'_> {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
+        self.in_flight += batch.len() as u64;
         let jobs = self.jobs.as_ref().expect("jobs open while reading");
         let waited = Instant::now();
         let sent = jobs.send(batch);
@@ -1258,7 +1288,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                     }
                     continue;
                 };
-                let (file, mode_set) = staged.map_or((None, false), |(f, m)| (Some(f), m));
+                let file = staged;
                 let mut data_in = archive.data();
                 if size <= crate::read::SMALL_FILE && file.is_none() && !is_manifest && ctx.opts.against.is_none() {
                     // Nothing to write: hashing here costs less than handing it over.
@@ -1287,7 +1317,6 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         mode,
                         mtime,
                         file,
-                        mode_set,
                         data: JobData::Whole(data),
                         cost,
                     })?;
@@ -1299,7 +1328,6 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         mode,
                         mtime,
                         file,
-                        mode_set,
                         data: JobData::Chunks(rx, size),
                         cost: 0,
                     })?;
@@ -1451,14 +1479,13 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         let Some(staged) = ctx.file(&e.name, &rel, mode, seq, !is_manifest)? else {
             continue;
         };
-        let (file, mode_set) = staged.map_or((None, false), |(f, m)| (Some(f), m));
+        let file = staged;
         ctx.send(WriteJob {
             seq,
             rel,
             mode,
             mtime: time_of(e.mtime),
             file,
-            mode_set,
             data: JobData::Zip(Arc::clone(&shared), Box::new(e)),
             cost: 0,
         })?;
@@ -1493,6 +1520,12 @@ fn writer(
         for job in batch {
             cost += job.cost;
             if cancel.is_cancelled() {
+                // Still answered, so a reader waiting for every result is not left waiting.
+                done.push(Written {
+                    seq: job.seq,
+                    result: Err(Error::Cancelled),
+                    differences: Vec::new(),
+                });
                 continue;
             }
             clock.items += 1;
@@ -1565,7 +1598,8 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
         path: dest.map_or_else(|| job.rel.clone(), |d| d.join(&job.rel)),
         source: e,
     };
-    let mut file = job.file;
+    let mode_set = job.file.as_ref().is_some_and(|f| f.mode_set);
+    let mut file = job.file.map(NewFile::open).transpose().map_err(io_err)?;
     // A small file is one write; a large one goes through a buffer.
     let whole = matches!(job.data, JobData::Whole(_));
     let sink: Box<dyn Write + '_> = match file.as_mut() {
@@ -1604,7 +1638,7 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
     let (hash, bytes) = (out.hasher.finalize(), out.bytes);
     drop(out);
     if let Some(f) = file {
-        if !job.mode_set {
+        if !mode_set {
             set_file_mode(&f, safety::safe_mode(job.mode)).map_err(io_err)?;
         }
         f.set_modified(job.mtime).map_err(io_err)?;
