@@ -1618,3 +1618,65 @@ fn hard_links_follow_the_archive_order_and_never_a_symlink() {
         );
     }
 }
+
+/// Archives that name the same few paths over and over, with every type, give the same result
+/// (the same tree, or the same refusals) whatever the number of writers and however the threads
+/// run: writers create new files in parallel, and everything that could conflict waits for them.
+/// A race would show as two runs that disagree.
+#[test]
+fn conflicting_entries_give_one_result_whatever_the_threads() {
+    use tar::EntryType as T;
+    let paths = ["a", "b", "a/x", "a/y", "b/x", "a/x/z", "c"];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let work = tempfile::tempdir().unwrap();
+    for round in 0..12 {
+        let mut entries: Vec<(String, T, String, Vec<u8>)> = Vec::new();
+        for i in 0..(6 + next(10)) {
+            let path = paths[next(paths.len())].to_string();
+            let (kind, link, data) = match next(5) {
+                0 => (T::Directory, String::new(), Vec::new()),
+                1 => (T::Symlink, "c".to_string(), Vec::new()),
+                2 if !entries.is_empty() => {
+                    let src = entries[next(entries.len())].0.clone();
+                    (T::Link, src, Vec::new())
+                }
+                _ => (
+                    T::Regular,
+                    String::new(),
+                    format!("{round}:{i}").into_bytes(),
+                ),
+            };
+            entries.push((path, kind, link, data));
+        }
+        let list: Vec<(&str, T, &str, &[u8])> = entries
+            .iter()
+            .map(|(p, k, l, d)| (p.as_str(), *k, l.as_str(), d.as_slice()))
+            .collect();
+        let archive = work.path().join(format!("r{round}.tar"));
+        std::fs::write(&archive, hostile_tar(&list)).unwrap();
+        let mut first: Option<(Option<i32>, String, Snapshot)> = None;
+        for run in 0..6 {
+            let jobs = ["1", "2", "4"][run % 3];
+            let dest = work.path().join(format!("d{round}-{run}"));
+            let (code, err) = unpack_within(&archive, &dest, &["--no-sync", "-j", jobs]);
+            let mut lines: Vec<&str> = err.lines().collect();
+            lines.sort_unstable();
+            let got = (code, lines.join("\n"), snapshot_extracted(&dest));
+            match &first {
+                None => first = Some(got),
+                Some(want) => assert!(
+                    *want == got,
+                    "round {round}, -j {jobs}: {entries:?}\nfirst: {:?}\nnow: {:?}",
+                    (want.0, &want.1),
+                    (got.0, &got.1)
+                ),
+            }
+        }
+    }
+}
