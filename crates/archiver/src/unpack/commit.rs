@@ -1,7 +1,7 @@
 //! The last step of an unpack: merge the staging tree into DEST, all or nothing.
 //!
 //! While the archive is read, nothing in DEST is touched: entries are created in a mirror tree
-//! inside the run's staging directory (`DEST/.archiver-XXXXXX/t`, see [`crate::stage`]), which
+//! inside the run's staging directory (`DEST/.archiver-XXXXXX/t`, see [`crate::unpack::stage`]), which
 //! already is the final tree of the archive (later entries replaced earlier ones there).
 //!
 //! [`commit`] then works in two phases:

@@ -13,7 +13,7 @@
 //! by number, so any name the filesystem accepts can be extracted), and the reader only builds a
 //! model of the entries (later entries replace earlier ones at the same path, as in tar). When the
 //! whole archive has been read, every CRC and checksum has passed and every file matches the
-//! embedded manifest, [`crate::commit`] checks the final tree against what DEST holds (links,
+//! embedded manifest, [`commit`] checks the final tree against what DEST holds (links,
 //! type conflicts, permissions) and only then moves entries into place, keeping every replaced
 //! original until the end so a failure part way puts everything back.
 
