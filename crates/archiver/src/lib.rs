@@ -37,10 +37,7 @@
 #![deny(missing_docs)]
 
 mod atomic;
-mod budget;
-mod commit;
 mod error;
-mod expect;
 // Internal modules. The `internals` feature (off by default; on for the micro-benchmarks in
 // `benches/`) makes them reachable, hidden from the documentation: no embedder depends on them.
 #[cfg(feature = "internals")]
@@ -52,20 +49,12 @@ pub mod group;
 mod list;
 pub mod manifest;
 mod owner;
-mod pipeline;
-mod read;
+mod pack;
+// The reorder buffer lives in `pack/`; `internals` keeps it at `archiver::reorder` for the benches.
 #[cfg(feature = "internals")]
 #[doc(hidden)]
-pub mod reorder;
-#[cfg(not(feature = "internals"))]
-mod reorder;
-mod safety;
-mod stage;
-mod stats;
-mod tarread;
+pub use pack::reorder;
 mod unpack;
-mod walk;
-mod zipread;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,7 +66,7 @@ pub use error::{Error, Result};
 pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
 pub use list::{escape_name, list, list_path, EntryInfo, EntryKind};
-pub use stats::{StageStats, Stats};
+pub use pack::stats::{StageStats, Stats};
 pub use unpack::{Refused, Rule, UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
 
 /// Where the manifest lives inside every archive we write (unless disabled).
@@ -427,11 +416,11 @@ impl Packer {
                 )));
             }
         }
-        pipeline::run(
+        pack::run(
             &self.paths,
             &self.opts,
             &self.cancel,
-            pipeline::Hooks {
+            pack::Hooks {
                 fault: self.fault.clone(),
                 progress: self.progress.clone(),
                 entry: self.on_entry.clone(),

@@ -115,7 +115,7 @@ pub fn list_path(
 /// Lists a zip through our own directory reader, so `list` sees exactly the names, types and checks
 /// that `unpack` applies.
 fn list_zip(file: std::fs::File, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
-    let entries = crate::zipread::read_directory(&file)?;
+    let entries = crate::format::zip_read::read_directory(&file)?;
     let mut count = 0;
     for e in &entries {
         let kind = if e.is_dir() {
@@ -127,7 +127,7 @@ fn list_zip(file: std::fs::File, mut each: impl FnMut(&EntryInfo) -> Result<()>)
         };
         let raw_link_target = if kind == EntryKind::Symlink && e.usize <= 4096 {
             let mut t = Vec::new();
-            crate::zipread::open_entry(&file, e)?
+            crate::format::zip_read::open_entry(&file, e)?
                 .read_to_end(&mut t)
                 .map_err(|err| Error::Entry {
                     entry: e.name_lossy(),
@@ -163,7 +163,7 @@ fn list_zip(file: std::fs::File, mut each: impl FnMut(&EntryInfo) -> Result<()>)
 }
 
 fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
-    let mut archive = crate::tarread::TarReader::new(tar);
+    let mut archive = crate::format::tar_read::TarReader::new(tar);
     let mut count = 0u64;
     while let Some(e) = archive.next_entry().map_err(|e| bad_tar(count, e))? {
         let kind = match e.typeflag {

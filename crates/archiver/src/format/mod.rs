@@ -3,7 +3,9 @@
 
 pub mod gzip;
 pub(crate) mod tar;
+pub(crate) mod tar_read;
 pub mod zip;
+pub(crate) mod zip_read;
 
 use std::fmt;
 use std::io::{self, Write};

@@ -13,7 +13,7 @@ use tar::{EntryType, Header};
 
 use crate::format::Codec;
 use crate::owner::Owners;
-use crate::walk::Meta;
+use crate::pack::walk::Meta;
 
 /// How header metadata is chosen.
 #[derive(Debug, Clone, Copy, Default)]

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use crate::manifest::path_bytes;
-use crate::walk::Meta;
+use crate::pack::walk::Meta;
 
 /// A zip compression method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -690,11 +690,11 @@ mod tests {
         // Our own reader, used by list and unpack.
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, &bytes).unwrap();
-        let dir = crate::zipread::read_directory(&f).unwrap();
+        let dir = crate::format::zip_read::read_directory(&f).unwrap();
         let names: Vec<&[u8]> = dir.iter().map(|e| e.name.as_slice()).collect();
         assert_eq!(names, [&b"d/"[..], b"d/small.txt", b"link", b"big"]);
         let mut big = Vec::new();
-        crate::zipread::open_entry(&f, &dir[3])
+        crate::format::zip_read::open_entry(&f, &dir[3])
             .unwrap()
             .read_to_end(&mut big)
             .unwrap();

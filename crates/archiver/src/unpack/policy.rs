@@ -1,5 +1,5 @@
 //! The extraction safety policy: which entry names, link targets and types may be written, and how
-//! symlink targets are checked (the staging tree, `stage.rs`, creates paths without following links).
+//! symlink targets are checked (the staging tree, `unpack/stage.rs`, creates paths without following links).
 //!
 //! Anchors: Python tarfile's `data` filter (PEP 706), libarchive's SECURE_NODOTDOT,
 //! SECURE_SYMLINKS and SECURE_NOABSOLUTEPATHS, Go's `filepath.IsLocal`. See docs/SECURITY.md.

@@ -15,6 +15,15 @@
 //! the orchestrator can join them all. A panicking stage records itself through a drop guard before
 //! unwinding, so nothing waits forever for its output.
 
+// The stages. `budget` and `read` are shared with unpack (the byte budget; the SMALL_FILE, CHUNK
+// and STREAM_DEPTH sizes); `walk` with the format writers (an entry's `Meta`); `reorder` with the
+// parallel gzip writer, and public behind the `internals` feature for the micro-benchmarks.
+pub(crate) mod budget;
+pub(crate) mod read;
+pub mod reorder;
+pub(crate) mod stats;
+pub(crate) mod walk;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,17 +35,17 @@ use crossbeam_channel::{
     bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError,
 };
 
-use crate::budget::Budget;
 use crate::error::{panic_message, Error, Result};
 use crate::format::tar::{HeaderPolicy, TarSink};
 use crate::format::zip::{self, ZipEncoding, ZipSink};
 use crate::format::Format;
 use crate::format::{Codec, Metered};
 use crate::manifest::ManifestWriter;
-use crate::read::{self, Chunk, ChunkEnd, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
-use crate::reorder::ReorderBuffer;
-use crate::stats::{StageClock, StageStats, Stats};
-use crate::walk::{self, Entry, Kind, Meta, WalkOptions, WalkTotals};
+use crate::pack::budget::Budget;
+use crate::pack::read::{Chunk, ChunkEnd, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
+use crate::pack::reorder::ReorderBuffer;
+use crate::pack::stats::{StageClock, StageStats, Stats};
+use crate::pack::walk::{Entry, Kind, Meta, WalkOptions, WalkTotals};
 use crate::{
     Cancel, EntryHook, FaultHook, PackOptions, PackReport, Progress, ProgressHook, Warning,
     MANIFEST_PATH,

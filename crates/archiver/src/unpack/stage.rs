@@ -247,7 +247,7 @@ impl StageTree {
     /// alone, so they need not be narrower meanwhile), or, when nothing was ever staged at `rel`,
     /// leaves the creation to its writer ([`NewFile::create`]), so the reader does not pay for it.
     pub fn file(&mut self, rel: &Path, mode: u32) -> Staged<NewFile> {
-        let mode = crate::safety::safe_mode(mode);
+        let mode = crate::unpack::policy::safe_mode(mode);
         let exact = self.umask.is_some_and(|u| mode & u == 0);
         let bytes = path_bytes(rel);
         if !self.seen.maybe(&bytes) {

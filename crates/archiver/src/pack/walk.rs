@@ -38,7 +38,7 @@ use ignore::Match;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::error::{Error, Result};
-use crate::stats::StageClock;
+use crate::pack::stats::StageClock;
 use crate::MANIFEST_PATH;
 
 /// Listings requested ahead of the sequencer, at most.
@@ -834,7 +834,7 @@ impl Sequencer<'_> {
         }
         self.flush()?;
         let t = Instant::now();
-        let got = crate::pipeline::recv_until(rx, self.stopped);
+        let got = crate::pack::recv_until(rx, self.stopped);
         self.clock.starved += t.elapsed();
         got.ok_or(Error::Cancelled)
     }
@@ -928,7 +928,7 @@ impl Sequencer<'_> {
         }
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_ENTRIES));
         let t = Instant::now();
-        let sent = crate::pipeline::send_until(self.out, chunk, self.stopped);
+        let sent = crate::pack::send_until(self.out, chunk, self.stopped);
         self.clock.blocked += t.elapsed();
         self.clock.items += 1;
         if sent {

@@ -21,9 +21,9 @@ use rustix::fs::{Mode, OFlags};
 
 use crate::error::{panic_message, Error};
 use crate::format::zip;
-use crate::pipeline::{recv_until, send_until, Shared};
-use crate::stats::StageClock;
-use crate::walk::{Entry, Kind, Source};
+use crate::pack::stats::StageClock;
+use crate::pack::walk::{Entry, Kind, Source};
+use crate::pack::{recv_until, send_until, Shared};
 
 /// Files up to this size are read whole.
 pub(crate) const SMALL_FILE: u64 = 1 << 20;
@@ -454,7 +454,7 @@ fn open(entry: &Entry, shared: &Shared) -> io::Result<File> {
         Source::Path(p) => rustix::fs::open(p, flags, Mode::empty())?,
         Source::None => return Err(io::ErrorKind::NotFound.into()),
     };
-    if crate::walk::fstat_id(&fd)? != entry.id {
+    if crate::pack::walk::fstat_id(&fd)? != entry.id {
         return Err(io::Error::other(REPLACED));
     }
     Ok(File::from(fd))

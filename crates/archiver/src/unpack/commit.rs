@@ -1,7 +1,7 @@
 //! The last step of an unpack: merge the staging tree into DEST, all or nothing.
 //!
 //! While the archive is read, nothing in DEST is touched: entries are created in a mirror tree
-//! inside the run's staging directory (`DEST/.archiver-XXXXXX/t`, see [`crate::stage`]), which
+//! inside the run's staging directory (`DEST/.archiver-XXXXXX/t`, see [`crate::unpack::stage`]), which
 //! already is the final tree of the archive (later entries replaced earlier ones there).
 //!
 //! [`commit`] then works in two phases:
@@ -33,9 +33,10 @@ use std::time::SystemTime;
 use crate::error::{Error, Result};
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
-use crate::stage::StageTree;
+use crate::unpack::policy;
+use crate::unpack::stage::StageTree;
 use crate::unpack::{Refused, Rule, UnpackStats};
-use crate::{safety, Cancel, Warning};
+use crate::{Cancel, Warning};
 
 /// An entry name for messages: escaped, never raw control characters.
 fn show(p: &Path) -> String {
@@ -310,9 +311,9 @@ impl Planner<'_> {
             self.keep && fs::symlink_metadata(self.dest.join(here)).is_ok_and(|md| !md.is_dir());
         if !kept {
             match self.tree.kind_of(here) {
-                Some(crate::stage::Kind::Dir) => return Lookup::Dir,
-                Some(crate::stage::Kind::Symlink(t)) => return Lookup::Link(t),
-                Some(crate::stage::Kind::Other) => return Lookup::Opaque,
+                Some(crate::unpack::stage::Kind::Dir) => return Lookup::Dir,
+                Some(crate::unpack::stage::Kind::Symlink(t)) => return Lookup::Link(t),
+                Some(crate::unpack::stage::Kind::Other) => return Lookup::Opaque,
                 None => {}
             }
         }
@@ -444,7 +445,7 @@ pub(crate) fn commit(
     })?;
     if !opts.allow_outside_links {
         for link in tree.symlinks() {
-            let Some(crate::stage::Kind::Symlink(target)) = tree.kind_of(link) else {
+            let Some(crate::unpack::stage::Kind::Symlink(target)) = tree.kind_of(link) else {
                 continue; // replaced by a later entry
             };
             let kept = opts.keep_existing
@@ -532,7 +533,7 @@ fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
             .open(&path)
             .and_then(|d| {
                 d.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
-                    safety::safe_mode(mode),
+                    policy::safe_mode(mode),
                 ))?;
                 d.set_modified(mtime)
             });

@@ -24,8 +24,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::list::escape_name;
 use crate::manifest::{self, path_bytes};
+use crate::unpack::policy;
 use crate::unpack::{Refused, Rule};
-use crate::{safety, MANIFEST_PATH};
+use crate::MANIFEST_PATH;
 
 /// Records per block of the sparse index.
 const STRIDE: usize = 16;
@@ -306,7 +307,7 @@ impl Expect {
                 .map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
             count += 1;
             let path = if strip > 0 {
-                match safety::entry_path_stripped(&entry.path, false, strip) {
+                match policy::entry_path_stripped(&entry.path, false, strip) {
                     Ok(Some(p)) => path_bytes(&p).into_owned(),
                     _ => continue,
                 }
@@ -376,7 +377,7 @@ impl Expect {
                         let at = Path::new(
                             <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&rel),
                         );
-                        match safety::symlink_target(at, &target, anywhere) {
+                        match policy::symlink_target(at, &target, anywhere) {
                             Ok(_) => SYM,
                             Err(r) => {
                                 let source = self.second_of(&link).map_err(spill_error)?;

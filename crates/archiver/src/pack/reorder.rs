@@ -2,7 +2,7 @@
 //! sequence order. Items arrive tagged with their sequence number and leave strictly in order.
 //!
 //! The buffer itself is unbounded by design: its size is bounded *upstream*, by the byte budget that
-//! admits entries in sequence order (see `budget.rs`). It records its peak so the statistics can
+//! admits entries in sequence order (see `pack/budget.rs`). It records its peak so the statistics can
 //! show how far ahead the workers ran.
 
 use std::collections::VecDeque;

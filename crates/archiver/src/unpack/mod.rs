@@ -13,9 +13,14 @@
 //! by number, so any name the filesystem accepts can be extracted), and the reader only builds a
 //! model of the entries (later entries replace earlier ones at the same path, as in tar). When the
 //! whole archive has been read, every CRC and checksum has passed and every file matches the
-//! embedded manifest, [`crate::commit`] checks the final tree against what DEST holds (links,
+//! embedded manifest, [`commit`] checks the final tree against what DEST holds (links,
 //! type conflicts, permissions) and only then moves entries into place, keeping every replaced
 //! original until the end so a failure part way puts everything back.
+
+mod commit;
+mod expect;
+mod policy;
+mod stage;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -25,17 +30,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use crate::budget::Budget;
-use crate::commit;
 use crate::error::{panic_message, Error, Result};
-use crate::expect::{Expect, Spill};
+use crate::format::tar_read::TarReader;
+use crate::format::zip_read::{self, ZipEntry};
 use crate::list::{escape_name, open_tar, Opened};
 use crate::manifest;
-use crate::safety;
-use crate::stage::{LinkSource, NewFile, StageError, StageTree};
-use crate::stats::{StageClock, StageStats};
-use crate::tarread::TarReader;
-use crate::zipread::{self, ZipEntry};
+use crate::pack::budget::Budget;
+use crate::pack::stats::{StageClock, StageStats};
+use crate::unpack::expect::{Expect, Spill};
+use crate::unpack::stage::{LinkSource, NewFile, StageError, StageTree};
 use crate::{Cancel, Warning, MANIFEST_PATH};
 
 /// Default limit on the total size an archive may expand to.
@@ -621,7 +624,7 @@ fn set_file_mode(_f: &File, _mode: u32) -> io::Result<()> {
 }
 
 fn time_of(mtime: i64) -> SystemTime {
-    crate::tarread::unix_time(mtime, 0)
+    crate::format::tar_read::unix_time(mtime, 0)
 }
 
 /// What the reader collected, handed to the manifest check and the commit.
@@ -804,7 +807,7 @@ impl Ctx<'_> {
     /// The checked (and stripped) path of an entry; `None` when it was refused or stripped away.
     /// Reports the entry to the `on_entry` hook.
     fn name(&mut self, raw: &[u8], backslash_sep: bool) -> Option<PathBuf> {
-        match safety::entry_path_stripped(raw, backslash_sep, self.opts.strip) {
+        match policy::entry_path_stripped(raw, backslash_sep, self.opts.strip) {
             Ok(Some(rel)) => {
                 if let Some(hook) = &self.opts.on_entry {
                     (hook.0)(raw);
@@ -972,7 +975,7 @@ impl Ctx<'_> {
             );
             return Ok(());
         }
-        let target = match safety::symlink_target(&rel, target, self.opts.allow_outside_links) {
+        let target = match policy::symlink_target(&rel, target, self.opts.allow_outside_links) {
             Ok(t) => t,
             Err(r) => {
                 self.refuse(raw, Rule::LinkOutside, r.0);
@@ -1024,7 +1027,7 @@ impl Ctx<'_> {
             );
             return Ok(());
         }
-        let target = match safety::entry_path_stripped(target_raw, backslash_sep, self.opts.strip) {
+        let target = match policy::entry_path_stripped(target_raw, backslash_sep, self.opts.strip) {
             Ok(Some(t)) if t.as_os_str().is_empty() => {
                 self.refuse(
                     raw,
@@ -1081,7 +1084,7 @@ impl Ctx<'_> {
                 self.expect.hard_link(seq, &rel, &target)
             }
             LinkSource::Symlink(t) => {
-                match safety::symlink_target(&rel, &t, self.opts.allow_outside_links) {
+                match policy::symlink_target(&rel, &t, self.opts.allow_outside_links) {
                     Ok(checked) => {
                         let made = self.on_tree(|t| t.symlink(&rel, &checked))?;
                         if self.staged(raw, &rel, made)? {
@@ -1290,7 +1293,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                 };
                 let file = staged;
                 let mut data_in = archive.data();
-                if size <= crate::read::SMALL_FILE && file.is_none() && !is_manifest && ctx.opts.against.is_none() {
+                if size <= crate::pack::read::SMALL_FILE && file.is_none() && !is_manifest && ctx.opts.against.is_none() {
                     // Nothing to write: hashing here costs less than handing it over.
                     let mut out = HashingWriter {
                         inner: io::sink(),
@@ -1304,7 +1307,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         result: Ok((out.hasher.finalize(), out.bytes)),
                         differences: Vec::new(),
                     });
-                } else if size <= crate::read::SMALL_FILE && !is_manifest {
+                } else if size <= crate::pack::read::SMALL_FILE && !is_manifest {
                     let cost = ctx.reserve(size + 512)?;
                     let mut data = Vec::with_capacity(size as usize);
                     data_in
@@ -1321,7 +1324,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         cost,
                     })?;
                 } else {
-                    let (tx, rx) = bounded(crate::read::STREAM_DEPTH);
+                    let (tx, rx) = bounded(crate::pack::read::STREAM_DEPTH);
                     ctx.send(WriteJob {
                         seq,
                         rel,
@@ -1332,9 +1335,9 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                         cost: 0,
                     })?;
                     loop {
-                        let mut chunk = Vec::with_capacity(crate::read::CHUNK);
+                        let mut chunk = Vec::with_capacity(crate::pack::read::CHUNK);
                         let n = (&mut data_in)
-                            .take(crate::read::CHUNK as u64)
+                            .take(crate::pack::read::CHUNK as u64)
                             .read_to_end(&mut chunk)
                             .map_err(|e| damaged(count, e))?;
                         if n == 0 {
@@ -1380,7 +1383,7 @@ const MANIFEST_LIMIT: u64 = 1 << 30;
 
 /// Whether a stored name is our manifest's (`.archiver/MANIFEST.b3`, `./` and the like allowed).
 fn is_manifest_name(raw: &[u8], backslash_sep: bool) -> bool {
-    safety::entry_path(raw, backslash_sep).is_ok_and(|p| p == Path::new(MANIFEST_PATH))
+    policy::entry_path(raw, backslash_sep).is_ok_and(|p| p == Path::new(MANIFEST_PATH))
 }
 
 /// Appends everything `r` gives to `spill`.
@@ -1401,7 +1404,7 @@ fn damaged(after: u64, e: io::Error) -> Error {
 
 /// Reads a zip's directory and hands each file to the writers, which read their data themselves.
 fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
-    let entries = zipread::read_directory(file)?;
+    let entries = zip_read::read_directory(file)?;
     let shared = Arc::new(file.try_clone().map_err(Error::Input)?);
     ctx.progress.entries_total = entries.len() as u64;
     ctx.progress.bytes_total = entries.iter().map(|e| e.usize).sum();
@@ -1418,7 +1421,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             ctx.manifest_seq = Some(seq);
             let mut text = Spill::default();
             copy_to_spill(
-                &mut zipread::open_entry(file, &e)?.take(MANIFEST_LIMIT),
+                &mut zip_read::open_entry(file, &e)?.take(MANIFEST_LIMIT),
                 &mut text,
             )
             .map_err(|err| entry_error(&e, err))?;
@@ -1459,7 +1462,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
                 continue;
             }
             let mut target = Vec::new();
-            zipread::open_entry(file, &e)?
+            zip_read::open_entry(file, &e)?
                 .read_to_end(&mut target)
                 .map_err(|err| entry_error(&e, err))?;
             ctx.symlink(&e.name, rel, &target, seq)?;
@@ -1467,7 +1470,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         }
         // Refuse what cannot be read before any writer starts on it.
         if e.encrypted() || !matches!(e.method, 0 | 8 | 93) {
-            if let Err(err) = zipread::open_entry(file, &e) {
+            if let Err(err) = zip_read::open_entry(file, &e) {
                 let reason = match err {
                     Error::Entry { reason, .. } => reason,
                     other => other.to_string(),
@@ -1627,7 +1630,7 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
             }
         }
         JobData::Zip(file, entry) => {
-            let mut r = zipread::open_entry(&file, &entry)?;
+            let mut r = zip_read::open_entry(&file, &entry)?;
             io::copy(&mut r, &mut out).map_err(|e| Error::Entry {
                 entry: escape_name(&entry.name),
                 reason: e.to_string(),
@@ -1639,7 +1642,7 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
     drop(out);
     if let Some(f) = file {
         if !mode_set {
-            set_file_mode(&f, safety::safe_mode(job.mode)).map_err(io_err)?;
+            set_file_mode(&f, policy::safe_mode(job.mode)).map_err(io_err)?;
         }
         f.set_modified(job.mtime).map_err(io_err)?;
     }
