@@ -5,7 +5,7 @@
 //! 1. the walk: directories listed in parallel ahead of a single sequencer that emits entries in
 //!    their final order (a depth-first walk, each directory sorted by name) as soon as it is known;
 //! 2. read workers: read and BLAKE3-hash files in parallel, admitted in order against a byte budget;
-//! 3. [`reorder`]: restores sequence order;
+//! 3. the reorder buffer: restores sequence order;
 //! 4. the writer: one thread owns the tar stream and the output; gzip and zstd compress in parallel
 //!    below it with output that does not depend on the thread count.
 //!
