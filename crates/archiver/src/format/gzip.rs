@@ -1,5 +1,9 @@
 //! A pigz-style parallel gzip encoder whose output does not depend on the thread count.
 //!
+//! Ours because that last property is the point: the same tree must give the same `.tar.gz` bytes
+//! for any `-j` (the golden test pins them), so block boundaries, dictionaries and flushes are
+//! fixed here; each block is deflated by `flate2`.
+//!
 //! The uncompressed stream is cut into blocks of exactly [`BLOCK`] bytes. Each block is deflated on a
 //! pool thread with the previous 32 KiB of input as its dictionary (so the ratio stays close to a
 //! single stream) and ends with a sync flush, which byte-aligns it; the last block ends the deflate

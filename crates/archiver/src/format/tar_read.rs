@@ -1,6 +1,14 @@
 //! Our tar reader: streaming, tolerant of what real producers write, strict about what would
 //! corrupt data, and bounded against hostile headers.
 //!
+//! Why our own (we still write with the `tar` crate): what we must guarantee is a reading policy,
+//! not a parser. Entry boundaries must fall exactly where GNU tar's extraction puts them, on
+//! malformed and hostile headers too (or one tool sees an entry another hides); every extension
+//! header (pax local and global records, GNU long names, sparse maps) needs a cap checked before
+//! anything is allocated and a linear-time parser; a stream cut before its end-of-archive marker
+//! must be an error, not a short archive. Those rules cut across the whole parser, so they are
+//! written here, once, and tested against GNU tar (`tests/it/tarparity.rs`).
+//!
 //! Reads v7, ustar, GNU and pax archives: GNU long names and links (`L`/`K`, the last of redundant
 //! ones wins), pax local (`x`, and Solaris/star `X`) and global (`g`) records (path, linkpath, size,
 //! mtime with fractions, uid, gid, uname, gname), base-256 and blank numeric fields, headers

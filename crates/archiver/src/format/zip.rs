@@ -1,4 +1,10 @@
-//! Writing zip. The read workers compress every entry (`encode`, `StreamEncoder`); the writer only
+//! Writing zip, our own rather than the `zip` crate's writer: entries are compressed in parallel by
+//! the read workers and laid down in order by one writer, large files stream through in bounded
+//! memory, and the bytes must not depend on the thread count or the platform (pinned by
+//! `tests/golden.rs`); a writer that compresses as it writes cannot do the first, and
+//! determinism needs every field chosen here.
+//!
+//! The read workers compress every entry (`encode`, `StreamEncoder`); the writer only
 //! lays prepared entries down in order and keeps the central directory.
 //!
 //! Entries up to `SMALL_FILE` (1 MiB) arrive whole with their CRC and sizes, so their local
@@ -567,39 +573,22 @@ fn version_needed(method: ZipMethod, zip64: bool) -> u16 {
 
 /// MS-DOS time and date of a Unix time, in UTC, clamped to what DOS dates can hold (1980-2107).
 pub(crate) fn dos_time(t: i64) -> (u16, u16) {
-    let (y, mo, d, h, mi, s) = civil(t);
-    if y < 1980 {
-        return (0, (1 << 5) | 1); // 1980-01-01 00:00:00
+    const FIRST: (u16, u16) = (0, (1 << 5) | 1); // 1980-01-01 00:00:00
+    const LAST: (u16, u16) = ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31);
+    let Ok(ts) = jiff::Timestamp::from_second(t) else {
+        return if t < 0 { FIRST } else { LAST };
+    };
+    let dt = jiff::tz::TimeZone::UTC.to_datetime(ts);
+    match dt.year() {
+        ..1980 => FIRST,
+        2108.. => LAST,
+        y => {
+            let time =
+                ((dt.hour() as u16) << 11) | ((dt.minute() as u16) << 5) | (dt.second() as u16 / 2);
+            let date = (((y - 1980) as u16) << 9) | ((dt.month() as u16) << 5) | dt.day() as u16;
+            (time, date)
+        }
     }
-    if y > 2107 {
-        return ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31);
-    }
-    let time = ((h as u16) << 11) | ((mi as u16) << 5) | (s as u16 / 2);
-    let date = (((y - 1980) as u16) << 9) | ((mo as u16) << 5) | d as u16;
-    (time, date)
-}
-
-/// (year, month, day, hour, minute, second) in UTC of a Unix time (Howard Hinnant's algorithm).
-pub fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (secs / 3600) as u32,
-        (secs % 3600 / 60) as u32,
-        (secs % 60) as u32,
-    )
 }
 
 #[cfg(test)]
@@ -626,6 +615,16 @@ mod tests {
         assert_eq!(d & 31, 14);
         assert_eq!((t >> 11, (t >> 5) & 63, (t & 31) * 2), (22, 13, 20));
         assert_eq!(dos_time(i64::from(u32::MAX) * 2).1 >> 9, 127);
+        // A leap day, the last second DOS can hold, the first it cannot, and the extremes.
+        let (t, d) = dos_time(1_709_210_096); // 2024-02-29 12:34:56
+        assert_eq!((d >> 9, (d >> 5) & 15, d & 31), (44, 2, 29));
+        assert_eq!((t >> 11, (t >> 5) & 63, (t & 31) * 2), (12, 34, 56));
+        let last = ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31);
+        assert_eq!(dos_time(4_354_819_198), last);
+        assert_eq!(dos_time(4_354_819_200), last);
+        assert_eq!(dos_time(i64::MAX), last);
+        assert_eq!(dos_time(315_532_799), (0, (1 << 5) | 1));
+        assert_eq!(dos_time(i64::MIN), (0, (1 << 5) | 1));
     }
 
     #[test]

@@ -1,3 +1,8 @@
+//! Why our own rather than the `zip` crate's reader (which the tests use as an independent
+//! check): extraction workers must read entries in parallel with positioned reads of their own, and
+//! every disagreement between the central directory, the local header and the data descriptor, or
+//! any overlap of entries, must be refused before a byte is extracted.
+//!
 //! Reading zip archives defensively: the central directory is parsed once, every entry's local header
 //! is checked against it (name, method, sizes), entries may not overlap each other or the central
 //! directory, and entry data is decompressed with the output held to the declared size and CRC.
