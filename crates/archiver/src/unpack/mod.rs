@@ -258,7 +258,9 @@ impl Unpacker {
         self
     }
 
-    /// Writer threads.
+    /// Writer threads (they create, fill and hash the files). The reader, which also
+    /// decompresses a tar.gz or tar.zst, runs on the calling thread, so a run keeps at most
+    /// `jobs + 1` threads busy; the final moves into place use up to `jobs` threads.
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs.max(1);
         self
