@@ -50,6 +50,7 @@ mod list;
 pub mod manifest;
 mod owner;
 mod pack;
+mod spill;
 // The reorder buffer lives in `pack/`; `internals` keeps it at `archiver::reorder` for the benches.
 #[cfg(feature = "internals")]
 #[doc(hidden)]

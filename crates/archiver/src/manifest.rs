@@ -7,77 +7,67 @@
 
 use std::path::Path;
 
-/// Manifest text kept in memory up to this size; beyond it, it spills to an anonymous temporary file
-/// (its tar header needs its size, so it cannot be streamed out before it is complete).
-const SPILL_AT: usize = 4 << 20;
-
-/// Builds the manifest text as entries are written. Memory stays below [`SPILL_AT`] whatever the
-/// number of files.
-#[derive(Debug, Default)]
+/// Builds the manifest text as entries are written. Its memory stays below
+/// [`SPILL_AT`](crate::spill::SPILL_AT) whatever the number of files: past it the text moves to an
+/// anonymous temporary file (its tar header needs its size, so it cannot be streamed out before it
+/// is complete).
+#[derive(Default)]
 pub(crate) struct ManifestWriter {
-    text: Vec<u8>,
-    spilled: Option<std::fs::File>,
-    size: u64,
+    text: crate::spill::Spill,
+    line: Vec<u8>,
+}
+
+impl std::fmt::Debug for ManifestWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestWriter")
+            .field("size", &self.size())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ManifestWriter {
     /// Adds one file.
     pub fn add(&mut self, path: &Path, hash: &blake3::Hash) -> std::io::Result<()> {
-        let start = self.text.len();
+        let line = &mut self.line;
+        line.clear();
         let name = path_bytes(path);
         let escape = name.iter().any(|&b| matches!(b, b'\\' | b'\n' | b'\r'));
         if escape {
-            self.text.push(b'\\');
+            line.push(b'\\');
         }
-        self.text.extend_from_slice(hash.to_hex().as_bytes());
-        self.text.extend_from_slice(b"  ");
+        line.extend_from_slice(hash.to_hex().as_bytes());
+        line.extend_from_slice(b"  ");
         if escape {
             for &b in name.as_ref() {
                 match b {
-                    b'\\' => self.text.extend_from_slice(b"\\\\"),
-                    b'\n' => self.text.extend_from_slice(b"\\n"),
-                    b'\r' => self.text.extend_from_slice(b"\\r"),
-                    b => self.text.push(b),
+                    b'\\' => line.extend_from_slice(b"\\\\"),
+                    b'\n' => line.extend_from_slice(b"\\n"),
+                    b'\r' => line.extend_from_slice(b"\\r"),
+                    b => line.push(b),
                 }
             }
         } else {
-            self.text.extend_from_slice(&name);
+            line.extend_from_slice(&name);
         }
-        self.text.push(b'\n');
-        self.size += (self.text.len() - start) as u64;
-        if self.text.len() >= SPILL_AT {
-            use std::io::Write;
-            let file = match &mut self.spilled {
-                Some(f) => f,
-                None => self.spilled.insert(tempfile::tempfile()?),
-            };
-            file.write_all(&self.text)?;
-            self.text.clear();
-        }
+        line.push(b'\n');
+        self.text.append(line)?;
         Ok(())
     }
 
     /// The manifest's size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.text.len()
     }
 
     /// The whole text, to be read once.
     pub fn into_reader(self) -> std::io::Result<Box<dyn std::io::Read>> {
-        use std::io::{Read, Seek};
-        match self.spilled {
-            None => Ok(Box::new(std::io::Cursor::new(self.text))),
-            Some(mut f) => {
-                f.rewind()?;
-                Ok(Box::new(f.chain(std::io::Cursor::new(self.text))))
-            }
-        }
+        Ok(Box::new(self.text.into_reader()?))
     }
 
     /// The whole text in memory (zip entries are compressed whole).
     pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
         use std::io::Read;
-        let mut v = Vec::with_capacity(self.size as usize);
+        let mut v = Vec::with_capacity(self.size() as usize);
         self.into_reader()?.read_to_end(&mut v)?;
         Ok(v)
     }
@@ -162,6 +152,7 @@ pub(crate) fn path_bytes(path: &Path) -> std::borrow::Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spill::SPILL_AT;
 
     #[test]
     fn plain_and_escaped_lines_round_trip() {
@@ -192,10 +183,10 @@ mod tests {
             expected.extend_from_slice(format!("{}  {name}\n", h.to_hex()).as_bytes());
         }
         assert!(
-            m.spilled.is_some(),
+            m.text.spilled(),
             "over {SPILL_AT} bytes the text must leave memory"
         );
-        assert!(m.text.len() < SPILL_AT);
+        assert!(m.text.in_memory() < SPILL_AT);
         assert_eq!(m.size(), expected.len() as u64);
         assert_eq!(m.into_bytes().unwrap(), expected);
     }

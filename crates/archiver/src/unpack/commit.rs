@@ -114,57 +114,54 @@ pub(crate) struct Options<'a> {
     pub cancel: &'a Cancel,
 }
 
-/// The directory entries' modes and times, applied after everything is in place (their times
-/// would change as entries move in). Paths in one arena: about 30 bytes per directory.
-#[derive(Default)]
-pub(crate) struct DirMetas {
+/// Relative paths in one byte arena, each with a value: a few bytes per path plus its length,
+/// where a `Vec<PathBuf>` costs an allocation each.
+pub(crate) struct PathList<T> {
     paths: Vec<u8>,
-    list: Vec<(u64, u32, u32, SystemTime)>,
+    list: Vec<(u64, u32, T)>,
 }
 
-impl DirMetas {
-    pub fn push(&mut self, rel: &Path, mode: u32, mtime: SystemTime) {
+impl<T> Default for PathList<T> {
+    fn default() -> Self {
+        PathList {
+            paths: Vec::new(),
+            list: Vec::new(),
+        }
+    }
+}
+
+impl<T> PathList<T> {
+    pub fn push(&mut self, rel: &Path, value: T) {
         let bytes = path_bytes(rel);
         self.list
-            .push((self.paths.len() as u64, bytes.len() as u32, mode, mtime));
+            .push((self.paths.len() as u64, bytes.len() as u32, value));
         self.paths.extend_from_slice(&bytes);
     }
 
-    fn path(&self, i: usize) -> &Path {
-        let (at, len, ..) = self.list[i];
-        os_path(&self.paths[at as usize..at as usize + len as usize])
-    }
-}
-
-/// Paths in one arena, with a flag each.
-#[derive(Default)]
-struct Ops {
-    paths: Vec<u8>,
-    list: Vec<(u64, u32, bool)>,
-}
-
-impl Ops {
-    fn push(&mut self, rel: &Path, replace: bool) {
-        let bytes = path_bytes(rel);
-        self.list
-            .push((self.paths.len() as u64, bytes.len() as u32, replace));
-        self.paths.extend_from_slice(&bytes);
+    pub fn get(&self, i: usize) -> (&Path, &T) {
+        let (at, len, value) = &self.list[i];
+        let at = *at as usize;
+        (os_path(&self.paths[at..at + *len as usize]), value)
     }
 
-    fn get(&self, i: usize) -> (&Path, bool) {
-        let (at, len, replace) = self.list[i];
-        (
-            os_path(&self.paths[at as usize..at as usize + len as usize]),
-            replace,
-        )
-    }
-
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.list.len()
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &T)> {
+        (0..self.len()).map(|i| self.get(i))
+    }
 }
 
-fn os_path(b: &[u8]) -> &Path {
+/// The directory entries' modes and times, applied after everything is in place (their times
+/// would change as entries move in).
+pub(crate) type DirMetas = PathList<(u32, SystemTime)>;
+
+/// The moves of a commit: each path, and whether it replaces something DEST holds.
+type Ops = PathList<bool>;
+
+/// A path from its raw bytes.
+pub(crate) fn os_path(b: &[u8]) -> &Path {
     use std::os::unix::ffi::OsStrExt;
     Path::new(OsStr::from_bytes(b))
 }
@@ -522,11 +519,11 @@ pub(crate) fn commit(
 /// directories only (never through a symlink; a later entry may have replaced the directory).
 fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut order: Vec<u32> = (0..dirs.list.len() as u32).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(dirs.path(i as usize).components().count()));
+    let mut order: Vec<u32> = (0..dirs.len() as u32).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(dirs.get(i as usize).0.components().count()));
     for i in order {
-        let (.., mode, mtime) = dirs.list[i as usize];
-        let path = dest.join(dirs.path(i as usize));
+        let (rel, &(mode, mtime)) = dirs.get(i as usize);
+        let path = dest.join(rel);
         let applied = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -623,7 +620,7 @@ fn place(
     i: usize,
     journal: &mut Vec<Done>,
 ) -> io::Result<()> {
-    let (rel, replace) = ops.get(i);
+    let (rel, &replace) = ops.get(i);
     let to = dest.join(rel);
     let mut done = Done {
         op: i,

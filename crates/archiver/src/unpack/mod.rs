@@ -460,7 +460,7 @@ impl Unpacker {
                 budget.close();
             }
             while let Ok(done) = ctx.results.recv() {
-                done.into_iter().for_each(|w| ctx.absorb(w));
+                ctx.absorb_batch(done);
             }
             let mut writers = StageClock::default();
             for w in workers {
@@ -773,11 +773,16 @@ impl Ctx<'_> {
             .extend(w.differences.into_iter().map(|d| (w.seq, d)));
     }
 
+    /// Takes in one batch of results.
+    fn absorb_batch(&mut self, done: Vec<Written>) {
+        self.in_flight = self.in_flight.saturating_sub(done.len() as u64);
+        done.into_iter().for_each(|w| self.absorb(w));
+    }
+
     /// Takes in the results that are ready, so none pile up.
     fn absorb_ready(&mut self) {
         while let Ok(done) = self.results.try_recv() {
-            self.in_flight -= done.len() as u64;
-            done.into_iter().for_each(|w| self.absorb(w));
+            self.absorb_batch(done);
         }
     }
 
@@ -856,8 +861,7 @@ impl Ctx<'_> {
             let Ok(done) = self.results.recv() else {
                 break; // every writer is gone: their errors are reported from the results
             };
-            self.in_flight -= done.len() as u64;
-            done.into_iter().for_each(|w| self.absorb(w));
+            self.absorb_batch(done);
         }
         self.clock.blocked += waited.elapsed();
         if let Some(tree) = &mut self.tree {
@@ -908,15 +912,10 @@ impl Ctx<'_> {
             if !self.staged(raw, &rel, made)? {
                 return Ok(());
             }
-            self.dirs.push(&rel, mode, mtime);
+            self.dirs.push(&rel, (mode, mtime));
         }
-        if self.opts.against.is_some()
-            && !self
-                .opts
-                .against
-                .as_deref()
-                .is_some_and(|d| d.join(&rel).is_dir())
-        {
+        let missing = (self.opts.against.as_deref()).is_some_and(|d| !d.join(&rel).is_dir());
+        if missing {
             self.differ(seq, &rel, "missing on disk, or not a directory".into());
         }
         self.stats.dirs += 1;

@@ -30,6 +30,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
+use crate::unpack::commit::PathList;
 use crate::unpack::Rule;
 
 /// Why an entry cannot be staged: a rule of the archive's own tree (reported as a refusal of that
@@ -93,8 +94,8 @@ pub(crate) struct StageTree {
     /// on such a path (or below it) first waits for the writers, so archive order is kept.
     pending: Bloom,
     pending_any: bool,
-    /// Every staged symlink's path (length-prefixed), checked against the final tree at commit.
-    symlinks: Vec<u8>,
+    /// Every staged symlink's path, checked against the final tree at commit.
+    symlinks: PathList<()>,
     /// The process umask, where it can be read without changing it.
     umask: Option<u32>,
 }
@@ -111,7 +112,7 @@ impl StageTree {
             seen: Bloom::new(SEEN_BITS),
             pending: Bloom::new(PENDING_BITS),
             pending_any: false,
-            symlinks: Vec::new(),
+            symlinks: PathList::default(),
             umask: process_umask(),
         })
     }
@@ -123,16 +124,7 @@ impl StageTree {
 
     /// The staged symlinks' paths.
     pub fn symlinks(&self) -> impl Iterator<Item = &Path> {
-        let mut rest = &self.symlinks[..];
-        std::iter::from_fn(move || {
-            let (len, tail) = rest.split_first_chunk::<4>()?;
-            let len = u32::from_le_bytes(*len) as usize;
-            let (name, tail) = tail.split_at(len);
-            rest = tail;
-            Some(Path::new(
-                <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name),
-            ))
-        })
+        self.symlinks.iter().map(|(p, _)| p)
     }
 
     /// The open parent directory of `rel` (created as needed, every component a real directory of
@@ -299,10 +291,7 @@ impl StageTree {
     /// Creates the symlink `rel` → `target` (already checked by the caller).
     pub fn symlink(&mut self, rel: &Path, target: &Path) -> Staged<()> {
         self.replace(rel, |dir, name| rustix::fs::symlinkat(target, dir, name))?;
-        let bytes = path_bytes(rel);
-        self.symlinks
-            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        self.symlinks.extend_from_slice(&bytes);
+        self.symlinks.push(rel, ());
         Ok(())
     }
 
