@@ -303,13 +303,24 @@ fn expect_tar(kind: Option<Detected>, outer: &str) -> Result<()> {
 }
 
 /// Reads the first bytes to recognise the format, then hands back a reader that replays them.
-/// An empty input is an error.
+/// An empty input is an error. Reads no more than it needs to decide: a compressed or zip input
+/// is known by its first 4 bytes, so a short archive from a producer that keeps the pipe open
+/// (and sends nothing more) is not kept waiting for 512 bytes that never come.
 fn sniff<'a, R: Read + 'a>(mut input: R) -> Result<(Option<Detected>, Box<dyn Read + 'a>)> {
-    let mut head = Vec::with_capacity(512);
-    (&mut input)
-        .take(512)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::BadArchive(format!("cannot read the archive: {e}")))?;
+    let mut head = vec![0u8; 512];
+    let mut len = 0;
+    while len < head.len() {
+        match input.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::BadArchive(format!("cannot read the archive: {e}"))),
+        }
+        if len >= 4 && matches!(detect(&head[..len]), Some(d) if d != Detected::Tar) {
+            break;
+        }
+    }
+    head.truncate(len);
     if head.is_empty() {
         // Never an empty archive: a producer that failed (`archiver pack nosuch | archiver
         // unpack`) or a lost file must not pass as success.

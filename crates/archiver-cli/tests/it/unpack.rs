@@ -1493,6 +1493,54 @@ fn sigterm_stops_a_command_waiting_on_stdin() {
     }
 }
 
+/// A damaged archive from a producer that keeps its end of the pipe open and trickles bytes (a
+/// stalled download, `yes |`): unpack stops at the damage and exits promptly, it does not wait
+/// for the producer's end of stream. Plain and gzip, since gzip is decompressed on a thread of
+/// its own ahead of the parser.
+#[test]
+fn a_damaged_archive_from_a_trickling_producer_fails_promptly() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    for i in 0..50 {
+        file(&src, &format!("f{i:02}.txt"), &noise(3000, i), 0o644);
+    }
+    let good = ok(pack_dir(&src).args(["-f", "tar", "-o", "-"])).stdout;
+    // Keep the first entry, then 4 KiB of junk where the second header should be.
+    let first_end = 512 + 3072;
+    let mut damaged = good[..first_end].to_vec();
+    damaged.extend(std::iter::repeat_n(0xA5u8, 4096));
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&damaged).unwrap();
+        e.finish().unwrap()
+    };
+    for (name, bytes) in [("tar", &damaged), ("tar.gz", &gz)] {
+        let archive = work.path().join(format!("d.{name}"));
+        std::fs::write(&archive, bytes).unwrap();
+        let dest = work.path().join(format!("out-{name}"));
+        let script = format!(
+            "(cat '{}'; while :; do sleep 0.2; printf x || exit 0; done) | '{}' unpack -C '{}' --no-sync",
+            archive.display(),
+            bin().display(),
+            dest.display()
+        );
+        let started = std::time::Instant::now();
+        let out = output_within(Command::new("sh").arg("-c").arg(&script), 30);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("damaged archive"), "{name}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{name}: took {:?}",
+            started.elapsed()
+        );
+        if dest.exists() {
+            assert_no_debris(&dest);
+        }
+    }
+}
+
 /// `--strip-components` and the manifest: the manifest's paths are stripped like the entries, so
 /// our archives still verify every file (the manifest entry itself may be stripped away), and a
 /// tampered file is still caught.

@@ -19,6 +19,7 @@
 
 mod commit;
 mod expect;
+mod input;
 mod policy;
 mod stage;
 
@@ -130,7 +131,15 @@ impl UnpackStats {
             tail("check"),
             tail("commit")
         );
-        if r.busy_ratio() >= w.busy_ratio() {
+        let input = find("input");
+        if input.is_some_and(|i| i.busy_ratio() >= r.busy_ratio().max(w.busy_ratio())) {
+            let i = input.expect("checked");
+            format!(
+                "bottleneck: input stage (reading, decompressing), {:.0}% busy; reader starved {:.0}%{after}",
+                i.busy_ratio() * 100.0,
+                r.starved_ratio() * 100.0
+            )
+        } else if r.busy_ratio() >= w.busy_ratio() {
             format!(
                 "bottleneck: read stage, {:.0}% busy; writers starved {:.0}%{after}",
                 r.busy_ratio() * 100.0,
@@ -340,11 +349,11 @@ impl Unpacker {
     /// An empty stream is an error, never an empty archive.
     pub fn unpack<R: Read>(&self, input: R) -> Result<UnpackReport> {
         let result = match open_tar(input) {
-            Ok(Opened::Tar(tar)) => self.run(|ctx| read_tar(ctx, tar)),
+            Ok(Opened::Tar(tar)) => self.run(Source::Tar(tar)),
             Ok(Opened::Zip(mut all)) => tempfile::tempfile()
                 .and_then(|mut spool| io::copy(&mut all, &mut spool).map(|_| spool))
                 .map_err(Error::Input)
-                .and_then(|spool| self.run(|ctx| read_zip(ctx, &spool))),
+                .and_then(|spool| self.run(Source::Zip(&spool))),
             Err(e) => Err(e),
         };
         result.map_err(|e| self.or_cancelled(e))
@@ -360,7 +369,7 @@ impl Unpacker {
         let n = (&file).read(&mut head).map_err(Error::Input)?;
         if crate::detect(&head[..n]) == Some(crate::Detected::Zip) {
             return self
-                .run(|ctx| read_zip(ctx, &file))
+                .run(Source::Zip(&file))
                 .map_err(|e| self.or_cancelled(e));
         }
         drop(file);
@@ -378,7 +387,7 @@ impl Unpacker {
         }
     }
 
-    fn run(&self, read: impl FnOnce(&mut Ctx<'_>) -> Result<()>) -> Result<UnpackReport> {
+    fn run(&self, source: Source<'_>) -> Result<UnpackReport> {
         let started = Instant::now();
         let mut staging = match &self.dest {
             Some(dest) => {
@@ -444,17 +453,46 @@ impl Unpacker {
                 manifest_seq: None,
                 clock: StageClock::default(),
             };
-            let read_started = Instant::now();
-            let read_result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&mut ctx)))
-                    .unwrap_or_else(|p| {
-                        Err(Error::Panic {
-                            stage: "unpack-read",
-                            entry: None,
-                            message: panic_message(&*p),
-                        })
-                    });
-            let read_result = read_result.and_then(|()| ctx.flush());
+            // The tar stream is read and decompressed here, on the caller's thread (the input
+            // need not be Send); the reader parses it on a thread of its own.
+            let (pump, input, starved) = match source {
+                Source::Tar(tar) => {
+                    let (pump, chunks, starved) = input::channel();
+                    (Some((pump, tar)), Input::Tar(chunks), Some(starved))
+                }
+                Source::Zip(file) => (None, Input::Zip(file), None),
+            };
+            let reader = std::thread::Builder::new()
+                .name("archiver-unpack-read".into())
+                .spawn_scoped(s, move || {
+                    let started = Instant::now();
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match input {
+                            Input::Tar(chunks) => read_tar(&mut ctx, Box::new(chunks)),
+                            Input::Zip(file) => read_zip(&mut ctx, file),
+                        }))
+                        .unwrap_or_else(|p| {
+                            Err(Error::Panic {
+                                stage: "unpack-read",
+                                entry: None,
+                                message: panic_message(&*p),
+                            })
+                        });
+                    let result = result.and_then(|()| ctx.flush());
+                    ctx.clock.starved = starved.map_or(Duration::ZERO, |s| s.get());
+                    ctx.clock.busy = started
+                        .elapsed()
+                        .saturating_sub(ctx.clock.blocked + ctx.clock.starved);
+                    ctx.clock.items = ctx.seq;
+                    (ctx, result)
+                })
+                .map_err(Error::Thread)?;
+            let input_clock = pump.map(|(pump, mut tar)| pump.run(&mut *tar, &self.cancel));
+            let (mut ctx, read_result) = reader.join().map_err(|p| Error::Panic {
+                stage: "unpack-read",
+                entry: None,
+                message: panic_message(&*p),
+            })?;
             ctx.jobs = None; // workers finish what they have and stop
             if read_result.is_err() {
                 budget.close();
@@ -477,13 +515,14 @@ impl Unpacker {
                 }
             }
             read_result?;
-            let mut reader = ctx.clock;
-            reader.busy = read_started.elapsed().saturating_sub(reader.blocked);
-            reader.items = ctx.seq;
-            ctx.stats.stages = vec![
-                StageStats::from_clock("read", 1, reader),
-                StageStats::from_clock("write", self.jobs, writers),
-            ];
+            ctx.stats.stages = input_clock
+                .map(|c| StageStats::from_clock("input", 1, c))
+                .into_iter()
+                .chain([
+                    StageStats::from_clock("read", 1, ctx.clock),
+                    StageStats::from_clock("write", self.jobs, writers),
+                ])
+                .collect();
             Ok(ctx.finish())
         })?;
         let ReadDone {
@@ -641,6 +680,18 @@ struct ReadDone {
     manifest: Option<Spill>,
     stats: UnpackStats,
     progress: crate::Progress,
+}
+
+/// What `run` reads: a tar stream (decompressed on the caller's thread) or a zip file.
+enum Source<'i> {
+    Tar(Box<dyn Read + 'i>),
+    Zip(&'i File),
+}
+
+/// The reader thread's end of a [`Source`].
+enum Input<'i> {
+    Tar(input::ChunkReader),
+    Zip(&'i File),
 }
 
 /// A file for a writer: its staged file (if it is written), metadata and data.
