@@ -50,11 +50,14 @@ mod list;
 pub mod manifest;
 mod owner;
 mod pack;
-mod spill;
-// The reorder buffer lives in `pack/`; `internals` keeps it at `archiver::reorder` for the benches.
+// The reorder buffer (pack's writer and the parallel gzip writer); `internals` makes it reachable
+// at `archiver::reorder` for the benches.
 #[cfg(feature = "internals")]
 #[doc(hidden)]
-pub use pack::reorder;
+pub mod reorder;
+#[cfg(not(feature = "internals"))]
+mod reorder;
+mod spill;
 mod unpack;
 
 use std::io::Write;

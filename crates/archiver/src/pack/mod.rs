@@ -16,11 +16,10 @@
 //! unwinding, so nothing waits forever for its output.
 
 // The stages. `budget` and `read` are shared with unpack (the byte budget; the SMALL_FILE, CHUNK
-// and STREAM_DEPTH sizes); `walk` with the format writers (an entry's `Meta`); `reorder` with the
-// parallel gzip writer, and public behind the `internals` feature for the micro-benchmarks.
+// and STREAM_DEPTH sizes); `walk` with the format writers (an entry's `Meta`). The reorder buffer
+// is `crate::reorder`, shared with the parallel gzip writer.
 pub(crate) mod budget;
 pub(crate) mod read;
-pub mod reorder;
 pub(crate) mod stats;
 pub(crate) mod walk;
 
@@ -43,9 +42,9 @@ use crate::format::{Codec, Metered};
 use crate::manifest::ManifestWriter;
 use crate::pack::budget::Budget;
 use crate::pack::read::{Chunk, ChunkEnd, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
-use crate::pack::reorder::ReorderBuffer;
 use crate::pack::stats::{StageClock, StageStats, Stats};
 use crate::pack::walk::{Entry, Kind, Meta, WalkOptions, WalkTotals};
+use crate::reorder::ReorderBuffer;
 use crate::{
     Cancel, EntryHook, FaultHook, PackOptions, PackReport, Progress, ProgressHook, Warning,
     MANIFEST_PATH,
