@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod atomic;
+mod entry;
 mod error;
 // Internal modules. The `internals` feature (off by default; on for the micro-benchmarks in
 // `benches/`) makes them reachable, hidden from the documentation: no embedder depends on them.

@@ -34,6 +34,7 @@ use crossbeam_channel::{
     bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError,
 };
 
+use crate::entry::{Kind, Meta};
 use crate::error::{panic_message, Error, Result};
 use crate::format::tar::{HeaderPolicy, TarSink};
 use crate::format::zip::{self, ZipEncoding, ZipSink};
@@ -43,7 +44,7 @@ use crate::manifest::ManifestWriter;
 use crate::pack::budget::Budget;
 use crate::pack::read::{Chunk, ChunkEnd, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
 use crate::pack::stats::{StageClock, StageStats, Stats};
-use crate::pack::walk::{Entry, Kind, Meta, WalkOptions, WalkTotals};
+use crate::pack::walk::{Entry, WalkOptions, WalkTotals};
 use crate::reorder::ReorderBuffer;
 use crate::{
     Cancel, EntryHook, FaultHook, PackOptions, PackReport, Progress, ProgressHook, Warning,

@@ -37,6 +37,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use crate::entry::{Kind, Meta};
 use crate::error::{Error, Result};
 use crate::pack::stats::StageClock;
 use crate::MANIFEST_PATH;
@@ -47,30 +48,6 @@ const PREFETCH_LISTINGS: usize = 64;
 const PREFETCH_ENTRIES: usize = 256 << 10;
 /// Entries the sequencer sends downstream in one message.
 const CHUNK_ENTRIES: usize = 256;
-
-/// What an entry is, as decided by the walk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// A regular file of `size` bytes at walk time; `linked`: later entries are hard links to it.
-    File { size: u64, linked: bool },
-    /// A directory.
-    Dir,
-    /// A symbolic link, stored as a link.
-    Symlink,
-    /// A second name for the file stored earlier under `target`.
-    HardLink { target: PathBuf },
-    /// Nothing is stored; the walk has a warning to report at this position.
-    Warning { message: String },
-}
-
-/// The metadata the headers need, taken from one `lstat` in the walk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Meta {
-    pub mode: u32,
-    pub mtime: i64,
-    pub uid: u32,
-    pub gid: u32,
-}
 
 /// Where an entry is read from.
 #[derive(Debug, Clone)]
