@@ -67,12 +67,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use atomic::AtomicFile;
-pub use error::{Error, Result};
+pub use error::{Error, Refused, Result, Rule};
 pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
 pub use list::{escape_name, list, list_path, EntryInfo, EntryKind};
 pub use pack::stats::{StageStats, Stats};
-pub use unpack::{Refused, Rule, UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
+pub use unpack::{UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
 
 /// Where the manifest lives inside every archive we write (unless disabled).
 pub const MANIFEST_PATH: &str = ".archiver/MANIFEST.b3";

@@ -30,12 +30,12 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refused, Result, Rule};
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
 use crate::unpack::policy;
 use crate::unpack::stage::StageTree;
-use crate::unpack::{Refused, Rule, UnpackStats};
+use crate::unpack::UnpackStats;
 use crate::{Cancel, Warning};
 
 /// An entry name for messages: escaped, never raw control characters.

@@ -20,12 +20,11 @@
 use std::io::{self, BufRead};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refused, Result, Rule};
 use crate::list::escape_name;
 use crate::manifest::{self, path_bytes};
 pub(crate) use crate::spill::Spill;
 use crate::unpack::policy;
-use crate::unpack::{Refused, Rule};
 use crate::MANIFEST_PATH;
 
 /// Records per block of the sparse index.

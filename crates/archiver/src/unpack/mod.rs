@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Error, Refused, Result, Rule};
 use crate::format::tar_read::TarReader;
 use crate::format::zip_read::{self, ZipEntry};
 use crate::list::{escape_name, open_tar, Opened};
@@ -43,53 +43,6 @@ use crate::{Cancel, Warning, MANIFEST_PATH};
 
 /// Default limit on the total size an archive may expand to.
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 40;
-
-/// One refused entry: its name, the kind of rule it broke and the rule in words.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Refused {
-    /// The entry name as stored.
-    pub entry: String,
-    /// Which kind of rule: lets a caller tell an unsafe archive from a corrupt one or from a
-    /// destination that needs attention, without reading `reason`.
-    pub rule: Rule,
-    /// The rule, and what to do, in words.
-    pub reason: String,
-}
-
-/// The kinds of rule an entry can break (docs/SECURITY.md states each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[non_exhaustive]
-pub enum Rule {
-    /// An unsafe or unusable name: absolute, `..`, NUL, empty, a drive letter, our staging name.
-    Name,
-    /// A symlink (or a hard link to one) that is absolute or leads outside the destination.
-    LinkOutside,
-    /// An entry that would be written through a symlink or below a file (of the archive or of
-    /// the destination).
-    ThroughLink,
-    /// A hard link whose source is not an earlier file of the archive.
-    HardLink,
-    /// What the destination holds is in the way (a directory where a file goes, or the reverse).
-    Conflict,
-    /// The destination cannot take the entry (permissions, another filesystem).
-    Destination,
-    /// The entry's content does not match the manifest, or the manifest and the archive disagree
-    /// on which files there are: the archive is corrupt or was changed.
-    Manifest,
-    /// Something this tool does not extract (encrypted, an unknown compression method, a
-    /// multi-volume continuation, an entry that would be the destination itself).
-    Unsupported,
-}
-
-impl Rule {
-    /// True for the rules that protect the system from a hostile archive (names, links).
-    pub fn is_unsafe_entry(self) -> bool {
-        matches!(
-            self,
-            Rule::Name | Rule::LinkOutside | Rule::ThroughLink | Rule::HardLink
-        )
-    }
-}
 
 /// What an unpack (or verify) did.
 #[derive(Debug, Clone, Default, serde::Serialize)]

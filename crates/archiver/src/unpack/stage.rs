@@ -28,10 +28,10 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use crate::error::Rule;
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
 use crate::unpack::commit::PathList;
-use crate::unpack::Rule;
 
 /// Why an entry cannot be staged: a rule of the archive's own tree (reported as a refusal of that
 /// entry), or a system error (fatal for the run).
