@@ -38,6 +38,7 @@ use crate::manifest;
 use crate::pack::budget::Budget;
 use crate::pack::stats::{StageClock, StageStats};
 use crate::unpack::expect::{Expect, Spill};
+use crate::unpack::policy::Makes;
 use crate::unpack::stage::{LinkSource, NewFile, StageError, StageTree};
 use crate::{Cancel, Warning, MANIFEST_PATH};
 
@@ -772,20 +773,15 @@ impl Ctx<'_> {
                 if let Some(hook) = &self.opts.on_entry {
                     (hook.0)(raw);
                 }
-                let first = rel.components().next().map(|c| c.as_os_str());
-                if first.is_some() && first == self.staging_name.as_deref() {
-                    self.refuse(
-                        raw,
-                        Rule::Name,
-                        "uses the name of this run's staging directory; run unpack again",
-                    );
+                if let Err(r) = policy::not_staging(&rel, self.staging_name.as_deref()) {
+                    self.refuse(raw, r.rule, r.reason);
                     return None;
                 }
                 Some(rel)
             }
             Ok(None) => None,
             Err(r) => {
-                self.refuse(raw, Rule::Name, r.0);
+                self.refuse(raw, r.rule, r.reason);
                 None
             }
         }
@@ -886,12 +882,8 @@ impl Ctx<'_> {
         seq: u64,
         check: bool,
     ) -> Result<Option<Option<NewFile>>> {
-        if rel.as_os_str().is_empty() {
-            self.refuse(
-                raw,
-                Rule::Unsupported,
-                "a file cannot be the destination itself",
-            );
+        if let Err(r) = policy::not_the_destination(rel, Makes::File) {
+            self.refuse(raw, r.rule, r.reason);
             return Ok(None);
         }
         let kept = self.opts.keep_existing
@@ -921,18 +913,12 @@ impl Ctx<'_> {
     }
 
     fn symlink(&mut self, raw: &[u8], rel: PathBuf, target: &[u8], seq: u64) -> Result<()> {
-        if rel.as_os_str().is_empty() {
-            self.refuse(
-                raw,
-                Rule::Unsupported,
-                "a symlink cannot be the destination itself",
-            );
-            return Ok(());
-        }
-        let target = match policy::symlink_target(&rel, target, self.opts.allow_outside_links) {
+        let checked = policy::not_the_destination(&rel, Makes::Symlink)
+            .and_then(|()| policy::symlink_target(&rel, target, self.opts.allow_outside_links));
+        let target = match checked {
             Ok(t) => t,
             Err(r) => {
-                self.refuse(raw, Rule::LinkOutside, r.0);
+                self.refuse(raw, r.rule, r.reason);
                 return Ok(());
             }
         };
@@ -973,23 +959,9 @@ impl Ctx<'_> {
         backslash_sep: bool,
         seq: u64,
     ) -> Result<()> {
-        if rel.as_os_str().is_empty() {
-            self.refuse(
-                raw,
-                Rule::Unsupported,
-                "hard link to the destination itself",
-            );
-            return Ok(());
-        }
-        let target = match policy::entry_path_stripped(target_raw, backslash_sep, self.opts.strip) {
-            Ok(Some(t)) if t.as_os_str().is_empty() => {
-                self.refuse(
-                    raw,
-                    Rule::Unsupported,
-                    "hard link to the destination itself",
-                );
-                return Ok(());
-            }
+        let checked = policy::not_the_destination(&rel, Makes::HardLink)
+            .and_then(|()| policy::hardlink_target(target_raw, backslash_sep, self.opts.strip));
+        let target = match checked {
             Ok(Some(t)) => t,
             Ok(None) => {
                 self.warn(
@@ -1002,11 +974,10 @@ impl Ctx<'_> {
                 return Ok(());
             }
             Err(r) => {
-                self.refuse(raw, Rule::Name, format!("hard link target: {}", r.0));
+                self.refuse(raw, r.rule, r.reason);
                 return Ok(());
             }
         };
-        let shown = escape_name(&manifest::path_bytes(&target));
         if let Some(dir) = &self.opts.against {
             let same = hash_file(&dir.join(&rel))
                 .ok()
@@ -1025,74 +996,63 @@ impl Ctx<'_> {
             return self.expect.hard_link(seq, &rel, &target);
         }
         let linked = self.on_tree(|t| t.hard_link(&rel, &target))?;
-        let source = match linked {
-            Ok(s) => s,
-            Err(e) => {
-                self.staged(raw, &rel, Err(e))?;
-                return Ok(());
-            }
-        };
-        match source {
-            LinkSource::Linked => {
+        match linked {
+            Ok(LinkSource::Linked) => {
                 self.stats.hardlinks += 1;
                 self.expect.hard_link(seq, &rel, &target)
             }
-            LinkSource::Symlink(t) => {
-                match policy::symlink_target(&rel, &t, self.opts.allow_outside_links) {
-                    Ok(checked) => {
-                        let made = self.on_tree(|t| t.symlink(&rel, &checked))?;
-                        if self.staged(raw, &rel, made)? {
-                            self.stats.symlinks += 1;
-                            self.expect.symlink(seq, &rel, &t)?;
-                        }
-                        Ok(())
-                    }
-                    Err(r) => {
-                        self.refuse(
-                            raw,
-                            Rule::LinkOutside,
-                            format!("hard link to the symlink {shown}: from here, {}", r.0),
-                        );
-                        Ok(())
-                    }
-                }
-            }
-            LinkSource::Missing => {
-                // `-k` kept the file this links to: link to the file DEST holds, which must then
-                // be a regular file.
-                let held = self.opts.dest.as_deref().map(|d| d.join(&target));
-                let kept = self.opts.keep_existing
-                    && held
-                        .as_deref()
-                        .and_then(|h| fs::symlink_metadata(h).ok())
-                        .is_some();
-                if !kept {
-                    self.refuse(
-                        raw,
-                        Rule::HardLink,
-                        format!(
-                            "hard link to {shown}, which is not an earlier entry of this archive"
-                        ),
-                    );
-                    return Ok(());
-                }
-                let held = held.expect("unpacking");
-                if !fs::symlink_metadata(&held).is_ok_and(|m| m.is_file()) {
-                    self.refuse(
-                        raw,
-                        Rule::HardLink,
-                        format!("hard link to {shown}, which the destination holds (kept) as something other than a regular file"),
-                    );
-                    return Ok(());
-                }
-                let made = self.on_tree(|t| t.hard_link_to(&rel, &held))?;
-                if self.staged(raw, &rel, made)? {
-                    self.stats.hardlinks += 1;
-                    self.expect.hard_link(seq, &rel, &target)?;
+            Ok(LinkSource::Symlink(t)) => self.hardlink_to_symlink(raw, &rel, &target, &t, seq),
+            Ok(LinkSource::Missing) => self.hardlink_to_kept(raw, &rel, &target, seq),
+            Err(e) => self.staged(raw, &rel, Err(e)).map(drop),
+        }
+    }
+
+    /// A hard link whose source `target` is a staged symlink (to `link_target`): made as that
+    /// symlink again, if the policy allows it from the link's own directory.
+    fn hardlink_to_symlink(
+        &mut self,
+        raw: &[u8],
+        rel: &Path,
+        target: &Path,
+        link_target: &[u8],
+        seq: u64,
+    ) -> Result<()> {
+        let shown = escape_name(&manifest::path_bytes(target));
+        let anywhere = self.opts.allow_outside_links;
+        match policy::hardlink_to_symlink(rel, &shown, link_target, anywhere) {
+            Ok(checked) => {
+                let made = self.on_tree(|t| t.symlink(rel, &checked))?;
+                if self.staged(raw, rel, made)? {
+                    self.stats.symlinks += 1;
+                    self.expect.symlink(seq, rel, link_target)?;
                 }
                 Ok(())
             }
+            Err(r) => {
+                self.refuse(raw, r.rule, r.reason);
+                Ok(())
+            }
         }
+    }
+
+    /// A hard link whose source `target` was never staged: `-k` may have kept the file it links
+    /// to, and then it links to the file DEST holds.
+    fn hardlink_to_kept(&mut self, raw: &[u8], rel: &Path, target: &Path, seq: u64) -> Result<()> {
+        let shown = escape_name(&manifest::path_bytes(target));
+        let held = self.opts.dest.as_deref().map(|d| d.join(target));
+        let held_md = held.as_deref().and_then(|h| fs::symlink_metadata(h).ok());
+        if let Err(r) = policy::hardlink_to_kept(&shown, self.opts.keep_existing, held_md.as_ref())
+        {
+            self.refuse(raw, r.rule, r.reason);
+            return Ok(());
+        }
+        let held = held.expect("unpacking");
+        let made = self.on_tree(|t| t.hard_link_to(rel, &held))?;
+        if self.staged(raw, rel, made)? {
+            self.stats.hardlinks += 1;
+            self.expect.hard_link(seq, rel, target)?;
+        }
+        Ok(())
     }
 
     /// Devices, FIFOs and sockets are never created; the rest of the archive still is.
@@ -1407,12 +1367,8 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         }
         ctx.grow(&e.name, e.usize)?;
         if e.is_symlink() {
-            if e.usize > 4096 {
-                ctx.refuse(
-                    &e.name,
-                    Rule::LinkOutside,
-                    "symlink target longer than 4096 bytes",
-                );
+            if let Err(r) = policy::symlink_target_size(e.usize) {
+                ctx.refuse(&e.name, r.rule, r.reason);
                 continue;
             }
             let mut target = Vec::new();
