@@ -265,6 +265,23 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// Refuses every staged symlink (one `-k` does not keep) that leads out of DEST through the
+    /// final tree.
+    fn check_symlinks(&mut self) {
+        let tree = self.tree;
+        for link in tree.symlinks() {
+            let Some(crate::unpack::stage::Kind::Symlink(target)) = tree.kind_of(link) else {
+                continue; // replaced by a later entry
+            };
+            if self.kept(link) {
+                continue;
+            }
+            if let Err(r) = policy::symlink_escape(link, &target, |here| self.lookup(here)) {
+                self.refuse(link, r);
+            }
+        }
+    }
+
     /// Whether `-k` keeps what DEST holds at `rel` ([`policy::keeps`]).
     fn kept(&self, rel: &Path) -> bool {
         policy::keeps(
@@ -307,80 +324,12 @@ pub(crate) fn commit(
     stats: &mut UnpackStats,
     warnings: &mut Vec<Warning>,
 ) -> Result<()> {
-    let mut p = Planner {
-        dest,
-        tree,
-        dev: staging.dev,
-        keep: opts.keep_existing,
-        writable: HashMap::new(),
-        refused: Vec::new(),
-        more_refused: 0,
-        ops: Ops::default(),
-        kept: 0,
-    };
-    p.merge(PathBuf::new()).map_err(|e| Error::Io {
-        path: dest.to_path_buf(),
-        source: io::Error::new(
-            e.kind(),
-            format!("reading this run's staging directory: {e}"),
-        ),
-    })?;
-    if !opts.allow_outside_links {
-        for link in tree.symlinks() {
-            let Some(crate::unpack::stage::Kind::Symlink(target)) = tree.kind_of(link) else {
-                continue; // replaced by a later entry
-            };
-            if p.kept(link) {
-                continue;
-            }
-            if let Err(r) = policy::symlink_escape(link, &target, |here| p.lookup(here)) {
-                p.refuse(link, r);
-            }
-        }
-    }
-    if !p.refused.is_empty() {
-        let mut refused = std::mem::take(&mut p.refused);
-        refused.sort_by(|a, b| a.entry.cmp(&b.entry));
-        refused.dedup();
-        if p.more_refused > 0 {
-            refused.push(Refused {
-                entry: format!("({} more entries)", p.more_refused),
-                rule: refused[0].rule,
-                reason: "refused too; only the first 1000 are listed".into(),
-            });
-        }
-        return Err(Error::Refused(refused));
-    }
-    stats.kept_existing += p.kept;
-    let ops = std::mem::take(&mut p.ops);
-    drop(p);
+    let (ops, kept) = plan(opts, dest, staging.dev, tree)?;
+    stats.kept_existing += kept;
     if opts.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
-
-    // Apply. From here on every change is recorded so that a failure can undo it.
-    let aside = staging.path().join("o");
-    let (journal, failure) = match fs::create_dir(&aside) {
-        Ok(()) => place_all(dest, tree.path(), &aside, &ops, opts),
-        Err(e) => (Vec::new(), Some((dest.to_path_buf(), e))),
-    };
-    if let Some((path, source)) = failure {
-        let cancelled = opts.cancel.is_cancelled();
-        let undone = rollback(dest, tree.path(), &aside, &ops, &journal, staging);
-        if cancelled && undone.is_none() {
-            return Err(Error::Cancelled);
-        }
-        let placed = journal.iter().filter(|d| d.placed).count();
-        let what = match undone {
-            None => format!(
-                "could not be put in place, so nothing was changed: the {placed} entries already placed were taken back, every replaced file restored and the directories this run created removed"
-            ),
-            Some(lost) => format!(
-                "could not be put in place; undoing the {placed} entries already placed failed for some: {lost}"
-            ),
-        };
-        return Err(Error::Commit { path, what, source });
-    }
+    apply(opts, dest, staging, tree, &ops)?;
     // Success: the originals kept aside go with the staging directory.
     if let Err(e) = staging.close() {
         warnings.push(Warning {
@@ -396,6 +345,80 @@ pub(crate) fn commit(
         })?;
     }
     Ok(())
+}
+
+/// Phase 1 (reads only): merges the staging tree with DEST and checks every symlink through the
+/// final tree. Returns the moves to make and how many files `-k` kept, or every refusal.
+fn plan(opts: &Options<'_>, dest: &Path, dev: Option<u64>, tree: &StageTree) -> Result<(Ops, u64)> {
+    let mut p = Planner {
+        dest,
+        tree,
+        dev,
+        keep: opts.keep_existing,
+        writable: HashMap::new(),
+        refused: Vec::new(),
+        more_refused: 0,
+        ops: Ops::default(),
+        kept: 0,
+    };
+    p.merge(PathBuf::new()).map_err(|e| Error::Io {
+        path: dest.to_path_buf(),
+        source: io::Error::new(
+            e.kind(),
+            format!("reading this run's staging directory: {e}"),
+        ),
+    })?;
+    if !opts.allow_outside_links {
+        p.check_symlinks();
+    }
+    if !p.refused.is_empty() {
+        let mut refused = std::mem::take(&mut p.refused);
+        refused.sort_by(|a, b| a.entry.cmp(&b.entry));
+        refused.dedup();
+        if p.more_refused > 0 {
+            refused.push(Refused {
+                entry: format!("({} more entries)", p.more_refused),
+                rule: refused[0].rule,
+                reason: "refused too; only the first 1000 are listed".into(),
+            });
+        }
+        return Err(Error::Refused(refused));
+    }
+    Ok((std::mem::take(&mut p.ops), p.kept))
+}
+
+/// Phase 2: makes every move; on a failure takes them all back and says what became of them.
+fn apply(
+    opts: &Options<'_>,
+    dest: &Path,
+    staging: &mut Staging,
+    tree: &StageTree,
+    ops: &Ops,
+) -> Result<()> {
+    // From here on every change is recorded so that a failure can undo it.
+    let aside = staging.path().join("o");
+    let (journal, failure) = match fs::create_dir(&aside) {
+        Ok(()) => place_all(dest, tree.path(), &aside, ops, opts),
+        Err(e) => (Vec::new(), Some((dest.to_path_buf(), e))),
+    };
+    let Some((path, source)) = failure else {
+        return Ok(());
+    };
+    let cancelled = opts.cancel.is_cancelled();
+    let undone = rollback(dest, tree.path(), &aside, ops, &journal, staging);
+    if cancelled && undone.is_none() {
+        return Err(Error::Cancelled);
+    }
+    let placed = journal.iter().filter(|d| d.placed).count();
+    let what = match undone {
+        None => format!(
+            "could not be put in place, so nothing was changed: the {placed} entries already placed were taken back, every replaced file restored and the directories this run created removed"
+        ),
+        Some(lost) => format!(
+            "could not be put in place; undoing the {placed} entries already placed failed for some: {lost}"
+        ),
+    };
+    Err(Error::Commit { path, what, source })
 }
 
 /// Directory modes and times, deepest first (after everything inside them was placed), on real

@@ -1333,13 +1333,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         ctx.absorb_ready();
         if is_manifest {
             ctx.manifest_seq = Some(seq);
-            let mut text = Spill::default();
-            copy_to_spill(
-                &mut zip_read::open_entry(file, &e)?.take(MANIFEST_LIMIT),
-                &mut text,
-            )
-            .map_err(|err| entry_error(&e, err))?;
-            ctx.manifest = Some(text);
+            ctx.manifest = Some(zip_manifest(file, &e)?);
         }
         let Some(rel) = ctx.name(&e.name, sep) else {
             continue;
@@ -1351,31 +1345,13 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             ctx.dir(&e.name, rel, mode, time_of(e.mtime), seq)?;
             continue;
         }
-        if let Some(m) = e.unix_mode.map(|m| m & 0o170000) {
-            let what = match m {
-                0o100000 | 0o120000 | 0 => None,
-                0o020000 => Some("character device"),
-                0o060000 => Some("block device"),
-                0o010000 => Some("FIFO"),
-                0o140000 => Some("socket"),
-                _ => Some("file of an unknown type"),
-            };
-            if let Some(what) = what {
-                ctx.special(&e.name, what);
-                continue;
-            }
+        if let Some(what) = zip_special(&e) {
+            ctx.special(&e.name, what);
+            continue;
         }
         ctx.grow(&e.name, e.usize)?;
         if e.is_symlink() {
-            if let Err(r) = policy::symlink_target_size(e.usize) {
-                ctx.refuse(&e.name, r.rule, r.reason);
-                continue;
-            }
-            let mut target = Vec::new();
-            zip_read::open_entry(file, &e)?
-                .read_to_end(&mut target)
-                .map_err(|err| entry_error(&e, err))?;
-            ctx.symlink(&e.name, rel, &target, seq)?;
+            zip_symlink(ctx, file, &e, rel, seq)?;
             continue;
         }
         // Refuse what cannot be read before any writer starts on it.
@@ -1404,6 +1380,43 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The manifest's text, read from its zip entry (at most `MANIFEST_LIMIT` bytes).
+fn zip_manifest(file: &File, e: &ZipEntry) -> Result<Spill> {
+    let mut text = Spill::default();
+    copy_to_spill(
+        &mut zip_read::open_entry(file, e)?.take(MANIFEST_LIMIT),
+        &mut text,
+    )
+    .map_err(|err| entry_error(e, err))?;
+    Ok(text)
+}
+
+/// What a zip entry's Unix mode makes of it when that is something never created (a device,
+/// FIFO, socket or unknown type), for the warning.
+fn zip_special(e: &ZipEntry) -> Option<&'static str> {
+    match e.unix_mode.map(|m| m & 0o170000)? {
+        0o100000 | 0o120000 | 0 => None,
+        0o020000 => Some("character device"),
+        0o060000 => Some("block device"),
+        0o010000 => Some("FIFO"),
+        0o140000 => Some("socket"),
+        _ => Some("file of an unknown type"),
+    }
+}
+
+/// A zip symlink: its target is the entry's data.
+fn zip_symlink(ctx: &mut Ctx<'_>, file: &File, e: &ZipEntry, rel: PathBuf, seq: u64) -> Result<()> {
+    if let Err(r) = policy::symlink_target_size(e.usize) {
+        ctx.refuse(&e.name, r.rule, r.reason);
+        return Ok(());
+    }
+    let mut target = Vec::new();
+    zip_read::open_entry(file, e)?
+        .read_to_end(&mut target)
+        .map_err(|err| entry_error(e, err))?;
+    ctx.symlink(&e.name, rel, &target, seq)
 }
 
 fn entry_error(e: &ZipEntry, err: io::Error) -> Error {
