@@ -284,10 +284,7 @@ impl Planner<'_> {
 
     /// Whether `-k` keeps what DEST holds at `rel` ([`policy::keeps`]).
     fn kept(&self, rel: &Path) -> bool {
-        policy::keeps(
-            self.keep,
-            fs::symlink_metadata(self.dest.join(rel)).ok().as_ref(),
-        )
+        policy::keeps(self.keep, || fs::symlink_metadata(self.dest.join(rel)).ok())
     }
 
     /// What the final tree holds at `here`: the staging tree's entry, else what DEST holds (or

@@ -886,12 +886,10 @@ impl Ctx<'_> {
             self.refuse(raw, r.rule, r.reason);
             return Ok(None);
         }
-        let kept = self.opts.keep_existing
-            && self
-                .opts
-                .dest
-                .as_deref()
-                .is_some_and(|d| fs::symlink_metadata(d.join(rel)).is_ok());
+        let dest = self.opts.dest.as_deref();
+        let kept = policy::keeps_file(self.opts.keep_existing, || {
+            dest.and_then(|d| fs::symlink_metadata(d.join(rel)).ok())
+        });
         let mut file = None;
         if self.tree.is_some() && !kept {
             match self.on_tree(|t| t.file(rel, mode))? {
@@ -1040,7 +1038,10 @@ impl Ctx<'_> {
     fn hardlink_to_kept(&mut self, raw: &[u8], rel: &Path, target: &Path, seq: u64) -> Result<()> {
         let shown = escape_name(&manifest::path_bytes(target));
         let held = self.opts.dest.as_deref().map(|d| d.join(target));
-        let held_md = held.as_deref().and_then(|h| fs::symlink_metadata(h).ok());
+        // Looked up only with `-k` (without it the link is refused whatever DEST holds).
+        let held_md = (held.as_deref())
+            .filter(|_| self.opts.keep_existing)
+            .and_then(|h| fs::symlink_metadata(h).ok());
         if let Err(r) = policy::hardlink_to_kept(&shown, self.opts.keep_existing, held_md.as_ref())
         {
             self.refuse(raw, r.rule, r.reason);

@@ -295,11 +295,19 @@ pub fn through_staged(shown: &str, is_link: bool) -> Refusal {
     )
 }
 
-/// With `-k`, is what DEST holds at a path (`held`) kept, so the final tree has it rather than
-/// the staged entry? Yes when it exists and is not a directory (directories are merged). The
-/// commit's symlink check resolves links through the final tree by this answer.
-pub fn keeps(keep_existing: bool, held: Option<&fs::Metadata>) -> bool {
-    keep_existing && held.is_some_and(|md| !md.is_dir())
+/// With `-k`, is what DEST holds at a path (`held`: looked up only with `-k`) kept, so the final
+/// tree has it rather than the staged entry? Yes when it exists and is not a directory
+/// (directories are merged). The commit's symlink check resolves links through the final tree
+/// by this answer.
+pub fn keeps(keep_existing: bool, held: impl FnOnce() -> Option<fs::Metadata>) -> bool {
+    keep_existing && held().is_some_and(|md| !md.is_dir())
+}
+
+/// With `-k`, is a file of the archive left unstaged because DEST holds something (`held`: what
+/// is there, looked up only with `-k`) at its path? The answer [`merge`] gives for a staged file,
+/// taken before the file is written.
+pub fn keeps_file(keep_existing: bool, held: impl FnOnce() -> Option<fs::Metadata>) -> bool {
+    keep_existing && held().is_some()
 }
 
 /// What the commit does with a staged entry (`staged_dir`: a directory) where DEST holds
