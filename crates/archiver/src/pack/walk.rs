@@ -439,20 +439,7 @@ fn list_fd(
             .map(|st| stat_of(&st))
             .map_err(std::io::Error::from);
         if let Ok(st) = &stat {
-            let is_dir = st.ft == FileType::Directory;
-            if is_dir != hint_dir
-                && !ctx.excludes.is_empty()
-                && matches!(ctx.excludes.matched(&stored, is_dir), Match::Ignore(_))
-            {
-                continue;
-            }
-            if ctx.opts.ignore_files && ignored(&ignores, &child_rel, is_dir) {
-                continue;
-            }
-            if ctx.opts.skip_manifest && stored == Path::new(MANIFEST_PATH) {
-                continue;
-            }
-            if st.ft == FileType::RegularFile && ctx.opts.skip_files.contains(&(st.dev, st.ino)) {
+            if left_out(ctx, &ignores, &child_rel, &stored, st, hint_dir) {
                 continue;
             }
         }
@@ -468,6 +455,26 @@ fn list_fd(
         result: Ok((fd, out)),
         ignores,
     }
+}
+
+/// Whether an entry the listing stat'ed is left out of the archive: excluded now that its type is
+/// known (when the directory listing's hint was wrong), ignored by an ignore file, our own
+/// manifest at the top, or one of the files to skip (the output itself).
+fn left_out(
+    ctx: &ListCtx<'_>,
+    ignores: &IgnoreChain,
+    child_rel: &Path,
+    stored: &Path,
+    st: &Stat,
+    hint_dir: bool,
+) -> bool {
+    let is_dir = st.ft == FileType::Directory;
+    (is_dir != hint_dir
+        && !ctx.excludes.is_empty()
+        && matches!(ctx.excludes.matched(stored, is_dir), Match::Ignore(_)))
+        || (ctx.opts.ignore_files && ignored(ignores, child_rel, is_dir))
+        || (ctx.opts.skip_manifest && stored == Path::new(MANIFEST_PATH))
+        || (st.ft == FileType::RegularFile && ctx.opts.skip_files.contains(&(st.dev, st.ino)))
 }
 
 /// One directory on the sequencer's depth-first stack.
@@ -675,16 +682,7 @@ impl Sequencer<'_> {
                 _ => false,
             };
             if looped {
-                self.warn_at(
-                    root,
-                    &rel,
-                    "symbolic link loop back to a directory above it; skipped".into(),
-                )?;
-                if let Some(rx) = pending {
-                    self.outstanding -= 1;
-                    let listing = self.wait(&rx)?;
-                    self.release(&listing);
-                }
+                self.skip_loop(root, &rel, pending)?;
                 continue;
             }
             self.emit(root, &rel, &child, Source::At(Arc::clone(&dir)))?;
@@ -718,6 +716,27 @@ impl Sequencer<'_> {
                 }),
                 Err(e) => self.warn_at(root, &rel, dir_failure(&e))?,
             }
+        }
+        Ok(())
+    }
+
+    /// A directory that is one of its own ancestors (reached through a followed symlink): warned
+    /// about and skipped, its prefetched listing (if any) taken in and released.
+    fn skip_loop(
+        &mut self,
+        root: &Root,
+        rel: &Path,
+        pending: Option<Receiver<Listing>>,
+    ) -> Result<()> {
+        self.warn_at(
+            root,
+            rel,
+            "symbolic link loop back to a directory above it; skipped".into(),
+        )?;
+        if let Some(rx) = pending {
+            self.outstanding -= 1;
+            let listing = self.wait(&rx)?;
+            self.release(&listing);
         }
         Ok(())
     }
