@@ -49,10 +49,33 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
     if cancel.is_cancelled() {
         return Err(archiver::Error::Cancelled.into());
     }
+    let (failed, warned) = print_results(&stems, &results);
+    eprintln!(
+        "{} stems: {} packed, {} failed",
+        stems.len(),
+        stems.len() - failed,
+        failed
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} stems failed (see above)", stems.len());
+    }
+    Ok(if warned > 0 {
+        Outcome::Warnings
+    } else {
+        Outcome::Success
+    })
+}
+
+/// Prints one line per stem (its archive, or why it failed); returns how many failed and how many
+/// packed with warnings.
+fn print_results(
+    stems: &[archiver::group::Stem],
+    results: &[archiver::group::StemResult],
+) -> (usize, usize) {
     let mut failed = 0;
     let mut warned = 0;
     eprintln!("{:<32} {:>6} {:>12}  result", "stem", "files", "bytes in");
-    for (stem, r) in stems.iter().zip(&results) {
+    for (stem, r) in stems.iter().zip(results) {
         match &r.result {
             Ok((path, report)) => {
                 if !report.warnings.is_empty() {
@@ -78,20 +101,7 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
             }
         }
     }
-    eprintln!(
-        "{} stems: {} packed, {} failed",
-        stems.len(),
-        stems.len() - failed,
-        failed
-    );
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} stems failed (see above)", stems.len());
-    }
-    Ok(if warned > 0 {
-        Outcome::Warnings
-    } else {
-        Outcome::Success
-    })
+    (failed, warned)
 }
 
 /// `: cause: deeper cause` for every source below `e`.

@@ -13,19 +13,7 @@ pub fn run(
     verbose: bool,
     cancel: &archiver::Cancel,
 ) -> anyhow::Result<Outcome> {
-    let to_stdout = args
-        .output
-        .as_deref()
-        .is_none_or(|p| p == std::path::Path::new("-"));
-    let explicit = args
-        .format
-        .as_deref()
-        .map(str::parse::<Format>)
-        .transpose()?;
-    let format = match &args.output {
-        Some(p) if !to_stdout => format_for(p, explicit)?,
-        _ => explicit.unwrap_or(Format::Tar),
-    };
+    let format = output_format(&args)?;
     let reproducible = if args.reproducible {
         Some(source_date_epoch()?)
     } else {
@@ -81,19 +69,43 @@ pub fn run(
         e => e.into(),
     })?;
     output.commit()?;
+    write_stats(&args, &report)?;
+    Ok(if report.warnings.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Warnings
+    })
+}
+
+/// The format to write: `-f`, checked against `-o PATH`'s extension (or taken from it); plain tar
+/// on stdout when neither says.
+fn output_format(args: &PackArgs) -> anyhow::Result<Format> {
+    let to_stdout = args
+        .output
+        .as_deref()
+        .is_none_or(|p| p == std::path::Path::new("-"));
+    let explicit = args
+        .format
+        .as_deref()
+        .map(str::parse::<Format>)
+        .transpose()?;
+    Ok(match &args.output {
+        Some(p) if !to_stdout => format_for(p, explicit)?,
+        _ => explicit.unwrap_or(Format::Tar),
+    })
+}
+
+/// `--stats` (a table on stderr) and `--stats-json FILE`.
+fn write_stats(args: &PackArgs, report: &PackReport) -> anyhow::Result<()> {
     if args.stats {
-        eprint!("{}", crate::pack::render_stats(&report));
+        eprint!("{}", crate::pack::render_stats(report));
     }
     if let Some(path) = &args.stats_json {
         let json = serde_json::to_vec_pretty(&report.stats)?;
         std::fs::write(path, json)
             .with_context(|| format!("{}: cannot write statistics", path.display()))?;
     }
-    Ok(if report.warnings.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Warnings
-    })
+    Ok(())
 }
 
 /// Extensions of formats we read or recognise but do not write: naming one is a mistake, not a

@@ -1,5 +1,7 @@
 //! The library's one error type. Every variant that concerns a file or an entry carries its path, so a
-//! message printed by the binary always tells the user which file is at fault.
+//! message printed by the binary always tells the user which file is at fault. [`Refused`] and
+//! [`Rule`] (the payload of [`Error::Refused`]) live here too, so this module depends on nothing else
+//! in the crate.
 
 use std::io;
 use std::path::PathBuf;
@@ -60,9 +62,11 @@ pub enum Error {
     },
     /// Entries refused by the safety policy, or that failed verification; the rest was handled.
     #[error("{} entr{} refused: {}", .0.len(), if .0.len() == 1 { "y" } else { "ies" }, .0.first().map(|r| format!("{}: {}", r.entry, r.reason)).unwrap_or_default())]
-    Refused(Vec<crate::unpack::Refused>),
+    Refused(Vec<Refused>),
     /// `require_manifest` is set and the archive carries no manifest to check its files against.
-    #[error("the archive carries no manifest ({}), so its files cannot be verified, and one is required", crate::MANIFEST_PATH)]
+    // The manifest's path is spelled out (it is `crate::MANIFEST_PATH`; a test keeps them equal) so
+    // that this module depends on nothing else in the crate.
+    #[error("the archive carries no manifest (.archiver/MANIFEST.b3), so its files cannot be verified, and one is required")]
     NoManifest,
     /// Moving the verified entries into place failed part way; `what` says what was undone.
     #[error("{}: {what}", path.display())]
@@ -112,6 +116,53 @@ impl Error {
     }
 }
 
+/// One refused entry: its name, the kind of rule it broke and the rule in words.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refused {
+    /// The entry name as stored.
+    pub entry: String,
+    /// Which kind of rule: lets a caller tell an unsafe archive from a corrupt one or from a
+    /// destination that needs attention, without reading `reason`.
+    pub rule: Rule,
+    /// The rule, and what to do, in words.
+    pub reason: String,
+}
+
+/// The kinds of rule an entry can break (docs/SECURITY.md states each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub enum Rule {
+    /// An unsafe or unusable name: absolute, `..`, NUL, empty, a drive letter, our staging name.
+    Name,
+    /// A symlink (or a hard link to one) that is absolute or leads outside the destination.
+    LinkOutside,
+    /// An entry that would be written through a symlink or below a file (of the archive or of
+    /// the destination).
+    ThroughLink,
+    /// A hard link whose source is not an earlier file of the archive.
+    HardLink,
+    /// What the destination holds is in the way (a directory where a file goes, or the reverse).
+    Conflict,
+    /// The destination cannot take the entry (permissions, another filesystem).
+    Destination,
+    /// The entry's content does not match the manifest, or the manifest and the archive disagree
+    /// on which files there are: the archive is corrupt or was changed.
+    Manifest,
+    /// Something this tool does not extract (encrypted, an unknown compression method, a
+    /// multi-volume continuation, an entry that would be the destination itself).
+    Unsupported,
+}
+
+impl Rule {
+    /// True for the rules that protect the system from a hostile archive (names, links).
+    pub fn is_unsafe_entry(self) -> bool {
+        matches!(
+            self,
+            Rule::Name | Rule::LinkOutside | Rule::ThroughLink | Rule::HardLink
+        )
+    }
+}
+
 /// Turns a panic payload into a printable message.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -125,3 +176,15 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_manifest_names_the_manifest_path() {
+        assert!(Error::NoManifest
+            .to_string()
+            .contains(&format!("({})", crate::MANIFEST_PATH)));
+    }
+}

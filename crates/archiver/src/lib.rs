@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod atomic;
+mod entry;
 mod error;
 // Internal modules. The `internals` feature (off by default; on for the micro-benchmarks in
 // `benches/`) makes them reachable, hidden from the documentation: no embedder depends on them.
@@ -50,11 +51,14 @@ mod list;
 pub mod manifest;
 mod owner;
 mod pack;
-mod spill;
-// The reorder buffer lives in `pack/`; `internals` keeps it at `archiver::reorder` for the benches.
+// The reorder buffer (pack's writer and the parallel gzip writer); `internals` makes it reachable
+// at `archiver::reorder` for the benches.
 #[cfg(feature = "internals")]
 #[doc(hidden)]
-pub use pack::reorder;
+pub mod reorder;
+#[cfg(not(feature = "internals"))]
+mod reorder;
+mod spill;
 mod unpack;
 
 use std::io::Write;
@@ -63,12 +67,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use atomic::AtomicFile;
-pub use error::{Error, Result};
+pub use error::{Error, Refused, Result, Rule};
 pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
 pub use list::{escape_name, list, list_path, EntryInfo, EntryKind};
 pub use pack::stats::{StageStats, Stats};
-pub use unpack::{Refused, Rule, UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
+pub use unpack::{UnpackReport, UnpackStats, Unpacker, DEFAULT_MAX_OUTPUT};
 
 /// Where the manifest lives inside every archive we write (unless disabled).
 pub const MANIFEST_PATH: &str = ".archiver/MANIFEST.b3";

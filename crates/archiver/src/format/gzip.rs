@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-use crate::pack::reorder::ReorderBuffer;
+use crate::reorder::ReorderBuffer;
 
 /// Uncompressed bytes per block (pigz's default).
 pub const BLOCK: usize = 128 << 10;

@@ -11,9 +11,9 @@ use std::path::Path;
 
 use tar::{EntryType, Header};
 
+use crate::entry::Meta;
 use crate::format::Codec;
 use crate::owner::Owners;
-use crate::pack::walk::Meta;
 
 /// How header metadata is chosen.
 #[derive(Debug, Clone, Copy, Default)]

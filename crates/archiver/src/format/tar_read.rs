@@ -75,6 +75,93 @@ fn is_known_special(t: u8) -> bool {
     matches!(t, b'1'..=b'6' | b'D' | b'M' | b'V')
 }
 
+/// The entry a header block describes, before its size and data: the name and link target
+/// (precedence as GNU tar applies it: header, then GNU long name/link, then global pax records,
+/// then local ones), owner, mode, time, and the type as GNU tar extracts it. Size 0, not sparse.
+fn header_entry(
+    block: &[u8; 512],
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: PaxValues,
+) -> TarEntry {
+    let raw_type = block[156];
+    let ustar = &block[257..263] == b"ustar\0";
+    let gnu = &block[257..263] == b"ustar ";
+    let mut path = long_name.unwrap_or_else(|| {
+        let name = trim_nul(&block[..100]);
+        let prefix = if ustar {
+            trim_nul(&block[345..500])
+        } else {
+            Vec::new()
+        };
+        if prefix.is_empty() {
+            name
+        } else {
+            [prefix, b"/".to_vec(), name].concat()
+        }
+    });
+    let mut link = long_link.unwrap_or_else(|| trim_nul(&block[157..257]));
+    if let Some(p) = pax.path {
+        path = p;
+    }
+    if let Some(l) = pax.linkpath {
+        link = l;
+    }
+    let (mtime_secs, mtime) = pax.mtime.unwrap_or_else(|| {
+        let s = signed_number(&block[136..148]).unwrap_or(0);
+        (s, unix_time(s, 0))
+    });
+    let uid = pax
+        .uid
+        .unwrap_or_else(|| number(&block[108..116]).unwrap_or(0));
+    let gid = pax
+        .gid
+        .unwrap_or_else(|| number(&block[116..124]).unwrap_or(0));
+    let mode = number(&block[100..108]).unwrap_or(0o644) as u32;
+    let text = |b: &[u8]| {
+        Some(String::from_utf8_lossy(&trim_nul(b)).into_owned()).filter(|s| !s.is_empty())
+    };
+    let uname = match pax.uname {
+        Some(u) => Some(u).filter(|s| !s.is_empty()),
+        None if ustar || gnu => text(&block[265..297]),
+        None => None,
+    };
+    let gname = match pax.gname {
+        Some(g) => Some(g).filter(|s| !s.is_empty()),
+        None if ustar || gnu => text(&block[297..329]),
+        None => None,
+    };
+    // The type as GNU tar extracts it: regular-file types named with a trailing slash are
+    // directories (pre-POSIX tars marked directories that way); dumpdirs are directories.
+    let typeflag = match raw_type {
+        b'0' | 0 | b'7' if path.ends_with(b"/") => b'5',
+        b'D' => b'5',
+        t => t,
+    };
+    TarEntry {
+        path,
+        link,
+        typeflag,
+        mode,
+        uid,
+        gid,
+        mtime,
+        mtime_secs,
+        uname,
+        gname,
+        size: 0,
+        sparse: None,
+    }
+}
+
+/// What [`TarReader::sparse_map`] found: the map (`None`: not a sparse file), and the real size
+/// and name where the encoding gives them.
+struct Sparse {
+    map: Option<Vec<(u64, u64)>>,
+    real_size: Option<u64>,
+    name: Option<Vec<u8>>,
+}
+
 /// Whether an entry of this (normalised) type has `size` bytes of data after its header.
 fn carries_data(t: u8) -> bool {
     !matches!(t, b'1'..=b'6')
@@ -352,6 +439,34 @@ impl<R: Read> TarReader<R> {
         Ok(v)
     }
 
+    /// Reads the next header block and checks it; `Ok(false)` at the end-of-archive marker.
+    fn header_block(&mut self, block: &mut [u8; 512]) -> io::Result<bool> {
+        if !self.read_block(block)? {
+            return Err(eof(if !self.started {
+                "empty input: not a tar archive".to_string()
+            } else {
+                format!(
+                    "truncated archive: it ends {} without the end-of-archive marker",
+                    self.place()
+                )
+            }));
+        }
+        if block.iter().all(|&b| b == 0) {
+            // End of archive. Two zero blocks are the marker; GNU tar and bsdtar also stop at
+            // one (GNU tar warns about "a lone zero block"), and so do we: what follows is
+            // neither read as entries nor required.
+            self.done = true;
+            return Ok(false);
+        }
+        if !checksum_ok(block) {
+            return Err(err(format!(
+                "header checksum mismatch {}: damaged archive or not a tar",
+                self.place()
+            )));
+        }
+        Ok(true)
+    }
+
     /// The next entry, or `None` at the end of the archive.
     pub fn next_entry(&mut self) -> io::Result<Option<TarEntry>> {
         // Finish the previous entry's data.
@@ -370,28 +485,8 @@ impl<R: Read> TarReader<R> {
         let mut pax_sparse = PaxSparse::default();
         let mut block = [0u8; 512];
         loop {
-            if !self.read_block(&mut block)? {
-                return Err(eof(if !self.started {
-                    "empty input: not a tar archive".to_string()
-                } else {
-                    format!(
-                        "truncated archive: it ends {} without the end-of-archive marker",
-                        self.place()
-                    )
-                }));
-            }
-            if block.iter().all(|&b| b == 0) {
-                // End of archive. Two zero blocks are the marker; GNU tar and bsdtar also stop at
-                // one (GNU tar warns about "a lone zero block"), and so do we: what follows is
-                // neither read as entries nor required.
-                self.done = true;
+            if !self.header_block(&mut block)? {
                 return Ok(None);
-            }
-            if !checksum_ok(&block) {
-                return Err(err(format!(
-                    "header checksum mismatch {}: damaged archive or not a tar",
-                    self.place()
-                )));
             }
             let typeflag = block[156];
             if !matches!(typeflag, b'L' | b'K' | b'x' | b'X' | b'g') {
@@ -460,82 +555,15 @@ impl<R: Read> TarReader<R> {
         pax_sparse: PaxSparse,
     ) -> io::Result<TarEntry> {
         let raw_type = block[156];
-        let ustar = &block[257..263] == b"ustar\0";
-        let gnu = &block[257..263] == b"ustar ";
-        // Precedence, as GNU tar applies it: header, then GNU long name/link, then global pax
-        // records, then local ones.
-        let mut path = long_name.unwrap_or_else(|| {
-            let name = trim_nul(&block[..100]);
-            let prefix = if ustar {
-                trim_nul(&block[345..500])
-            } else {
-                Vec::new()
-            };
-            if prefix.is_empty() {
-                name
-            } else {
-                [prefix, b"/".to_vec(), name].concat()
-            }
-        });
-        let mut link = long_link.unwrap_or_else(|| trim_nul(&block[157..257]));
         let pax = self.globals.overlay(&local);
-        if let Some(p) = pax.path {
-            path = p;
-        }
-        if let Some(l) = pax.linkpath {
-            link = l;
-        }
-        let (mtime_secs, mtime) = pax.mtime.unwrap_or_else(|| {
-            let s = signed_number(&block[136..148]).unwrap_or(0);
-            (s, unix_time(s, 0))
-        });
-        let uid = pax
-            .uid
-            .unwrap_or_else(|| number(&block[108..116]).unwrap_or(0));
-        let gid = pax
-            .gid
-            .unwrap_or_else(|| number(&block[116..124]).unwrap_or(0));
-        let mode = number(&block[100..108]).unwrap_or(0o644) as u32;
-        let text = |b: &[u8]| {
-            Some(String::from_utf8_lossy(&trim_nul(b)).into_owned()).filter(|s| !s.is_empty())
-        };
-        let uname = match pax.uname {
-            Some(u) => Some(u).filter(|s| !s.is_empty()),
-            None if ustar || gnu => text(&block[265..297]),
-            None => None,
-        };
-        let gname = match pax.gname {
-            Some(g) => Some(g).filter(|s| !s.is_empty()),
-            None if ustar || gnu => text(&block[297..329]),
-            None => None,
-        };
-
-        // The type as GNU tar extracts it: regular-file types named with a trailing slash are
-        // directories (pre-POSIX tars marked directories that way); dumpdirs are directories.
-        let mut typeflag = match raw_type {
-            b'0' | 0 | b'7' if path.ends_with(b"/") => b'5',
-            b'D' => b'5',
-            t => t,
-        };
+        let pax_size = pax.size;
+        let mut e = header_entry(block, long_name, long_link, pax);
         // Types that carry no data ignore their size field and any pax size (GNU tar extracting,
         // and Python; see docs/FORMAT.md); their size field is not even parsed.
-        if !carries_data(typeflag) && raw_type != b'D' {
-            return Ok(TarEntry {
-                path,
-                link,
-                typeflag,
-                mode,
-                uid,
-                gid,
-                mtime,
-                mtime_secs,
-                uname,
-                gname,
-                size: 0,
-                sparse: None,
-            });
+        if !carries_data(e.typeflag) && raw_type != b'D' {
+            return Ok(e);
         }
-        let stored = match pax.size {
+        let stored = match pax_size {
             Some(s) => s,
             None => number(&block[124..136])?,
         };
@@ -545,29 +573,50 @@ impl<R: Read> TarReader<R> {
         self.skip = pad(stored);
         self.left = stored;
 
-        // Sparse files, in whichever encoding.
+        let Sparse {
+            map: sparse,
+            real_size,
+            name: sparse_name,
+        } = self.sparse_map(block, stored, pax_sparse)?;
+        if sparse.is_some() {
+            if let Some(n) = sparse_name {
+                e.path = n;
+            }
+        }
+        let mut size = stored;
+        if let Some(map) = &sparse {
+            e.typeflag = b'0';
+            size = real_size.unwrap_or(stored);
+            check_sparse_map(map, size, self.left)?;
+        }
+        if !is_file_type(e.typeflag) {
+            // Labels, continuations, dumpdirs: their data is skipped, never extracted.
+            size = 0;
+        }
+        e.size = size;
+        e.sparse = sparse;
+        Ok(e)
+    }
+
+    /// A sparse file's map, in whichever encoding (old GNU header slots and extension blocks,
+    /// pax 0.0, 0.1 or 1.0, which is read from the start of the data).
+    fn sparse_map(
+        &mut self,
+        block: &[u8; 512],
+        stored: u64,
+        pax_sparse: PaxSparse,
+    ) -> io::Result<Sparse> {
         let mut sparse = None;
         let mut real_size = None;
-        if raw_type == b'S' {
-            // Old GNU: four slots in the header, 21 more per extension block.
-            let mut map = Vec::new();
-            let finished = read_sparse_slots(&block[386..482], &mut map)?;
-            let mut extended = !finished && block[482] != 0;
+        if block[156] == b'S' {
+            let gnu = &block[257..263] == b"ustar ";
             // The real size is in the old GNU header only; GNU tar ignores that field otherwise.
             real_size = Some(if gnu {
                 number(&block[483..495])?
             } else {
                 stored
             });
-            while extended {
-                let mut ext = [0u8; 512];
-                if !self.read_block(&mut ext)? {
-                    return Err(eof("truncated archive: it ends inside a sparse map"));
-                }
-                let finished = read_sparse_slots(&ext[..504], &mut map)?;
-                extended = !finished && ext[504] != 0;
-            }
-            sparse = Some(map);
+            sparse = Some(self.old_gnu_sparse(block)?);
         }
         let PaxSparse {
             major,
@@ -598,35 +647,27 @@ impl<R: Read> TarReader<R> {
         if realsize.is_some() {
             real_size = realsize;
         }
-        if sparse.is_some() {
-            if let Some(n) = name {
-                path = n;
-            }
-        }
-        let mut size = stored;
-        if let Some(map) = &sparse {
-            typeflag = b'0';
-            size = real_size.unwrap_or(stored);
-            check_sparse_map(map, size, self.left)?;
-        }
-        if !is_file_type(typeflag) {
-            // Labels, continuations, dumpdirs: their data is skipped, never extracted.
-            size = 0;
-        }
-        Ok(TarEntry {
-            path,
-            link,
-            typeflag,
-            mode,
-            uid,
-            gid,
-            mtime,
-            mtime_secs,
-            uname,
-            gname,
-            size,
-            sparse,
+        Ok(Sparse {
+            map: sparse,
+            real_size,
+            name,
         })
+    }
+
+    /// Old GNU sparse map: four slots in the header, 21 more per extension block.
+    fn old_gnu_sparse(&mut self, block: &[u8; 512]) -> io::Result<Vec<(u64, u64)>> {
+        let mut map = Vec::new();
+        let finished = read_sparse_slots(&block[386..482], &mut map)?;
+        let mut extended = !finished && block[482] != 0;
+        while extended {
+            let mut ext = [0u8; 512];
+            if !self.read_block(&mut ext)? {
+                return Err(eof("truncated archive: it ends inside a sparse map"));
+            }
+            let finished = read_sparse_slots(&ext[..504], &mut map)?;
+            extended = !finished && ext[504] != 0;
+        }
+        Ok(map)
     }
 
     /// pax sparse 1.0: `count\n` then `offset\nlength\n` pairs, at the start of the data, padded to

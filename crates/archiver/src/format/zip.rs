@@ -20,8 +20,8 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::entry::Meta;
 use crate::manifest::path_bytes;
-use crate::pack::walk::Meta;
 
 /// A zip compression method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

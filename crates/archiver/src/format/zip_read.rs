@@ -129,6 +129,41 @@ impl Read for RangeReader<'_> {
 
 /// Parses and validates the central directory of the zip in `file`.
 pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
+    let dir = locate_directory(file)?;
+    let mut cd = vec![0u8; dir.size as usize];
+    read_at(file, &mut cd, dir.start).map_err(|_| bad("central directory is truncated"))?;
+    let mut out = Vec::with_capacity(dir.entries.min(1 << 20) as usize);
+    let mut p = 0usize;
+    while p + 46 <= cd.len() && u32le(&cd, p) == 0x0201_4b50 {
+        let (entry, rec_end) = central_record(&cd, p, dir.shift, out.len())?;
+        out.push(entry);
+        p = rec_end;
+    }
+    if out.len() as u64 != dir.entries {
+        return Err(bad(format!(
+            "the central directory lists {} entries, the end record says {}",
+            out.len(),
+            dir.entries
+        )));
+    }
+    check_locals(file, &mut out, dir.start)?;
+    Ok(out)
+}
+
+/// Where the central directory is, as the end records say.
+struct Directory {
+    /// Entries it should hold.
+    entries: u64,
+    /// Where it starts in the file, and its size.
+    start: u64,
+    size: u64,
+    /// Bytes before the archive proper (self-extracting archives and other prefixes): offsets
+    /// in the records are relative to this.
+    shift: u64,
+}
+
+/// Finds the end of central directory record (and the ZIP64 one, through its locator).
+fn locate_directory(file: &File) -> Result<Directory> {
     let len = file.metadata().map_err(Error::Input)?.len();
     if len < 22 {
         return Err(bad(
@@ -184,82 +219,76 @@ pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
     if cd_size > 1 << 32 {
         return Err(bad("central directory larger than 4 GiB"));
     }
-    let mut cd = vec![0u8; cd_size as usize];
-    read_at(file, &mut cd, cd_start).map_err(|_| bad("central directory is truncated"))?;
-    let mut out = Vec::with_capacity(entries.min(1 << 20) as usize);
-    let mut p = 0usize;
-    while p + 46 <= cd.len() && u32le(&cd, p) == 0x0201_4b50 {
-        let made_by = u16le(&cd, p + 4);
-        let flags = u16le(&cd, p + 8);
-        let method = u16le(&cd, p + 10);
-        let dos_time = u16le(&cd, p + 12);
-        let dos_date = u16le(&cd, p + 14);
-        let crc = u32le(&cd, p + 16);
-        let mut csize = u64::from(u32le(&cd, p + 20));
-        let mut usize = u64::from(u32le(&cd, p + 24));
-        let n = usize::from(u16le(&cd, p + 28));
-        let m = usize::from(u16le(&cd, p + 30));
-        let k = usize::from(u16le(&cd, p + 32));
-        let external = u32le(&cd, p + 38);
-        let mut local = u64::from(u32le(&cd, p + 42));
-        let rec_end = p + 46 + n + m + k;
-        if rec_end > cd.len() {
-            return Err(bad(format!(
-                "central directory entry {} is truncated",
-                out.len()
-            )));
-        }
-        let name = cd[p + 46..p + 46 + n].to_vec();
-        let extra = &cd[p + 46 + n..p + 46 + n + m];
-        let mut mtime = None;
-        let (name, unicode_field) = unicode_name(name, extra);
-        for (id, data) in extra_fields(extra) {
-            match id {
-                0x0001 => {
-                    let mut q = 0;
-                    let mut take = |v: &mut u64| {
-                        if *v == u64::from(u32::MAX) && q + 8 <= data.len() {
-                            *v = u64le(data, q);
-                            q += 8;
-                        }
-                    };
-                    take(&mut usize);
-                    take(&mut csize);
-                    take(&mut local);
-                }
-                0x5455 if !data.is_empty() && data[0] & 1 != 0 && data.len() >= 5 => {
-                    mtime = Some(i64::from(u32le(data, 1)));
-                }
-                _ => {}
+    Ok(Directory {
+        entries,
+        start: cd_start,
+        size: cd_size,
+        shift,
+    })
+}
+
+/// Parses the central directory record at `p` (the `index`th): the entry, and where the next
+/// record starts.
+fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipEntry, usize)> {
+    let made_by = u16le(cd, p + 4);
+    let flags = u16le(cd, p + 8);
+    let method = u16le(cd, p + 10);
+    let dos_time = u16le(cd, p + 12);
+    let dos_date = u16le(cd, p + 14);
+    let crc = u32le(cd, p + 16);
+    let mut csize = u64::from(u32le(cd, p + 20));
+    let mut usize = u64::from(u32le(cd, p + 24));
+    let n = usize::from(u16le(cd, p + 28));
+    let m = usize::from(u16le(cd, p + 30));
+    let k = usize::from(u16le(cd, p + 32));
+    let external = u32le(cd, p + 38);
+    let mut local = u64::from(u32le(cd, p + 42));
+    let rec_end = p + 46 + n + m + k;
+    if rec_end > cd.len() {
+        return Err(bad(format!("central directory entry {index} is truncated")));
+    }
+    let name = cd[p + 46..p + 46 + n].to_vec();
+    let extra = &cd[p + 46 + n..p + 46 + n + m];
+    let mut mtime = None;
+    let (name, unicode_field) = unicode_name(name, extra);
+    for (id, data) in extra_fields(extra) {
+        match id {
+            0x0001 => {
+                let mut q = 0;
+                let mut take = |v: &mut u64| {
+                    if *v == u64::from(u32::MAX) && q + 8 <= data.len() {
+                        *v = u64le(data, q);
+                        q += 8;
+                    }
+                };
+                take(&mut usize);
+                take(&mut csize);
+                take(&mut local);
             }
+            0x5455 if !data.is_empty() && data[0] & 1 != 0 && data.len() >= 5 => {
+                mtime = Some(i64::from(u32le(data, 1)));
+            }
+            _ => {}
         }
-        let unix_mode = (made_by >> 8 == 3)
-            .then_some(external >> 16)
-            .filter(|&m| m != 0);
-        out.push(ZipEntry {
-            name,
-            flags,
-            method,
-            crc,
-            csize,
-            usize,
-            data_offset: local + shift, // fixed up below, after the local header is read
-            unix_mode,
-            mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
-            unicode_field,
-            dos_attrs: external as u8,
-            host: (made_by >> 8) as u8,
-        });
-        p = rec_end;
     }
-    if out.len() as u64 != entries {
-        return Err(bad(format!(
-            "the central directory lists {} entries, the end record says {entries}",
-            out.len()
-        )));
-    }
-    check_locals(file, &mut out, cd_start)?;
-    Ok(out)
+    let unix_mode = (made_by >> 8 == 3)
+        .then_some(external >> 16)
+        .filter(|&m| m != 0);
+    let entry = ZipEntry {
+        name,
+        flags,
+        method,
+        crc,
+        csize,
+        usize,
+        data_offset: local + shift, // fixed up below, after the local header is read
+        unix_mode,
+        mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
+        unicode_field,
+        dos_attrs: external as u8,
+        host: (made_by >> 8) as u8,
+    };
+    Ok((entry, rec_end))
 }
 
 /// The name to use: the Info-ZIP Unicode Path field's UTF-8 name when its CRC matches the header's
@@ -311,117 +340,138 @@ fn check_locals(file: &File, entries: &mut [ZipEntry], cd_start: u64) -> Result<
     let mut spans = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter_mut().enumerate() {
         let at = e.data_offset;
-        let mut h = [0u8; 30];
-        read_at(file, &mut h, at).map_err(|_| {
-            bad(format!(
-                "{}: local header missing (truncated archive)",
-                e.name_lossy()
-            ))
-        })?;
-        if u32le(&h, 0) != 0x0403_4b50 {
-            return Err(bad(format!(
-                "{}: no local header where the central directory points",
-                e.name_lossy()
-            )));
-        }
-        let n = usize::from(u16le(&h, 26));
-        let m = usize::from(u16le(&h, 28));
-        let mut name = vec![0u8; n];
-        read_at(file, &mut name, at + 30).map_err(Error::Input)?;
-        let mut extra = vec![0u8; m];
-        read_at(file, &mut extra, at + 30 + n as u64).map_err(Error::Input)?;
-        let (name, local_unicode) = unicode_name(name, &extra);
-        if name != e.name && (e.unicode_field || local_unicode) {
-            // Names spelled differently through Unicode Path fields (one side's may be stale):
-            // the local header's, as libarchive reads it.
-            e.name = name.clone();
-        }
-        if name != e.name {
-            return Err(Error::Entry {
-                entry: e.name_lossy(),
-                reason: format!(
-                    "the local header names it {:?}: local and central headers disagree; refusing the archive",
-                    String::from_utf8_lossy(&name)
-                ),
-            });
-        }
-        if u16le(&h, 8) != e.method {
-            return Err(Error::Entry {
-                entry: e.name_lossy(),
-                reason: "local and central headers disagree on the compression method".into(),
-            });
-        }
-        if !extra_well_formed(&extra) {
-            return Err(Error::Entry {
-                entry: e.name_lossy(),
-                reason: "malformed extra field in the local header (a block runs past the end); refusing the archive".into(),
-            });
-        }
-        let disagree = |what: &str| Error::Entry {
-            entry: e.name_lossy(),
-            reason: format!("{what}; refusing the archive (damaged or forged)"),
-        };
-        let lflags = u16le(&h, 6);
-        if (lflags ^ e.flags) & 8 != 0 {
-            return Err(disagree(
-                "local and central headers disagree on whether a data descriptor follows",
-            ));
-        }
-        // The local header's sizes, through its ZIP64 field where the 32-bit ones are saturated.
-        let (lcrc, mut lc, mut lu) = (
-            u32le(&h, 14),
-            u64::from(u32le(&h, 18)),
-            u64::from(u32le(&h, 22)),
-        );
-        let local_zip64 = extra_fields(&extra).find(|(id, _)| *id == 0x0001);
-        if let Some((_, data)) = local_zip64 {
-            let mut q = 0;
-            for v in [&mut lu, &mut lc] {
-                if *v == u64::from(u32::MAX) && q + 8 <= data.len() {
-                    *v = u64le(data, q);
-                    q += 8;
-                }
-            }
-        }
-        // With a data descriptor a local field may be zero (not known yet when it was written:
-        // streaming writers zero the CRC and compressed size, Info-ZIP keeps the uncompressed
-        // size); whatever is there must agree with the central directory.
-        let dd = lflags & 8 != 0;
-        let agrees = |local: u64, central: u64| local == central || (dd && local == 0);
-        if !(agrees(lc, e.csize)
-            && agrees(lu, e.usize)
-            && agrees(u64::from(lcrc), u64::from(e.crc)))
-        {
-            return Err(disagree(&format!(
-                "local header (CRC {lcrc:08x}, sizes {lc}/{lu}) and central directory (CRC {:08x}, sizes {}/{}) disagree",
-                e.crc, e.csize, e.usize
-            )));
-        }
-        e.data_offset = at + 30 + n as u64 + m as u64;
-        let mut end = e
-            .data_offset
-            .checked_add(e.csize)
-            .ok_or_else(|| bad("entry size overflows"))?;
-        if lflags & 8 != 0 {
-            end = end
-                .checked_add(check_descriptor(
-                    file,
-                    e,
-                    end,
-                    local_zip64.is_some(),
-                    cd_start,
-                )?)
-                .ok_or_else(|| bad("entry size overflows"))?;
-        }
-        if end > cd_start {
-            return Err(Error::Entry {
-                entry: e.name_lossy(),
-                reason: "its data runs into the central directory (truncated or malformed archive)"
-                    .into(),
-            });
-        }
+        let end = check_local(file, e, cd_start)?;
         spans.push((at, end, i));
     }
+    check_overlaps(entries, spans)
+}
+
+/// Checks one entry's local header against the central directory, points `data_offset` at its
+/// data, and returns where the entry (data descriptor included) ends.
+fn check_local(file: &File, e: &mut ZipEntry, cd_start: u64) -> Result<u64> {
+    let (h, extra) = read_local(file, e)?;
+    let at = e.data_offset;
+    let (n, m) = (usize::from(u16le(&h, 26)), extra.len());
+    let lflags = u16le(&h, 6);
+    let local_zip64 = check_local_sizes(e, &h, &extra)?;
+    e.data_offset = at + 30 + n as u64 + m as u64;
+    let mut end = e
+        .data_offset
+        .checked_add(e.csize)
+        .ok_or_else(|| bad("entry size overflows"))?;
+    if lflags & 8 != 0 {
+        end = end
+            .checked_add(check_descriptor(file, e, end, local_zip64, cd_start)?)
+            .ok_or_else(|| bad("entry size overflows"))?;
+    }
+    if end > cd_start {
+        return Err(Error::Entry {
+            entry: e.name_lossy(),
+            reason: "its data runs into the central directory (truncated or malformed archive)"
+                .into(),
+        });
+    }
+    Ok(end)
+}
+
+/// Reads an entry's local header and its extra field; the header must be there and name the
+/// same file with the same method.
+fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; 30], Vec<u8>)> {
+    let at = e.data_offset;
+    let mut h = [0u8; 30];
+    read_at(file, &mut h, at).map_err(|_| {
+        bad(format!(
+            "{}: local header missing (truncated archive)",
+            e.name_lossy()
+        ))
+    })?;
+    if u32le(&h, 0) != 0x0403_4b50 {
+        return Err(bad(format!(
+            "{}: no local header where the central directory points",
+            e.name_lossy()
+        )));
+    }
+    let n = usize::from(u16le(&h, 26));
+    let m = usize::from(u16le(&h, 28));
+    let mut name = vec![0u8; n];
+    read_at(file, &mut name, at + 30).map_err(Error::Input)?;
+    let mut extra = vec![0u8; m];
+    read_at(file, &mut extra, at + 30 + n as u64).map_err(Error::Input)?;
+    let (name, local_unicode) = unicode_name(name, &extra);
+    if name != e.name && (e.unicode_field || local_unicode) {
+        // Names spelled differently through Unicode Path fields (one side's may be stale):
+        // the local header's, as libarchive reads it.
+        e.name = name.clone();
+    }
+    if name != e.name {
+        return Err(Error::Entry {
+            entry: e.name_lossy(),
+            reason: format!(
+                "the local header names it {:?}: local and central headers disagree; refusing the archive",
+                String::from_utf8_lossy(&name)
+            ),
+        });
+    }
+    if u16le(&h, 8) != e.method {
+        return Err(Error::Entry {
+            entry: e.name_lossy(),
+            reason: "local and central headers disagree on the compression method".into(),
+        });
+    }
+    if !extra_well_formed(&extra) {
+        return Err(Error::Entry {
+            entry: e.name_lossy(),
+            reason: "malformed extra field in the local header (a block runs past the end); refusing the archive".into(),
+        });
+    }
+    Ok((h, extra))
+}
+
+/// The local header's flags, CRC and sizes (through its ZIP64 field where the 32-bit ones are
+/// saturated) must agree with the central directory's. Returns whether it has a ZIP64 field.
+fn check_local_sizes(e: &ZipEntry, h: &[u8; 30], extra: &[u8]) -> Result<bool> {
+    let disagree = |what: &str| Error::Entry {
+        entry: e.name_lossy(),
+        reason: format!("{what}; refusing the archive (damaged or forged)"),
+    };
+    let lflags = u16le(h, 6);
+    if (lflags ^ e.flags) & 8 != 0 {
+        return Err(disagree(
+            "local and central headers disagree on whether a data descriptor follows",
+        ));
+    }
+    // The local header's sizes, through its ZIP64 field where the 32-bit ones are saturated.
+    let (lcrc, mut lc, mut lu) = (
+        u32le(h, 14),
+        u64::from(u32le(h, 18)),
+        u64::from(u32le(h, 22)),
+    );
+    let local_zip64 = extra_fields(extra).find(|(id, _)| *id == 0x0001);
+    if let Some((_, data)) = local_zip64 {
+        let mut q = 0;
+        for v in [&mut lu, &mut lc] {
+            if *v == u64::from(u32::MAX) && q + 8 <= data.len() {
+                *v = u64le(data, q);
+                q += 8;
+            }
+        }
+    }
+    // With a data descriptor a local field may be zero (not known yet when it was written:
+    // streaming writers zero the CRC and compressed size, Info-ZIP keeps the uncompressed
+    // size); whatever is there must agree with the central directory.
+    let dd = lflags & 8 != 0;
+    let agrees = |local: u64, central: u64| local == central || (dd && local == 0);
+    if !(agrees(lc, e.csize) && agrees(lu, e.usize) && agrees(u64::from(lcrc), u64::from(e.crc))) {
+        return Err(disagree(&format!(
+            "local header (CRC {lcrc:08x}, sizes {lc}/{lu}) and central directory (CRC {:08x}, sizes {}/{}) disagree",
+            e.crc, e.csize, e.usize
+        )));
+    }
+    Ok(local_zip64.is_some())
+}
+
+/// No two entries' data may overlap (`spans`: start, end and index of each).
+fn check_overlaps(entries: &[ZipEntry], mut spans: Vec<(u64, u64, usize)>) -> Result<()> {
     spans.sort_unstable();
     for w in spans.windows(2) {
         if w[1].0 < w[0].1 {

@@ -16,11 +16,10 @@
 //! unwinding, so nothing waits forever for its output.
 
 // The stages. `budget` and `read` are shared with unpack (the byte budget; the SMALL_FILE, CHUNK
-// and STREAM_DEPTH sizes); `walk` with the format writers (an entry's `Meta`); `reorder` with the
-// parallel gzip writer, and public behind the `internals` feature for the micro-benchmarks.
+// and STREAM_DEPTH sizes). An entry's kind and metadata (`crate::entry`) and the reorder buffer
+// (`crate::reorder`) are top-level modules, shared with the format writers.
 pub(crate) mod budget;
 pub(crate) mod read;
-pub mod reorder;
 pub(crate) mod stats;
 pub(crate) mod walk;
 
@@ -35,6 +34,7 @@ use crossbeam_channel::{
     bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError,
 };
 
+use crate::entry::{Kind, Meta};
 use crate::error::{panic_message, Error, Result};
 use crate::format::tar::{HeaderPolicy, TarSink};
 use crate::format::zip::{self, ZipEncoding, ZipSink};
@@ -43,9 +43,9 @@ use crate::format::{Codec, Metered};
 use crate::manifest::ManifestWriter;
 use crate::pack::budget::Budget;
 use crate::pack::read::{Chunk, ChunkEnd, Done, Job, Payload, SMALL_FILE, STREAM_DEPTH};
-use crate::pack::reorder::ReorderBuffer;
 use crate::pack::stats::{StageClock, StageStats, Stats};
-use crate::pack::walk::{Entry, Kind, Meta, WalkOptions, WalkTotals};
+use crate::pack::walk::{Entry, WalkOptions, WalkTotals};
+use crate::reorder::ReorderBuffer;
 use crate::{
     Cancel, EntryHook, FaultHook, PackOptions, PackReport, Progress, ProgressHook, Warning,
     MANIFEST_PATH,
@@ -70,6 +70,28 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The state of a run with these options, nothing failed yet.
+    fn new(opts: &PackOptions, cancel: &Cancel, fault: Option<FaultHook>) -> Shared {
+        Shared {
+            cancel: cancel.clone(),
+            stop: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            budget: Budget::new(opts.memory_budget),
+            follow_symlinks: opts.follow_symlinks,
+            zip: (opts.format == Format::Zip).then(|| {
+                let method = opts.zip_method;
+                ZipEncoding {
+                    method,
+                    level: opts.level.unwrap_or(method.levels().0),
+                }
+            }),
+            writing: Mutex::new(None),
+            totals: WalkTotals::default(),
+            batches: AtomicU64::new(u64::MAX),
+            fault,
+        }
+    }
+
     /// True once the run must end: cancelled, or a stage failed.
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.cancel.is_cancelled()
@@ -224,35 +246,9 @@ pub(crate) fn run<W: Write>(
     let started = Instant::now();
     let jobs = opts.jobs.max(1);
     let roots = walk::plan_roots(paths)?;
-    let walk_opts = WalkOptions {
-        threads: jobs,
-        directory: opts.directory.clone(),
-        excludes: opts.excludes.clone(),
-        ignore_files: opts.ignore_files,
-        follow_symlinks: opts.follow_symlinks,
-        skip_manifest: opts.manifest,
-        skip_files: walk::file_ids(&opts.skip_files),
-        hard_links: opts.format != Format::Zip,
-    };
+    let walk_opts = walk_options(opts, jobs);
     walk::check_roots(&roots, &walk_opts)?;
-    let shared = Shared {
-        cancel: cancel.clone(),
-        stop: AtomicBool::new(false),
-        failure: Mutex::new(None),
-        budget: Budget::new(opts.memory_budget),
-        follow_symlinks: opts.follow_symlinks,
-        zip: (opts.format == Format::Zip).then(|| {
-            let method = opts.zip_method;
-            ZipEncoding {
-                method,
-                level: opts.level.unwrap_or(method.levels().0),
-            }
-        }),
-        writing: Mutex::new(None),
-        totals: WalkTotals::default(),
-        batches: AtomicU64::new(u64::MAX),
-        fault,
-    };
+    let shared = Shared::new(opts, cancel, fault);
     let stopped = || shared.stopped();
     let (walk_tx, walk_rx) = bounded::<Vec<Entry>>(8);
     let (job_tx, job_rx) = bounded::<Job>(jobs * 2);
@@ -281,27 +277,8 @@ pub(crate) fn run<W: Write>(
         drop(job_rx);
         drop(done_tx);
 
-        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write_stage(
-                done_rx,
-                &shared,
-                opts,
-                (progress.as_ref(), on_entry.as_ref()),
-                out,
-            )
-        }))
-        .unwrap_or_else(|p| {
-            Err(Stop::Error(Error::Panic {
-                stage: "write",
-                entry: shared
-                    .writing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .map(|p| p.display().to_string()),
-                message: panic_message(&*p),
-            }))
-        });
+        let hooks = (progress.as_ref(), on_entry.as_ref());
+        let written = write_caught(done_rx, &shared, opts, hooks, out);
         if written.is_err() {
             shared.halt();
         }
@@ -318,26 +295,19 @@ pub(crate) fn run<W: Write>(
             (walk_clock.unwrap_or_default(), feed_clock, read_clock),
         )
     });
-    let (walk_clock, feed_clock, read_clock) = clocks;
+    let outcome = first_cause(written, &shared, cancel)?;
+    Ok(report(outcome, &shared, started, jobs, clocks))
+}
 
-    let mut outcome = match written {
-        Ok(outcome) => match shared.take_failure() {
-            None => outcome,
-            Some(e) => return Err(e),
-        },
-        Err(Stop::Error(e)) => return Err(e),
-        Err(Stop::Halted) => {
-            return Err(shared.take_failure().unwrap_or(if cancel.is_cancelled() {
-                Error::Cancelled
-            } else {
-                Error::Panic {
-                    stage: "write",
-                    entry: None,
-                    message: "the pipeline stopped without a recorded cause".into(),
-                }
-            }))
-        }
-    };
+/// The report of a finished run: the writer's statistics with the wall time, the budget's peak
+/// and every stage's clock.
+fn report(
+    mut outcome: WriteOutcome,
+    shared: &Shared,
+    started: Instant,
+    jobs: usize,
+    (walk_clock, feed_clock, read_clock): (StageClock, StageClock, StageClock),
+) -> PackReport {
     outcome.stats.wall = started.elapsed();
     outcome.stats.budget_peak = shared.budget.peak();
     outcome.stats.budget_limit = shared.budget.limit();
@@ -348,10 +318,76 @@ pub(crate) fn run<W: Write>(
         StageStats::from_clock("read", jobs, read_clock),
         StageStats::from_clock("write", 1, write_clock),
     ];
-    Ok(PackReport {
+    PackReport {
         stats: outcome.stats,
         warnings: outcome.warnings,
+    }
+}
+
+/// How the walk goes for these options.
+fn walk_options(opts: &PackOptions, jobs: usize) -> WalkOptions {
+    WalkOptions {
+        threads: jobs,
+        directory: opts.directory.clone(),
+        excludes: opts.excludes.clone(),
+        ignore_files: opts.ignore_files,
+        follow_symlinks: opts.follow_symlinks,
+        skip_manifest: opts.manifest,
+        skip_files: walk::file_ids(&opts.skip_files),
+        hard_links: opts.format != Format::Zip,
+    }
+}
+
+/// The writer on the caller's thread, its panic turned into an error naming the entry it was
+/// writing.
+fn write_caught<W: Write>(
+    done: Receiver<Done>,
+    shared: &Shared,
+    opts: &PackOptions,
+    hooks: (Option<&ProgressHook>, Option<&EntryHook>),
+    out: W,
+) -> Result<WriteOutcome, Stop> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        write_stage(done, shared, opts, hooks, out)
+    }))
+    .unwrap_or_else(|p| {
+        Err(Stop::Error(Error::Panic {
+            stage: "write",
+            entry: shared
+                .writing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            message: panic_message(&*p),
+        }))
     })
+}
+
+/// The run's result once every thread is joined: the writer's outcome, unless a stage recorded a
+/// failure; the writer's own error as is; when the writer was halted, the first recorded cause,
+/// else `Cancelled`.
+fn first_cause(
+    written: Result<WriteOutcome, Stop>,
+    shared: &Shared,
+    cancel: &Cancel,
+) -> Result<WriteOutcome> {
+    match written {
+        Ok(outcome) => match shared.take_failure() {
+            None => Ok(outcome),
+            Some(e) => Err(e),
+        },
+        Err(Stop::Error(e)) => Err(e),
+        Err(Stop::Halted) => Err(shared.take_failure().unwrap_or(if cancel.is_cancelled() {
+            Error::Cancelled
+        } else {
+            Error::Panic {
+                stage: "write",
+                entry: None,
+                message: "the pipeline stopped without a recorded cause".into(),
+            }
+        })),
+    }
 }
 
 /// Why the writer stopped early.
@@ -514,24 +550,7 @@ fn write_stage<W: Write>(
         report: Progress::default(),
         last: Instant::now(),
     };
-    let level = opts
-        .level
-        .unwrap_or_else(|| opts.format.levels().map_or(0, |(d, _)| d));
-    let metered = Metered::new(out);
-    let closed = std::sync::Arc::clone(&metered.closed);
-    let mut sink = match opts.format {
-        Format::Zip => Sink::Zip(ZipSink::new(metered, opts.reproducible)),
-        _ => {
-            let codec =
-                Codec::new(opts.format, metered, level, opts.jobs.max(1)).map_err(Error::Output)?;
-            Sink::Tar(TarSink::new(
-                codec,
-                HeaderPolicy {
-                    reproducible: opts.reproducible,
-                },
-            ))
-        }
-    };
+    let (mut sink, closed) = Sink::open(opts, out)?;
     // Declared after `sink` on purpose: locals drop in reverse order, so on an early return this
     // closes the output before the sink's layers drop (the tar builder would append end blocks).
     let mut abandon = Abandon(Some(closed));
@@ -547,76 +566,12 @@ fn write_stage<W: Write>(
         written: 0,
         on_entry,
     };
-    let stopped = || shared.stopped();
     let started = Instant::now();
-    let mut reorder: ReorderBuffer<Done> = ReorderBuffer::new(0);
-    let mut batches = 0u64;
-    // Entries (not batches) held in the reorder buffer, for the statistics.
-    let (mut held, mut held_peak) = (0usize, 0usize);
-    loop {
-        if shared.stopped() {
-            return Err(Stop::Halted);
-        }
-        let Some(batch) = reorder.pop() else {
-            // The feeder stores how many batches it admitted once it is done (and before the
-            // workers can all be gone); all of them written means the end.
-            if batches == shared.batches.load(Ordering::SeqCst) {
-                break;
-            }
-            let t = Instant::now();
-            let got = recv_until(&done, &stopped);
-            w.starved += t.elapsed();
-            match got {
-                Some(d) => {
-                    held += d.items.len();
-                    held_peak = held_peak.max(held);
-                    reorder.insert(d.batch, d);
-                }
-                // Every worker is gone (or the run stopped) with batches still missing.
-                None if batches != shared.batches.load(Ordering::SeqCst) => {
-                    return Err(Stop::Halted)
-                }
-                None => break,
-            }
-            continue;
-        };
-        debug_assert_eq!(batch.first, w.written, "batches arrive in sequence order");
-        let cost = batch.cost;
-        held -= batch.items.len();
-        for (entry, payload) in batch.items {
-            w.entry(&mut sink, entry, payload, &mut reporter)?;
-        }
-        batches += 1;
-        shared.budget.release(cost);
-        reporter.tick(w.written, w.stats.bytes_in, false);
-    }
+    let held_peak = w.write_in_order(&done, &mut sink, &mut reporter)?;
     drop(done);
     reporter.tick(w.written, w.stats.bytes_in, true);
     if opts.manifest {
-        let meta = Meta {
-            mode: 0o644,
-            mtime: opts.reproducible.map_or(w.newest, |t| t as i64),
-            uid: 0,
-            gid: 0,
-        };
-        let manifest = std::mem::take(&mut w.manifest);
-        let size = manifest.size();
-        let name = Path::new(MANIFEST_PATH);
-        match &mut sink {
-            Sink::Tar(t) => manifest
-                .into_reader()
-                .and_then(|r| t.file(name, &meta, size, r)),
-            Sink::Zip(z) => manifest
-                .into_bytes()
-                .and_then(|text| {
-                    zip::encode(text, name, shared.zip.expect("zip encoding set for zip"))
-                })
-                .and_then(|e| z.encoded(name, &meta, &e)),
-        }
-        .map_err(Error::Output)?;
-        if let Some(hook) = on_entry {
-            hook(name);
-        }
+        w.write_manifest(&mut sink, opts.reproducible)?;
     }
     abandon.0 = None;
     let metered = sink.finish().map_err(Error::Output)?;
@@ -666,6 +621,100 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    /// Takes finished batches in, puts them back in sequence order and writes each, releasing its
+    /// budget; returns the most entries the reorder buffer held at once.
+    fn write_in_order<W: Write>(
+        &mut self,
+        done: &Receiver<Done>,
+        sink: &mut Sink<W>,
+        reporter: &mut Reporter<'_>,
+    ) -> Result<usize, Stop> {
+        let shared = self.shared;
+        let stopped = || shared.stopped();
+        let mut reorder: ReorderBuffer<Done> = ReorderBuffer::new(0);
+        let mut batches = 0u64;
+        // Entries (not batches) held in the reorder buffer, for the statistics.
+        let (mut held, mut held_peak) = (0usize, 0usize);
+        loop {
+            if self.shared.stopped() {
+                return Err(Stop::Halted);
+            }
+            let Some(batch) = reorder.pop() else {
+                // The feeder stores how many batches it admitted once it is done (and before the
+                // workers can all be gone); all of them written means the end.
+                if batches == self.shared.batches.load(Ordering::SeqCst) {
+                    break;
+                }
+                let t = Instant::now();
+                let got = recv_until(done, &stopped);
+                self.starved += t.elapsed();
+                match got {
+                    Some(d) => {
+                        held += d.items.len();
+                        held_peak = held_peak.max(held);
+                        reorder.insert(d.batch, d);
+                    }
+                    // Every worker is gone (or the run stopped) with batches still missing.
+                    None if batches != self.shared.batches.load(Ordering::SeqCst) => {
+                        return Err(Stop::Halted)
+                    }
+                    None => break,
+                }
+                continue;
+            };
+            debug_assert_eq!(
+                batch.first, self.written,
+                "batches arrive in sequence order"
+            );
+            let cost = batch.cost;
+            held -= batch.items.len();
+            for (entry, payload) in batch.items {
+                self.entry(sink, entry, payload, reporter)?;
+            }
+            batches += 1;
+            self.shared.budget.release(cost);
+            reporter.tick(self.written, self.stats.bytes_in, false);
+        }
+        Ok(held_peak)
+    }
+
+    /// Appends the manifest, dated by the newest entry (or the reproducible time).
+    fn write_manifest<W: Write>(
+        &mut self,
+        sink: &mut Sink<W>,
+        reproducible: Option<u64>,
+    ) -> Result<(), Stop> {
+        let meta = Meta {
+            mode: 0o644,
+            mtime: reproducible.map_or(self.newest, |t| t as i64),
+            uid: 0,
+            gid: 0,
+        };
+        let manifest = std::mem::take(&mut self.manifest);
+        let size = manifest.size();
+        let name = Path::new(MANIFEST_PATH);
+        match sink {
+            Sink::Tar(t) => manifest
+                .into_reader()
+                .and_then(|r| t.file(name, &meta, size, r)),
+            Sink::Zip(z) => manifest
+                .into_bytes()
+                .and_then(|text| {
+                    zip::encode(
+                        text,
+                        name,
+                        self.shared.zip.expect("zip encoding set for zip"),
+                    )
+                })
+                .and_then(|e| z.encoded(name, &meta, &e)),
+        }
+        .map_err(Error::Output)?;
+        if let Some(hook) = self.on_entry {
+            hook(name);
+        }
+        Ok(())
+    }
+
     fn entry<W: Write>(
         &mut self,
         sink: &mut Sink<W>,
@@ -723,80 +772,14 @@ impl Writer<'_> {
                 size,
                 chunks,
                 method,
-            } => {
-                let base = self.stats.bytes_in;
-                let written_so_far = self.written;
-                let stopped = || self.shared.stopped();
-                let mut reader = ChunkReader {
-                    rx: &chunks,
-                    buf: Vec::new(),
-                    pos: 0,
-                    end: None,
-                    broken: false,
-                    starved: Duration::ZERO,
-                    stopped: &stopped,
-                    done: 0,
-                    on_bytes: &mut |n| reporter.tick(written_so_far, base + n, false),
-                };
-                let written = match sink {
-                    Sink::Tar(t) => t.file(rel, meta, size, &mut reader),
-                    Sink::Zip(z) => {
-                        let method = method.expect("zip streams carry their method");
-                        z.begin_stream(rel, meta, size, method).and_then(|()| {
-                            io::copy(&mut reader, &mut ZipStreamData(z))?;
-                            match &reader.end {
-                                Some(end) => z.end_stream(end.crc, end.stored),
-                                None => Ok(()),
-                            }
-                        })
-                    }
-                };
-                self.starved += reader.starved;
-                if reader.broken {
-                    return Err(Stop::Halted);
-                }
-                written.map_err(Error::Output)?;
-                let end = reader.end.take().ok_or(Stop::Halted)?;
-                self.stored_file(&entry, size, &end.hash)?;
-                if let Some(w) = end.warning {
-                    self.warn(&entry, w)?;
-                }
-            }
-            Payload::Symlink { target } => {
-                sink.symlink(rel, meta, &target).map_err(Error::Output)?;
-                self.stats.symlinks += 1;
-                if leads_outside(rel, &target) {
-                    // Not a warning about the run (the link is stored as it is), so not counted.
-                    tracing::warn!(
-                        "{}: symbolic link to {} leads outside the archive; archiver unpack \
-                         refuses it unless --allow-outside-links is given",
-                        entry.disk.display(),
-                        target.display()
-                    );
-                }
-            }
+            } => self.streamed(sink, &entry, size, &chunks, method, reporter)?,
+            Payload::Symlink { target } => self.symlink(sink, &entry, &target)?,
             Payload::Header => match &entry.kind {
                 Kind::Dir => {
                     sink.dir(rel, meta).map_err(Error::Output)?;
                     self.stats.dirs += 1;
                 }
-                Kind::HardLink { target } => {
-                    match self.link_hashes.get(target).copied().flatten() {
-                        Some(hash) => {
-                            sink.hardlink(rel, meta, target).map_err(Error::Output)?;
-                            self.manifest.add(rel, &hash).map_err(Error::Output)?;
-                            self.stats.hardlinks += 1;
-                        }
-                        None => {
-                            self.stats.skipped += 1;
-                            let first = target.display().to_string();
-                            self.warn(
-                                &entry,
-                                format!("hard link to {first}, which was not stored; skipped"),
-                            )?;
-                        }
-                    }
-                }
+                Kind::HardLink { target } => self.hardlink(sink, &entry, target)?,
                 _ => unreachable!("only directories and hard links are header-only"),
             },
             Payload::Skip { warning } => {
@@ -807,6 +790,105 @@ impl Writer<'_> {
         }
         if let (Some(hook), false) = (self.on_entry, matches!(entry.kind, Kind::Warning { .. })) {
             hook(&entry.path);
+        }
+        Ok(())
+    }
+
+    /// A large file, written as its chunks arrive from the worker that reads it.
+    fn streamed<W: Write>(
+        &mut self,
+        sink: &mut Sink<W>,
+        entry: &Entry,
+        size: u64,
+        chunks: &Receiver<Chunk>,
+        method: Option<zip::ZipMethod>,
+        reporter: &mut Reporter<'_>,
+    ) -> Result<(), Stop> {
+        let (rel, meta) = (entry.path.as_path(), &entry.meta);
+        let base = self.stats.bytes_in;
+        let written_so_far = self.written;
+        let stopped = || self.shared.stopped();
+        let mut reader = ChunkReader {
+            rx: chunks,
+            buf: Vec::new(),
+            pos: 0,
+            end: None,
+            broken: false,
+            starved: Duration::ZERO,
+            stopped: &stopped,
+            done: 0,
+            on_bytes: &mut |n| reporter.tick(written_so_far, base + n, false),
+        };
+        let written = match sink {
+            Sink::Tar(t) => t.file(rel, meta, size, &mut reader),
+            Sink::Zip(z) => {
+                let method = method.expect("zip streams carry their method");
+                z.begin_stream(rel, meta, size, method).and_then(|()| {
+                    io::copy(&mut reader, &mut ZipStreamData(z))?;
+                    match &reader.end {
+                        Some(end) => z.end_stream(end.crc, end.stored),
+                        None => Ok(()),
+                    }
+                })
+            }
+        };
+        self.starved += reader.starved;
+        if reader.broken {
+            return Err(Stop::Halted);
+        }
+        written.map_err(Error::Output)?;
+        let end = reader.end.take().ok_or(Stop::Halted)?;
+        self.stored_file(entry, size, &end.hash)?;
+        if let Some(w) = end.warning {
+            self.warn(entry, w)?;
+        }
+        Ok(())
+    }
+
+    /// A symbolic link, stored as it is; one that leads outside the archive is logged.
+    fn symlink<W: Write>(
+        &mut self,
+        sink: &mut Sink<W>,
+        entry: &Entry,
+        target: &Path,
+    ) -> Result<(), Stop> {
+        let (rel, meta) = (entry.path.as_path(), &entry.meta);
+        sink.symlink(rel, meta, target).map_err(Error::Output)?;
+        self.stats.symlinks += 1;
+        if leads_outside(rel, target) {
+            // Not a warning about the run (the link is stored as it is), so not counted.
+            tracing::warn!(
+                "{}: symbolic link to {} leads outside the archive; archiver unpack \
+                 refuses it unless --allow-outside-links is given",
+                entry.disk.display(),
+                target.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// A hard link to `target`, stored only when its target was.
+    fn hardlink<W: Write>(
+        &mut self,
+        sink: &mut Sink<W>,
+        entry: &Entry,
+        target: &Path,
+    ) -> Result<(), Stop> {
+        let (rel, meta) = (entry.path.as_path(), &entry.meta);
+        match self.link_hashes.get(target).copied().flatten() {
+            Some(hash) => {
+                sink.hardlink(rel, meta, target).map_err(Error::Output)?;
+                self.manifest.add(rel, &hash).map_err(Error::Output)?;
+                self.stats.hardlinks += 1;
+            }
+            None => {
+                self.stats.skipped += 1;
+                let first = target.display().to_string();
+                self.warn(
+                    entry,
+                    format!("hard link to {first}, which was not stored; skipped"),
+                )?;
+            }
         }
         Ok(())
     }
@@ -878,6 +960,29 @@ enum Sink<W: Write> {
 }
 
 impl<W: Write> Sink<W> {
+    /// The container for `opts.format` over `out`, and the flag that closes the output early.
+    fn open(opts: &PackOptions, out: W) -> Result<(Sink<W>, std::sync::Arc<AtomicBool>)> {
+        let level = opts
+            .level
+            .unwrap_or_else(|| opts.format.levels().map_or(0, |(d, _)| d));
+        let metered = Metered::new(out);
+        let closed = std::sync::Arc::clone(&metered.closed);
+        let sink = match opts.format {
+            Format::Zip => Sink::Zip(ZipSink::new(metered, opts.reproducible)),
+            _ => {
+                let codec = Codec::new(opts.format, metered, level, opts.jobs.max(1))
+                    .map_err(Error::Output)?;
+                Sink::Tar(TarSink::new(
+                    codec,
+                    HeaderPolicy {
+                        reproducible: opts.reproducible,
+                    },
+                ))
+            }
+        };
+        Ok((sink, closed))
+    }
+
     fn dir(&mut self, rel: &Path, meta: &Meta) -> io::Result<()> {
         match self {
             Sink::Tar(t) => t.dir(rel, meta),

@@ -19,10 +19,11 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustix::fs::{Mode, OFlags};
 
+use crate::entry::Kind;
 use crate::error::{panic_message, Error};
 use crate::format::zip;
 use crate::pack::stats::StageClock;
-use crate::pack::walk::{Entry, Kind, Source};
+use crate::pack::walk::{Entry, Source};
 use crate::pack::{recv_until, send_until, Shared};
 
 /// Files up to this size are read whole.

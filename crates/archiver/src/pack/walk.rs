@@ -37,6 +37,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use crate::entry::{Kind, Meta};
 use crate::error::{Error, Result};
 use crate::pack::stats::StageClock;
 use crate::MANIFEST_PATH;
@@ -47,30 +48,6 @@ const PREFETCH_LISTINGS: usize = 64;
 const PREFETCH_ENTRIES: usize = 256 << 10;
 /// Entries the sequencer sends downstream in one message.
 const CHUNK_ENTRIES: usize = 256;
-
-/// What an entry is, as decided by the walk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// A regular file of `size` bytes at walk time; `linked`: later entries are hard links to it.
-    File { size: u64, linked: bool },
-    /// A directory.
-    Dir,
-    /// A symbolic link, stored as a link.
-    Symlink,
-    /// A second name for the file stored earlier under `target`.
-    HardLink { target: PathBuf },
-    /// Nothing is stored; the walk has a warning to report at this position.
-    Warning { message: String },
-}
-
-/// The metadata the headers need, taken from one `lstat` in the walk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Meta {
-    pub mode: u32,
-    pub mtime: i64,
-    pub uid: u32,
-    pub gid: u32,
-}
 
 /// Where an entry is read from.
 #[derive(Debug, Clone)]
@@ -462,20 +439,7 @@ fn list_fd(
             .map(|st| stat_of(&st))
             .map_err(std::io::Error::from);
         if let Ok(st) = &stat {
-            let is_dir = st.ft == FileType::Directory;
-            if is_dir != hint_dir
-                && !ctx.excludes.is_empty()
-                && matches!(ctx.excludes.matched(&stored, is_dir), Match::Ignore(_))
-            {
-                continue;
-            }
-            if ctx.opts.ignore_files && ignored(&ignores, &child_rel, is_dir) {
-                continue;
-            }
-            if ctx.opts.skip_manifest && stored == Path::new(MANIFEST_PATH) {
-                continue;
-            }
-            if st.ft == FileType::RegularFile && ctx.opts.skip_files.contains(&(st.dev, st.ino)) {
+            if left_out(ctx, &ignores, &child_rel, &stored, st, hint_dir) {
                 continue;
             }
         }
@@ -491,6 +455,26 @@ fn list_fd(
         result: Ok((fd, out)),
         ignores,
     }
+}
+
+/// Whether an entry the listing stat'ed is left out of the archive: excluded now that its type is
+/// known (when the directory listing's hint was wrong), ignored by an ignore file, our own
+/// manifest at the top, or one of the files to skip (the output itself).
+fn left_out(
+    ctx: &ListCtx<'_>,
+    ignores: &IgnoreChain,
+    child_rel: &Path,
+    stored: &Path,
+    st: &Stat,
+    hint_dir: bool,
+) -> bool {
+    let is_dir = st.ft == FileType::Directory;
+    (is_dir != hint_dir
+        && !ctx.excludes.is_empty()
+        && matches!(ctx.excludes.matched(stored, is_dir), Match::Ignore(_)))
+        || (ctx.opts.ignore_files && ignored(ignores, child_rel, is_dir))
+        || (ctx.opts.skip_manifest && stored == Path::new(MANIFEST_PATH))
+        || (st.ft == FileType::RegularFile && ctx.opts.skip_files.contains(&(st.dev, st.ino)))
 }
 
 /// One directory on the sequencer's depth-first stack.
@@ -698,16 +682,7 @@ impl Sequencer<'_> {
                 _ => false,
             };
             if looped {
-                self.warn_at(
-                    root,
-                    &rel,
-                    "symbolic link loop back to a directory above it; skipped".into(),
-                )?;
-                if let Some(rx) = pending {
-                    self.outstanding -= 1;
-                    let listing = self.wait(&rx)?;
-                    self.release(&listing);
-                }
+                self.skip_loop(root, &rel, pending)?;
                 continue;
             }
             self.emit(root, &rel, &child, Source::At(Arc::clone(&dir)))?;
@@ -741,6 +716,27 @@ impl Sequencer<'_> {
                 }),
                 Err(e) => self.warn_at(root, &rel, dir_failure(&e))?,
             }
+        }
+        Ok(())
+    }
+
+    /// A directory that is one of its own ancestors (reached through a followed symlink): warned
+    /// about and skipped, its prefetched listing (if any) taken in and released.
+    fn skip_loop(
+        &mut self,
+        root: &Root,
+        rel: &Path,
+        pending: Option<Receiver<Listing>>,
+    ) -> Result<()> {
+        self.warn_at(
+            root,
+            rel,
+            "symbolic link loop back to a directory above it; skipped".into(),
+        )?;
+        if let Some(rx) = pending {
+            self.outstanding -= 1;
+            let listing = self.wait(&rx)?;
+            self.release(&listing);
         }
         Ok(())
     }

@@ -26,16 +26,16 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refused, Result};
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
-use crate::unpack::policy;
+use crate::unpack::policy::{self, Lookup, Merge, Refusal};
 use crate::unpack::stage::StageTree;
-use crate::unpack::{Refused, Rule, UnpackStats};
+use crate::unpack::UnpackStats;
 use crate::{Cancel, Warning};
 
 /// An entry name for messages: escaped, never raw control characters.
@@ -184,7 +184,7 @@ struct Planner<'a> {
     tree: &'a StageTree,
     dev: Option<u64>,
     keep: bool,
-    writable: HashMap<PathBuf, Option<String>>,
+    writable: HashMap<PathBuf, Result<(), Refusal>>,
     refused: Vec<Refused>,
     more_refused: u64,
     ops: Ops,
@@ -192,12 +192,12 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    fn refuse(&mut self, entry: &Path, rule: Rule, reason: String) {
+    fn refuse(&mut self, entry: &Path, r: Refusal) {
         if self.refused.len() < MAX_REFUSED {
             self.refused.push(Refused {
                 entry: show(entry),
-                rule,
-                reason,
+                rule: r.rule,
+                reason: r.reason,
             });
         } else {
             self.more_refused += 1;
@@ -205,9 +205,8 @@ impl Planner<'_> {
     }
 
     /// Can we create and rename entries in the existing directory `dir`? Checked once per
-    /// directory: write and search permission, and the staging directory's filesystem (rename
-    /// cannot cross filesystems).
-    fn can_write_in(&mut self, dir: &Path) -> Option<String> {
+    /// directory ([`policy::writable_dir`]).
+    fn can_write_in(&mut self, dir: &Path) -> Result<(), Refusal> {
         if let Some(r) = self.writable.get(dir) {
             return r.clone();
         }
@@ -217,27 +216,18 @@ impl Planner<'_> {
         } else {
             show(dir)
         };
-        let why = match fs::symlink_metadata(&full) {
-            Err(e) => Some(format!("cannot examine {shown}: {e}")),
-            Ok(md) if dev_of(&md) != self.dev => Some(format!(
-                "{shown} is on another filesystem than the destination (a mount point); unpack into it separately"
-            )),
-            Ok(_) => match access_write(&full) {
-                Ok(()) => None,
-                Err(e) => Some(format!(
-                    "cannot create or replace anything in {shown}: {e}; fix its permissions or run as its owner"
-                )),
-            },
-        };
-        self.writable.insert(dir.to_path_buf(), why.clone());
-        why
+        let md = fs::symlink_metadata(&full);
+        let same_fs = md.as_ref().is_ok_and(|md| dev_of(md) == self.dev);
+        let r = policy::writable_dir(&shown, md.map(|_| ()), same_fs, || access_write(&full));
+        self.writable.insert(dir.to_path_buf(), r.clone());
+        r
     }
 
     /// Adds a move or a replacement into the existing directory `parent`.
     fn place(&mut self, parent: &Path, child: &Path, replace: bool) {
         match self.can_write_in(parent) {
-            None => self.ops.push(child, replace),
-            Some(why) => self.refuse(child, Rule::Destination, why),
+            Ok(()) => self.ops.push(child, replace),
+            Err(r) => self.refuse(child, r),
         }
     }
 
@@ -257,56 +247,51 @@ impl Planner<'_> {
                         continue;
                     }
                     Err(e) => {
-                        self.refuse(
-                            &child,
-                            Rule::Destination,
-                            format!("cannot examine it in the destination: {e}"),
-                        );
+                        self.refuse(&child, policy::unexaminable(&e));
                         continue;
                     }
                 };
-                match (staged_dir, md.file_type()) {
-                    (true, t) if t.is_symlink() => self.refuse(
-                        &child,
-                        Rule::ThroughLink,
-                        format!(
-                            "{} is a symbolic link in the destination; refusing to write through it",
-                            show(&child)
-                        ),
-                    ),
-                    (true, t) if t.is_dir() => todo.push(child),
-                    (true, _) => self.refuse(
-                        &child,
-                        Rule::Conflict,
-                        format!(
-                            "{} exists in the destination and is not a directory; remove it first",
-                            show(&child)
-                        ),
-                    ),
-                    (false, _) if self.keep => {
+                match policy::merge(&show(&child), staged_dir, md.file_type(), self.keep) {
+                    Ok(Merge::Descend) => todo.push(child),
+                    Ok(Merge::Keep) => {
                         self.kept += 1;
                         tracing::info!("{}: exists; kept", show(&child));
                     }
-                    (false, t) if t.is_dir() => self.refuse(
-                        &child,
-                        Rule::Conflict,
-                        "a directory is in the way in the destination; remove it first (or use -k to keep it)"
-                            .into(),
-                    ),
-                    (false, _) => self.place(&rel, &child, true),
+                    Ok(Merge::Replace) => self.place(&rel, &child, true),
+                    Err(r) => self.refuse(&child, r),
                 }
             }
         }
         Ok(())
     }
 
+    /// Refuses every staged symlink (one `-k` does not keep) that leads out of DEST through the
+    /// final tree.
+    fn check_symlinks(&mut self) {
+        let tree = self.tree;
+        for link in tree.symlinks() {
+            let Some(crate::unpack::stage::Kind::Symlink(target)) = tree.kind_of(link) else {
+                continue; // replaced by a later entry
+            };
+            if self.kept(link) {
+                continue;
+            }
+            if let Err(r) = policy::symlink_escape(link, &target, |here| self.lookup(here)) {
+                self.refuse(link, r);
+            }
+        }
+    }
+
+    /// Whether `-k` keeps what DEST holds at `rel` ([`policy::keeps`]).
+    fn kept(&self, rel: &Path) -> bool {
+        policy::keeps(self.keep, || fs::symlink_metadata(self.dest.join(rel)).ok())
+    }
+
     /// What the final tree holds at `here`: the staging tree's entry, else what DEST holds (or
     /// DEST's, where `-k` keeps it). `Some(Some(target))` for a symlink, `Some(None)` for a
     /// directory, `None` for anything else that cannot be looked into or nothing at all.
     fn lookup(&self, here: &Path) -> Lookup {
-        let kept =
-            self.keep && fs::symlink_metadata(self.dest.join(here)).is_ok_and(|md| !md.is_dir());
-        if !kept {
+        if !self.kept(here) {
             match self.tree.kind_of(here) {
                 Some(crate::unpack::stage::Kind::Dir) => return Lookup::Dir,
                 Some(crate::unpack::stage::Kind::Symlink(t)) => return Lookup::Link(t),
@@ -324,92 +309,6 @@ impl Planner<'_> {
             Err(_) => Lookup::Nothing,
         }
     }
-
-    /// Resolves the symlink at `link` (target `target`) through the final tree. Returns why it is
-    /// refused when it leads out of DEST.
-    fn escapes(&self, link: &Path, target: &[u8]) -> Option<String> {
-        /// One step of a path still to resolve.
-        enum Seg {
-            Up,
-            Name(OsString),
-        }
-        fn segs(t: &Path) -> Option<Vec<Seg>> {
-            let mut out = Vec::new();
-            for c in t.components() {
-                match c {
-                    Component::CurDir => {}
-                    Component::ParentDir => out.push(Seg::Up),
-                    Component::Normal(n) => out.push(Seg::Name(n.to_owned())),
-                    Component::RootDir | Component::Prefix(_) => return None,
-                }
-            }
-            Some(out)
-        }
-        let mut cur: Vec<OsString> = link
-            .parent()
-            .map(|p| p.iter().map(OsStr::to_owned).collect())
-            .unwrap_or_default();
-        let Some(first) = segs(os_path(target)) else {
-            return Some("symlink to an absolute path".into());
-        };
-        let mut todo: std::collections::VecDeque<Seg> = first.into();
-        let mut hops = 0;
-        // After a regular file (or an unreadable link) nothing more can be looked up; the rest
-        // of the path is still followed lexically, so `file/../..` cannot climb out either.
-        let mut opaque = false;
-        while let Some(seg) = todo.pop_front() {
-            let name = match seg {
-                Seg::Up => {
-                    if cur.pop().is_none() {
-                        return Some(if hops == 0 {
-                            "symlink target leaves the destination".into()
-                        } else {
-                            "symlink resolves outside the destination through other links".into()
-                        });
-                    }
-                    continue;
-                }
-                Seg::Name(n) => n,
-            };
-            cur.push(name);
-            if opaque {
-                continue;
-            }
-            let here: PathBuf = cur.iter().collect();
-            let t = match self.lookup(&here) {
-                Lookup::Link(t) => t,
-                Lookup::Opaque => {
-                    opaque = true;
-                    continue;
-                }
-                Lookup::Dir | Lookup::Nothing => continue,
-            };
-            hops += 1;
-            if hops > 40 {
-                return Some("symlink chain longer than 40 links, or a loop".into());
-            }
-            let Some(more) = segs(os_path(&t)) else {
-                return Some(format!(
-                    "symlink resolves outside the destination through {}, which points to an absolute path",
-                    show(&here)
-                ));
-            };
-            cur.pop();
-            for s in more.into_iter().rev() {
-                todo.push_front(s);
-            }
-        }
-        None
-    }
-}
-
-/// What the final tree holds at a path, for resolving symlinks.
-enum Lookup {
-    Dir,
-    Link(Vec<u8>),
-    /// A file or something else that cannot be looked into.
-    Opaque,
-    Nothing,
 }
 
 /// Checks the staging tree against DEST, then moves everything into place (see the module docs).
@@ -422,82 +321,12 @@ pub(crate) fn commit(
     stats: &mut UnpackStats,
     warnings: &mut Vec<Warning>,
 ) -> Result<()> {
-    let mut p = Planner {
-        dest,
-        tree,
-        dev: staging.dev,
-        keep: opts.keep_existing,
-        writable: HashMap::new(),
-        refused: Vec::new(),
-        more_refused: 0,
-        ops: Ops::default(),
-        kept: 0,
-    };
-    p.merge(PathBuf::new()).map_err(|e| Error::Io {
-        path: dest.to_path_buf(),
-        source: io::Error::new(
-            e.kind(),
-            format!("reading this run's staging directory: {e}"),
-        ),
-    })?;
-    if !opts.allow_outside_links {
-        for link in tree.symlinks() {
-            let Some(crate::unpack::stage::Kind::Symlink(target)) = tree.kind_of(link) else {
-                continue; // replaced by a later entry
-            };
-            let kept = opts.keep_existing
-                && fs::symlink_metadata(dest.join(link)).is_ok_and(|md| !md.is_dir());
-            if kept {
-                continue;
-            }
-            if let Some(why) = p.escapes(link, &target) {
-                p.refuse(link, Rule::LinkOutside, why);
-            }
-        }
-    }
-    if !p.refused.is_empty() {
-        let mut refused = std::mem::take(&mut p.refused);
-        refused.sort_by(|a, b| a.entry.cmp(&b.entry));
-        refused.dedup();
-        if p.more_refused > 0 {
-            refused.push(Refused {
-                entry: format!("({} more entries)", p.more_refused),
-                rule: refused[0].rule,
-                reason: "refused too; only the first 1000 are listed".into(),
-            });
-        }
-        return Err(Error::Refused(refused));
-    }
-    stats.kept_existing += p.kept;
-    let ops = std::mem::take(&mut p.ops);
-    drop(p);
+    let (ops, kept) = plan(opts, dest, staging.dev, tree)?;
+    stats.kept_existing += kept;
     if opts.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
-
-    // Apply. From here on every change is recorded so that a failure can undo it.
-    let aside = staging.path().join("o");
-    let (journal, failure) = match fs::create_dir(&aside) {
-        Ok(()) => place_all(dest, tree.path(), &aside, &ops, opts),
-        Err(e) => (Vec::new(), Some((dest.to_path_buf(), e))),
-    };
-    if let Some((path, source)) = failure {
-        let cancelled = opts.cancel.is_cancelled();
-        let undone = rollback(dest, tree.path(), &aside, &ops, &journal, staging);
-        if cancelled && undone.is_none() {
-            return Err(Error::Cancelled);
-        }
-        let placed = journal.iter().filter(|d| d.placed).count();
-        let what = match undone {
-            None => format!(
-                "could not be put in place, so nothing was changed: the {placed} entries already placed were taken back, every replaced file restored and the directories this run created removed"
-            ),
-            Some(lost) => format!(
-                "could not be put in place; undoing the {placed} entries already placed failed for some: {lost}"
-            ),
-        };
-        return Err(Error::Commit { path, what, source });
-    }
+    apply(opts, dest, staging, tree, &ops)?;
     // Success: the originals kept aside go with the staging directory.
     if let Err(e) = staging.close() {
         warnings.push(Warning {
@@ -513,6 +342,80 @@ pub(crate) fn commit(
         })?;
     }
     Ok(())
+}
+
+/// Phase 1 (reads only): merges the staging tree with DEST and checks every symlink through the
+/// final tree. Returns the moves to make and how many files `-k` kept, or every refusal.
+fn plan(opts: &Options<'_>, dest: &Path, dev: Option<u64>, tree: &StageTree) -> Result<(Ops, u64)> {
+    let mut p = Planner {
+        dest,
+        tree,
+        dev,
+        keep: opts.keep_existing,
+        writable: HashMap::new(),
+        refused: Vec::new(),
+        more_refused: 0,
+        ops: Ops::default(),
+        kept: 0,
+    };
+    p.merge(PathBuf::new()).map_err(|e| Error::Io {
+        path: dest.to_path_buf(),
+        source: io::Error::new(
+            e.kind(),
+            format!("reading this run's staging directory: {e}"),
+        ),
+    })?;
+    if !opts.allow_outside_links {
+        p.check_symlinks();
+    }
+    if !p.refused.is_empty() {
+        let mut refused = std::mem::take(&mut p.refused);
+        refused.sort_by(|a, b| a.entry.cmp(&b.entry));
+        refused.dedup();
+        if p.more_refused > 0 {
+            refused.push(Refused {
+                entry: format!("({} more entries)", p.more_refused),
+                rule: refused[0].rule,
+                reason: "refused too; only the first 1000 are listed".into(),
+            });
+        }
+        return Err(Error::Refused(refused));
+    }
+    Ok((std::mem::take(&mut p.ops), p.kept))
+}
+
+/// Phase 2: makes every move; on a failure takes them all back and says what became of them.
+fn apply(
+    opts: &Options<'_>,
+    dest: &Path,
+    staging: &mut Staging,
+    tree: &StageTree,
+    ops: &Ops,
+) -> Result<()> {
+    // From here on every change is recorded so that a failure can undo it.
+    let aside = staging.path().join("o");
+    let (journal, failure) = match fs::create_dir(&aside) {
+        Ok(()) => place_all(dest, tree.path(), &aside, ops, opts),
+        Err(e) => (Vec::new(), Some((dest.to_path_buf(), e))),
+    };
+    let Some((path, source)) = failure else {
+        return Ok(());
+    };
+    let cancelled = opts.cancel.is_cancelled();
+    let undone = rollback(dest, tree.path(), &aside, ops, &journal, staging);
+    if cancelled && undone.is_none() {
+        return Err(Error::Cancelled);
+    }
+    let placed = journal.iter().filter(|d| d.placed).count();
+    let what = match undone {
+        None => format!(
+            "could not be put in place, so nothing was changed: the {placed} entries already placed were taken back, every replaced file restored and the directories this run created removed"
+        ),
+        Some(lost) => format!(
+            "could not be put in place; undoing the {placed} entries already placed failed for some: {lost}"
+        ),
+    };
+    Err(Error::Commit { path, what, source })
 }
 
 /// Directory modes and times, deepest first (after everything inside them was placed), on real

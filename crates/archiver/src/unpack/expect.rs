@@ -20,12 +20,11 @@
 use std::io::{self, BufRead};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refused, Result, Rule};
 use crate::list::escape_name;
 use crate::manifest::{self, path_bytes};
 pub(crate) use crate::spill::Spill;
 use crate::unpack::policy;
-use crate::unpack::{Refused, Rule};
 use crate::MANIFEST_PATH;
 
 /// Records per block of the sparse index.
@@ -293,15 +292,8 @@ impl Expect {
                             Ok(_) => SYM,
                             Err(r) => {
                                 let source = self.second_of(&link).map_err(spill_error)?;
-                                problems.push(
-                                    &rel,
-                                    Rule::LinkOutside,
-                                    &format!(
-                                        "hard link to the symlink {}: from here, {}",
-                                        escape_name(&source),
-                                        r.0
-                                    ),
-                                );
+                                let r = policy::via_hardlink(&escape_name(&source), r);
+                                problems.push(&rel, r.rule, &r.reason);
                                 GONE
                             }
                         }
@@ -312,16 +304,11 @@ impl Expect {
                     if check.is_some() {
                         let rel = self.name_of(&link).map_err(spill_error)?;
                         let source = self.second_of(&link).map_err(spill_error)?;
-                        let why = match other {
-                            Some(s) if s.kind & KIND == DIR => {
-                                "hard link to a directory".to_string()
-                            }
-                            _ => format!(
-                                "hard link to {}, which is not an earlier entry of this archive",
-                                escape_name(&source)
-                            ),
+                        let r = match other {
+                            Some(s) if s.kind & KIND == DIR => policy::hardlink_to_dir(),
+                            _ => policy::not_an_earlier_entry(&escape_name(&source)),
                         };
-                        problems.push(&rel, Rule::HardLink, &why);
+                        problems.push(&rel, r.rule, &r.reason);
                     }
                     GONE
                 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Error, Refused, Result, Rule};
 use crate::format::tar_read::TarReader;
 use crate::format::zip_read::{self, ZipEntry};
 use crate::list::{escape_name, open_tar, Opened};
@@ -39,58 +39,12 @@ use crate::manifest;
 use crate::pack::budget::Budget;
 use crate::pack::stats::{StageClock, StageStats};
 use crate::unpack::expect::{Expect, Spill};
+use crate::unpack::policy::Makes;
 use crate::unpack::stage::{LinkSource, NewFile, StageError, StageTree};
 use crate::{Cancel, Warning, MANIFEST_PATH};
 
 /// Default limit on the total size an archive may expand to.
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 40;
-
-/// One refused entry: its name, the kind of rule it broke and the rule in words.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Refused {
-    /// The entry name as stored.
-    pub entry: String,
-    /// Which kind of rule: lets a caller tell an unsafe archive from a corrupt one or from a
-    /// destination that needs attention, without reading `reason`.
-    pub rule: Rule,
-    /// The rule, and what to do, in words.
-    pub reason: String,
-}
-
-/// The kinds of rule an entry can break (docs/SECURITY.md states each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[non_exhaustive]
-pub enum Rule {
-    /// An unsafe or unusable name: absolute, `..`, NUL, empty, a drive letter, our staging name.
-    Name,
-    /// A symlink (or a hard link to one) that is absolute or leads outside the destination.
-    LinkOutside,
-    /// An entry that would be written through a symlink or below a file (of the archive or of
-    /// the destination).
-    ThroughLink,
-    /// A hard link whose source is not an earlier file of the archive.
-    HardLink,
-    /// What the destination holds is in the way (a directory where a file goes, or the reverse).
-    Conflict,
-    /// The destination cannot take the entry (permissions, another filesystem).
-    Destination,
-    /// The entry's content does not match the manifest, or the manifest and the archive disagree
-    /// on which files there are: the archive is corrupt or was changed.
-    Manifest,
-    /// Something this tool does not extract (encrypted, an unknown compression method, a
-    /// multi-volume continuation, an entry that would be the destination itself).
-    Unsupported,
-}
-
-impl Rule {
-    /// True for the rules that protect the system from a hostile archive (names, links).
-    pub fn is_unsafe_entry(self) -> bool {
-        matches!(
-            self,
-            Rule::Name | Rule::LinkOutside | Rule::ThroughLink | Rule::HardLink
-        )
-    }
-}
 
 /// What an unpack (or verify) did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -870,20 +824,15 @@ impl Ctx<'_> {
                 if let Some(hook) = &self.opts.on_entry {
                     (hook.0)(raw);
                 }
-                let first = rel.components().next().map(|c| c.as_os_str());
-                if first.is_some() && first == self.staging_name.as_deref() {
-                    self.refuse(
-                        raw,
-                        Rule::Name,
-                        "uses the name of this run's staging directory; run unpack again",
-                    );
+                if let Err(r) = policy::not_staging(&rel, self.staging_name.as_deref()) {
+                    self.refuse(raw, r.rule, r.reason);
                     return None;
                 }
                 Some(rel)
             }
             Ok(None) => None,
             Err(r) => {
-                self.refuse(raw, Rule::Name, r.0);
+                self.refuse(raw, r.rule, r.reason);
                 None
             }
         }
@@ -984,20 +933,14 @@ impl Ctx<'_> {
         seq: u64,
         check: bool,
     ) -> Result<Option<Option<NewFile>>> {
-        if rel.as_os_str().is_empty() {
-            self.refuse(
-                raw,
-                Rule::Unsupported,
-                "a file cannot be the destination itself",
-            );
+        if let Err(r) = policy::not_the_destination(rel, Makes::File) {
+            self.refuse(raw, r.rule, r.reason);
             return Ok(None);
         }
-        let kept = self.opts.keep_existing
-            && self
-                .opts
-                .dest
-                .as_deref()
-                .is_some_and(|d| fs::symlink_metadata(d.join(rel)).is_ok());
+        let dest = self.opts.dest.as_deref();
+        let kept = policy::keeps_file(self.opts.keep_existing, || {
+            dest.and_then(|d| fs::symlink_metadata(d.join(rel)).ok())
+        });
         let mut file = None;
         if self.tree.is_some() && !kept {
             match self.on_tree(|t| t.file(rel, mode))? {
@@ -1019,18 +962,12 @@ impl Ctx<'_> {
     }
 
     fn symlink(&mut self, raw: &[u8], rel: PathBuf, target: &[u8], seq: u64) -> Result<()> {
-        if rel.as_os_str().is_empty() {
-            self.refuse(
-                raw,
-                Rule::Unsupported,
-                "a symlink cannot be the destination itself",
-            );
-            return Ok(());
-        }
-        let target = match policy::symlink_target(&rel, target, self.opts.allow_outside_links) {
+        let checked = policy::not_the_destination(&rel, Makes::Symlink)
+            .and_then(|()| policy::symlink_target(&rel, target, self.opts.allow_outside_links));
+        let target = match checked {
             Ok(t) => t,
             Err(r) => {
-                self.refuse(raw, Rule::LinkOutside, r.0);
+                self.refuse(raw, r.rule, r.reason);
                 return Ok(());
             }
         };
@@ -1071,23 +1008,9 @@ impl Ctx<'_> {
         backslash_sep: bool,
         seq: u64,
     ) -> Result<()> {
-        if rel.as_os_str().is_empty() {
-            self.refuse(
-                raw,
-                Rule::Unsupported,
-                "hard link to the destination itself",
-            );
-            return Ok(());
-        }
-        let target = match policy::entry_path_stripped(target_raw, backslash_sep, self.opts.strip) {
-            Ok(Some(t)) if t.as_os_str().is_empty() => {
-                self.refuse(
-                    raw,
-                    Rule::Unsupported,
-                    "hard link to the destination itself",
-                );
-                return Ok(());
-            }
+        let checked = policy::not_the_destination(&rel, Makes::HardLink)
+            .and_then(|()| policy::hardlink_target(target_raw, backslash_sep, self.opts.strip));
+        let target = match checked {
             Ok(Some(t)) => t,
             Ok(None) => {
                 self.warn(
@@ -1100,11 +1023,10 @@ impl Ctx<'_> {
                 return Ok(());
             }
             Err(r) => {
-                self.refuse(raw, Rule::Name, format!("hard link target: {}", r.0));
+                self.refuse(raw, r.rule, r.reason);
                 return Ok(());
             }
         };
-        let shown = escape_name(&manifest::path_bytes(&target));
         if let Some(dir) = &self.opts.against {
             let same = hash_file(&dir.join(&rel))
                 .ok()
@@ -1123,74 +1045,66 @@ impl Ctx<'_> {
             return self.expect.hard_link(seq, &rel, &target);
         }
         let linked = self.on_tree(|t| t.hard_link(&rel, &target))?;
-        let source = match linked {
-            Ok(s) => s,
-            Err(e) => {
-                self.staged(raw, &rel, Err(e))?;
-                return Ok(());
-            }
-        };
-        match source {
-            LinkSource::Linked => {
+        match linked {
+            Ok(LinkSource::Linked) => {
                 self.stats.hardlinks += 1;
                 self.expect.hard_link(seq, &rel, &target)
             }
-            LinkSource::Symlink(t) => {
-                match policy::symlink_target(&rel, &t, self.opts.allow_outside_links) {
-                    Ok(checked) => {
-                        let made = self.on_tree(|t| t.symlink(&rel, &checked))?;
-                        if self.staged(raw, &rel, made)? {
-                            self.stats.symlinks += 1;
-                            self.expect.symlink(seq, &rel, &t)?;
-                        }
-                        Ok(())
-                    }
-                    Err(r) => {
-                        self.refuse(
-                            raw,
-                            Rule::LinkOutside,
-                            format!("hard link to the symlink {shown}: from here, {}", r.0),
-                        );
-                        Ok(())
-                    }
-                }
-            }
-            LinkSource::Missing => {
-                // `-k` kept the file this links to: link to the file DEST holds, which must then
-                // be a regular file.
-                let held = self.opts.dest.as_deref().map(|d| d.join(&target));
-                let kept = self.opts.keep_existing
-                    && held
-                        .as_deref()
-                        .and_then(|h| fs::symlink_metadata(h).ok())
-                        .is_some();
-                if !kept {
-                    self.refuse(
-                        raw,
-                        Rule::HardLink,
-                        format!(
-                            "hard link to {shown}, which is not an earlier entry of this archive"
-                        ),
-                    );
-                    return Ok(());
-                }
-                let held = held.expect("unpacking");
-                if !fs::symlink_metadata(&held).is_ok_and(|m| m.is_file()) {
-                    self.refuse(
-                        raw,
-                        Rule::HardLink,
-                        format!("hard link to {shown}, which the destination holds (kept) as something other than a regular file"),
-                    );
-                    return Ok(());
-                }
-                let made = self.on_tree(|t| t.hard_link_to(&rel, &held))?;
-                if self.staged(raw, &rel, made)? {
-                    self.stats.hardlinks += 1;
-                    self.expect.hard_link(seq, &rel, &target)?;
+            Ok(LinkSource::Symlink(t)) => self.hardlink_to_symlink(raw, &rel, &target, &t, seq),
+            Ok(LinkSource::Missing) => self.hardlink_to_kept(raw, &rel, &target, seq),
+            Err(e) => self.staged(raw, &rel, Err(e)).map(drop),
+        }
+    }
+
+    /// A hard link whose source `target` is a staged symlink (to `link_target`): made as that
+    /// symlink again, if the policy allows it from the link's own directory.
+    fn hardlink_to_symlink(
+        &mut self,
+        raw: &[u8],
+        rel: &Path,
+        target: &Path,
+        link_target: &[u8],
+        seq: u64,
+    ) -> Result<()> {
+        let shown = escape_name(&manifest::path_bytes(target));
+        let anywhere = self.opts.allow_outside_links;
+        match policy::hardlink_to_symlink(rel, &shown, link_target, anywhere) {
+            Ok(checked) => {
+                let made = self.on_tree(|t| t.symlink(rel, &checked))?;
+                if self.staged(raw, rel, made)? {
+                    self.stats.symlinks += 1;
+                    self.expect.symlink(seq, rel, link_target)?;
                 }
                 Ok(())
             }
+            Err(r) => {
+                self.refuse(raw, r.rule, r.reason);
+                Ok(())
+            }
         }
+    }
+
+    /// A hard link whose source `target` was never staged: `-k` may have kept the file it links
+    /// to, and then it links to the file DEST holds.
+    fn hardlink_to_kept(&mut self, raw: &[u8], rel: &Path, target: &Path, seq: u64) -> Result<()> {
+        let shown = escape_name(&manifest::path_bytes(target));
+        let held = self.opts.dest.as_deref().map(|d| d.join(target));
+        // Looked up only with `-k` (without it the link is refused whatever DEST holds).
+        let held_md = (held.as_deref())
+            .filter(|_| self.opts.keep_existing)
+            .and_then(|h| fs::symlink_metadata(h).ok());
+        if let Err(r) = policy::hardlink_to_kept(&shown, self.opts.keep_existing, held_md.as_ref())
+        {
+            self.refuse(raw, r.rule, r.reason);
+            return Ok(());
+        }
+        let held = held.expect("unpacking");
+        let made = self.on_tree(|t| t.hard_link_to(rel, &held))?;
+        if self.staged(raw, rel, made)? {
+            self.stats.hardlinks += 1;
+            self.expect.hard_link(seq, rel, target)?;
+        }
+        Ok(())
     }
 
     /// Devices, FIFOs and sockets are never created; the rest of the archive still is.
@@ -1471,13 +1385,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         ctx.absorb_ready();
         if is_manifest {
             ctx.manifest_seq = Some(seq);
-            let mut text = Spill::default();
-            copy_to_spill(
-                &mut zip_read::open_entry(file, &e)?.take(MANIFEST_LIMIT),
-                &mut text,
-            )
-            .map_err(|err| entry_error(&e, err))?;
-            ctx.manifest = Some(text);
+            ctx.manifest = Some(zip_manifest(file, &e)?);
         }
         let Some(rel) = ctx.name(&e.name, sep) else {
             continue;
@@ -1489,35 +1397,13 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             ctx.dir(&e.name, rel, mode, time_of(e.mtime), seq)?;
             continue;
         }
-        if let Some(m) = e.unix_mode.map(|m| m & 0o170000) {
-            let what = match m {
-                0o100000 | 0o120000 | 0 => None,
-                0o020000 => Some("character device"),
-                0o060000 => Some("block device"),
-                0o010000 => Some("FIFO"),
-                0o140000 => Some("socket"),
-                _ => Some("file of an unknown type"),
-            };
-            if let Some(what) = what {
-                ctx.special(&e.name, what);
-                continue;
-            }
+        if let Some(what) = zip_special(&e) {
+            ctx.special(&e.name, what);
+            continue;
         }
         ctx.grow(&e.name, e.usize)?;
         if e.is_symlink() {
-            if e.usize > 4096 {
-                ctx.refuse(
-                    &e.name,
-                    Rule::LinkOutside,
-                    "symlink target longer than 4096 bytes",
-                );
-                continue;
-            }
-            let mut target = Vec::new();
-            zip_read::open_entry(file, &e)?
-                .read_to_end(&mut target)
-                .map_err(|err| entry_error(&e, err))?;
-            ctx.symlink(&e.name, rel, &target, seq)?;
+            zip_symlink(ctx, file, &e, rel, seq)?;
             continue;
         }
         // Refuse what cannot be read before any writer starts on it.
@@ -1546,6 +1432,43 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The manifest's text, read from its zip entry (at most `MANIFEST_LIMIT` bytes).
+fn zip_manifest(file: &File, e: &ZipEntry) -> Result<Spill> {
+    let mut text = Spill::default();
+    copy_to_spill(
+        &mut zip_read::open_entry(file, e)?.take(MANIFEST_LIMIT),
+        &mut text,
+    )
+    .map_err(|err| entry_error(e, err))?;
+    Ok(text)
+}
+
+/// What a zip entry's Unix mode makes of it when that is something never created (a device,
+/// FIFO, socket or unknown type), for the warning.
+fn zip_special(e: &ZipEntry) -> Option<&'static str> {
+    match e.unix_mode.map(|m| m & 0o170000)? {
+        0o100000 | 0o120000 | 0 => None,
+        0o020000 => Some("character device"),
+        0o060000 => Some("block device"),
+        0o010000 => Some("FIFO"),
+        0o140000 => Some("socket"),
+        _ => Some("file of an unknown type"),
+    }
+}
+
+/// A zip symlink: its target is the entry's data.
+fn zip_symlink(ctx: &mut Ctx<'_>, file: &File, e: &ZipEntry, rel: PathBuf, seq: u64) -> Result<()> {
+    if let Err(r) = policy::symlink_target_size(e.usize) {
+        ctx.refuse(&e.name, r.rule, r.reason);
+        return Ok(());
+    }
+    let mut target = Vec::new();
+    zip_read::open_entry(file, e)?
+        .read_to_end(&mut target)
+        .map_err(|err| entry_error(e, err))?;
+    ctx.symlink(&e.name, rel, &target, seq)
 }
 
 fn entry_error(e: &ZipEntry, err: io::Error) -> Error {

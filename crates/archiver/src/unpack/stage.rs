@@ -28,10 +28,11 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use crate::error::Rule;
 use crate::list::escape_name;
 use crate::manifest::path_bytes;
 use crate::unpack::commit::PathList;
-use crate::unpack::Rule;
+use crate::unpack::policy::{self, Refusal};
 
 /// Why an entry cannot be staged: a rule of the archive's own tree (reported as a refusal of that
 /// entry), or a system error (fatal for the run).
@@ -42,6 +43,12 @@ pub(crate) enum StageError {
     /// ([`StageTree::writers_done`]), then run it again.
     Barrier,
     Io(io::Error),
+}
+
+impl From<Refusal> for StageError {
+    fn from(r: Refusal) -> Self {
+        StageError::Refuse(r.rule, r.reason)
+    }
 }
 
 impl From<io::Error> for StageError {
@@ -138,7 +145,7 @@ impl StageTree {
             })
             .collect();
         let Some(last) = names.pop() else {
-            return Err(StageError::Refuse(Rule::Name, "empty name".into()));
+            return Err(policy::empty_name().into());
         };
         let keep = self
             .stack
@@ -165,16 +172,7 @@ impl StageTree {
                     let shown = escape_name(prefix);
                     let is_link = rustix::fs::statat(parent, *name, AtFlags::SYMLINK_NOFOLLOW)
                         .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
-                    return Err(StageError::Refuse(
-                        Rule::ThroughLink,
-                        if is_link {
-                            format!(
-                                "{shown} is a symlink in this archive; refusing to write through it"
-                            )
-                        } else {
-                            format!("{shown} is a file earlier in this archive, not a directory")
-                        },
-                    ));
+                    return Err(policy::through_staged(&shown, is_link).into());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -239,7 +237,7 @@ impl StageTree {
     /// alone, so they need not be narrower meanwhile), or, when nothing was ever staged at `rel`,
     /// leaves the creation to its writer ([`NewFile::create`]), so the reader does not pay for it.
     pub fn file(&mut self, rel: &Path, mode: u32) -> Staged<NewFile> {
-        let mode = crate::unpack::policy::safe_mode(mode);
+        let mode = policy::safe_mode(mode);
         let exact = self.umask.is_some_and(|u| mode & u == 0);
         let bytes = path_bytes(rel);
         if !self.seen.maybe(&bytes) {
@@ -315,12 +313,7 @@ impl StageTree {
         };
         match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => {}
-            FileType::Directory => {
-                return Err(StageError::Refuse(
-                    Rule::HardLink,
-                    "hard link to a directory".into(),
-                ))
-            }
+            FileType::Directory => return Err(policy::hardlink_to_dir().into()),
             FileType::Symlink => {
                 let t = rustix::fs::readlinkat(&src_dir, src_name, Vec::new())?;
                 return Ok(LinkSource::Symlink(t.into_bytes()));
