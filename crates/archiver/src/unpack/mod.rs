@@ -341,144 +341,12 @@ impl Unpacker {
         }
     }
 
+    /// One unpack or verify: read the archive (input stage, reader, writers), then check it
+    /// against its manifest, then commit the staging tree into DEST.
     fn run(&self, source: Source<'_>) -> Result<UnpackReport> {
         let started = Instant::now();
-        let mut staging = match &self.dest {
-            Some(dest) => {
-                fs::create_dir_all(dest).map_err(|e| Error::Io {
-                    path: dest.clone(),
-                    source: e,
-                })?;
-                Some(commit::Staging::create(dest)?)
-            }
-            None => None,
-        };
-        let tree = match &staging {
-            Some(st) => Some(StageTree::create(&st.tree_path()).map_err(|e| Error::Io {
-                path: st.path().to_path_buf(),
-                source: e,
-            })?),
-            None => None,
-        };
-        let budget = Budget::new(self.memory_budget);
-        let (job_tx, job_rx) = bounded::<Vec<WriteJob>>(self.jobs * 2);
-        let (res_tx, res_rx) = unbounded::<Vec<Written>>();
-        let done = std::thread::scope(|s| {
-            let mut workers = Vec::new();
-            for _ in 0..self.jobs {
-                let (rx, tx, budget) = (job_rx.clone(), res_tx.clone(), &budget);
-                let (dest, against) = (self.dest.as_deref(), self.against.as_deref());
-                let cancel = &self.cancel;
-                workers.push(
-                    std::thread::Builder::new()
-                        .name("archiver-unpack".into())
-                        .spawn_scoped(s, move || writer(dest, against, rx, tx, budget, cancel)),
-                );
-            }
-            drop(job_rx);
-            drop(res_tx);
-            let mut ctx = Ctx {
-                opts: self,
-                jobs: Some(job_tx),
-                batch: Vec::new(),
-                in_flight: 0,
-                batch_bytes: 0,
-                results: res_rx,
-                budget: &budget,
-                seq: 0,
-                total: 0,
-                free: self
-                    .dest
-                    .as_deref()
-                    .and_then(free_space)
-                    .unwrap_or(u64::MAX),
-                staging_name: staging.as_ref().map(|s| s.name().to_owned()),
-                tree,
-                dirs: commit::DirMetas::default(),
-                expect: Expect::new(),
-                refused: Vec::new(),
-                warnings: Vec::new(),
-                differences: Vec::new(),
-                write_error: None,
-                manifest: None,
-                stats: UnpackStats::default(),
-                progress: crate::Progress::default(),
-                last_progress: None,
-                manifest_seq: None,
-                clock: StageClock::default(),
-            };
-            // The tar stream is read and decompressed here, on the caller's thread (the input
-            // need not be Send); the reader parses it on a thread of its own.
-            let (pump, input, starved) = match source {
-                Source::Tar(tar) => {
-                    let (pump, chunks, starved) = input::channel();
-                    (Some((pump, tar)), Input::Tar(chunks), Some(starved))
-                }
-                Source::Zip(file) => (None, Input::Zip(file), None),
-            };
-            let reader = std::thread::Builder::new()
-                .name("archiver-unpack-read".into())
-                .spawn_scoped(s, move || {
-                    let started = Instant::now();
-                    let result =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match input {
-                            Input::Tar(chunks) => read_tar(&mut ctx, Box::new(chunks)),
-                            Input::Zip(file) => read_zip(&mut ctx, file),
-                        }))
-                        .unwrap_or_else(|p| {
-                            Err(Error::Panic {
-                                stage: "unpack-read",
-                                entry: None,
-                                message: panic_message(&*p),
-                            })
-                        });
-                    let result = result.and_then(|()| ctx.flush());
-                    ctx.clock.starved = starved.map_or(Duration::ZERO, |s| s.get());
-                    ctx.clock.busy = started
-                        .elapsed()
-                        .saturating_sub(ctx.clock.blocked + ctx.clock.starved);
-                    ctx.clock.items = ctx.seq;
-                    (ctx, result)
-                })
-                .map_err(Error::Thread)?;
-            let input_clock = pump.map(|(pump, mut tar)| pump.run(&mut *tar, &self.cancel));
-            let (mut ctx, read_result) = reader.join().map_err(|p| Error::Panic {
-                stage: "unpack-read",
-                entry: None,
-                message: panic_message(&*p),
-            })?;
-            ctx.jobs = None; // workers finish what they have and stop
-            if read_result.is_err() {
-                budget.close();
-            }
-            while let Ok(done) = ctx.results.recv() {
-                ctx.absorb_batch(done);
-            }
-            let mut writers = StageClock::default();
-            for w in workers {
-                match w.map(|h| h.join()) {
-                    Ok(Ok(c)) => writers.add(&c),
-                    Ok(Err(p)) => {
-                        return Err(Error::Panic {
-                            stage: "unpack-write",
-                            entry: None,
-                            message: panic_message(&*p),
-                        })
-                    }
-                    Err(e) => return Err(Error::Thread(e)),
-                }
-            }
-            read_result?;
-            ctx.stats.stages = input_clock
-                .map(|c| StageStats::from_clock("input", 1, c))
-                .into_iter()
-                .chain([
-                    StageStats::from_clock("read", 1, ctx.clock),
-                    StageStats::from_clock("write", self.jobs, writers),
-                ])
-                .collect();
-            Ok(ctx.finish())
-        })?;
+        let (mut staging, tree) = self.create_staging()?;
+        let done = self.read_archive(source, staging.as_ref(), tree)?;
         let ReadDone {
             tree,
             dirs,
@@ -497,22 +365,7 @@ impl Unpacker {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        // Verify has no staging tree that checked hard links as they came: the records do.
-        let check_links = self.dest.is_none().then_some(self.allow_outside_links);
-        let checking = Instant::now();
-        stats.manifest_checked = expect.finish(manifest, self.strip, check_links, &mut refused)?;
-        let check = StageClock {
-            busy: checking.elapsed(),
-            items: stats.manifest_checked.unwrap_or(0),
-            ..StageClock::default()
-        };
-        stats.stages.push(StageStats::from_clock("check", 1, check));
-        if !refused.is_empty() {
-            return Err(Error::Refused(refused));
-        }
-        if stats.manifest_checked.is_none() && self.require_manifest {
-            return Err(Error::NoManifest);
-        }
+        self.check(expect, manifest, &mut stats, &mut refused)?;
         if let (Some(dest), Some(staging), Some(tree)) = (&self.dest, staging.as_mut(), &tree) {
             let opts = commit::Options {
                 keep_existing: self.keep_existing,
@@ -545,6 +398,167 @@ impl Unpacker {
             differences: differences.into_iter().map(|(_, w)| w).collect(),
         })
     }
+
+    /// DEST (created if missing), the run's staging directory in it and the mirror tree the
+    /// entries are created in; none of them when only verifying.
+    fn create_staging(&self) -> Result<(Option<commit::Staging>, Option<StageTree>)> {
+        let Some(dest) = &self.dest else {
+            return Ok((None, None));
+        };
+        fs::create_dir_all(dest).map_err(|e| Error::Io {
+            path: dest.clone(),
+            source: e,
+        })?;
+        let staging = commit::Staging::create(dest)?;
+        let tree = StageTree::create(&staging.tree_path()).map_err(|e| Error::Io {
+            path: staging.path().to_path_buf(),
+            source: e,
+        })?;
+        Ok((Some(staging), Some(tree)))
+    }
+
+    /// The manifest check (after every entry has been read and written): refusals end the run.
+    fn check(
+        &self,
+        expect: Expect,
+        manifest: Option<Spill>,
+        stats: &mut UnpackStats,
+        refused: &mut Vec<Refused>,
+    ) -> Result<()> {
+        // Verify has no staging tree that checked hard links as they came: the records do.
+        let check_links = self.dest.is_none().then_some(self.allow_outside_links);
+        let checking = Instant::now();
+        stats.manifest_checked = expect.finish(manifest, self.strip, check_links, refused)?;
+        let check = StageClock {
+            busy: checking.elapsed(),
+            items: stats.manifest_checked.unwrap_or(0),
+            ..StageClock::default()
+        };
+        stats.stages.push(StageStats::from_clock("check", 1, check));
+        if !refused.is_empty() {
+            return Err(Error::Refused(std::mem::take(refused)));
+        }
+        if stats.manifest_checked.is_none() && self.require_manifest {
+            return Err(Error::NoManifest);
+        }
+        Ok(())
+    }
+
+    /// Reads the whole archive: the input stage on this thread (a tar stream), the reader on a
+    /// thread of its own, `jobs` writers; returns what the reader gathered once all have stopped.
+    fn read_archive(
+        &self,
+        source: Source<'_>,
+        staging: Option<&commit::Staging>,
+        tree: Option<StageTree>,
+    ) -> Result<ReadDone> {
+        let budget = Budget::new(self.memory_budget);
+        let (job_tx, job_rx) = bounded::<Vec<WriteJob>>(self.jobs * 2);
+        let (res_tx, res_rx) = unbounded::<Vec<Written>>();
+        std::thread::scope(|s| {
+            let mut workers = Vec::new();
+            for _ in 0..self.jobs {
+                let (rx, tx, budget) = (job_rx.clone(), res_tx.clone(), &budget);
+                let (dest, against) = (self.dest.as_deref(), self.against.as_deref());
+                let cancel = &self.cancel;
+                workers.push(
+                    std::thread::Builder::new()
+                        .name("archiver-unpack".into())
+                        .spawn_scoped(s, move || writer(dest, against, rx, tx, budget, cancel)),
+                );
+            }
+            drop(job_rx);
+            drop(res_tx);
+            let staging_name = staging.map(|s| s.name().to_owned());
+            let ctx = Ctx::new(self, job_tx, res_rx, &budget, staging_name, tree);
+            // The tar stream is read and decompressed here, on the caller's thread (the input
+            // need not be Send); the reader parses it on a thread of its own.
+            let (pump, input, starved) = match source {
+                Source::Tar(tar) => {
+                    let (pump, chunks, starved) = input::channel();
+                    (Some((pump, tar)), Input::Tar(chunks), Some(starved))
+                }
+                Source::Zip(file) => (None, Input::Zip(file), None),
+            };
+            let reader = std::thread::Builder::new()
+                .name("archiver-unpack-read".into())
+                .spawn_scoped(s, move || reader_thread(ctx, input, starved))
+                .map_err(Error::Thread)?;
+            let input_clock = pump.map(|(pump, mut tar)| pump.run(&mut *tar, &self.cancel));
+            let (mut ctx, read_result) = reader.join().map_err(|p| Error::Panic {
+                stage: "unpack-read",
+                entry: None,
+                message: panic_message(&*p),
+            })?;
+            ctx.jobs = None; // workers finish what they have and stop
+            if read_result.is_err() {
+                budget.close();
+            }
+            while let Ok(done) = ctx.results.recv() {
+                ctx.absorb_batch(done);
+            }
+            let writers = join_writers(workers)?;
+            read_result?;
+            ctx.stats.stages = input_clock
+                .map(|c| StageStats::from_clock("input", 1, c))
+                .into_iter()
+                .chain([
+                    StageStats::from_clock("read", 1, ctx.clock),
+                    StageStats::from_clock("write", self.jobs, writers),
+                ])
+                .collect();
+            Ok(ctx.finish())
+        })
+    }
+}
+
+/// The reader thread: parses the archive and hands files to the writers; gives its state back
+/// (with its clock) whatever happens, a panic included.
+fn reader_thread<'a>(
+    mut ctx: Ctx<'a>,
+    input: Input<'_>,
+    starved: Option<input::Starved>,
+) -> (Ctx<'a>, Result<()>) {
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match input {
+        Input::Tar(chunks) => read_tar(&mut ctx, Box::new(chunks)),
+        Input::Zip(file) => read_zip(&mut ctx, file),
+    }))
+    .unwrap_or_else(|p| {
+        Err(Error::Panic {
+            stage: "unpack-read",
+            entry: None,
+            message: panic_message(&*p),
+        })
+    });
+    let result = result.and_then(|()| ctx.flush());
+    ctx.clock.starved = starved.map_or(Duration::ZERO, |s| s.get());
+    ctx.clock.busy = started
+        .elapsed()
+        .saturating_sub(ctx.clock.blocked + ctx.clock.starved);
+    ctx.clock.items = ctx.seq;
+    (ctx, result)
+}
+
+/// Joins the writer threads and adds up their clocks; a writer's panic is the run's error.
+fn join_writers(
+    workers: Vec<io::Result<std::thread::ScopedJoinHandle<'_, StageClock>>>,
+) -> Result<StageClock> {
+    let mut writers = StageClock::default();
+    for w in workers {
+        match w.map(|h| h.join()) {
+            Ok(Ok(c)) => writers.add(&c),
+            Ok(Err(p)) => {
+                return Err(Error::Panic {
+                    stage: "unpack-write",
+                    entry: None,
+                    message: panic_message(&*p),
+                })
+            }
+            Err(e) => return Err(Error::Thread(e)),
+        }
+    }
+    Ok(writers)
 }
 
 /// `verify --against`: how the file at `path` differs from a regular file entry.
@@ -715,6 +729,48 @@ struct Ctx<'a> {
     manifest_seq: Option<u64>,
     /// The reader's time waiting for the writers (busy is the rest).
     clock: StageClock,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        opts: &'a Unpacker,
+        jobs: Sender<Vec<WriteJob>>,
+        results: Receiver<Vec<Written>>,
+        budget: &'a Budget,
+        staging_name: Option<std::ffi::OsString>,
+        tree: Option<StageTree>,
+    ) -> Self {
+        Ctx {
+            opts,
+            jobs: Some(jobs),
+            batch: Vec::new(),
+            in_flight: 0,
+            batch_bytes: 0,
+            results,
+            budget,
+            seq: 0,
+            total: 0,
+            free: opts
+                .dest
+                .as_deref()
+                .and_then(free_space)
+                .unwrap_or(u64::MAX),
+            staging_name,
+            tree,
+            dirs: commit::DirMetas::default(),
+            expect: Expect::new(),
+            refused: Vec::new(),
+            warnings: Vec::new(),
+            differences: Vec::new(),
+            write_error: None,
+            manifest: None,
+            stats: UnpackStats::default(),
+            progress: crate::Progress::default(),
+            last_progress: None,
+            manifest_seq: None,
+            clock: StageClock::default(),
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -1237,92 +1293,8 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                 "continuation of a file from another volume of a multi-volume archive; cannot extract it alone",
             ),
             _ if entry.is_file() => {
-                if !matches!(entry.typeflag, b'0' | 0 | b'7') {
-                    // GNU tar, bsdtar and Python all extract unknown types as regular files.
-                    ctx.warn(
-                        &raw,
-                        format!(
-                            "unknown entry type {:?}, extracted as a regular file",
-                            entry.typeflag as char
-                        ),
-                    );
-                }
-                let size = entry.size;
-                ctx.grow(&raw, size)?;
-                let Some(staged) = ctx.file(&raw, &rel, mode, seq, !is_manifest)? else {
-                    if is_manifest {
-                        let mut data = archive.data().take(MANIFEST_LIMIT);
-                        copy_to_spill(&mut data, ctx.manifest.as_mut().expect("set above"))
-                            .map_err(|e| damaged(count, e))?;
-                    }
-                    continue;
-                };
-                let file = staged;
-                let mut data_in = archive.data();
-                if size <= crate::pack::read::SMALL_FILE && file.is_none() && !is_manifest && ctx.opts.against.is_none() {
-                    // Nothing to write: hashing here costs less than handing it over.
-                    let mut out = HashingWriter {
-                        inner: io::sink(),
-                        hasher: blake3::Hasher::new(),
-                        bytes: 0,
-                    };
-                    io::copy(&mut data_in, &mut out).map_err(|e| damaged(count, e))?;
-                    ctx.advance(0, out.bytes);
-                    ctx.absorb(Written {
-                        seq,
-                        result: Ok((out.hasher.finalize(), out.bytes)),
-                        differences: Vec::new(),
-                    });
-                } else if size <= crate::pack::read::SMALL_FILE && !is_manifest {
-                    let cost = ctx.reserve(size + 512)?;
-                    let mut data = Vec::with_capacity(size as usize);
-                    data_in
-                        .read_to_end(&mut data)
-                        .map_err(|e| damaged(count, e))?;
-                    ctx.advance(0, data.len() as u64);
-                    ctx.send(WriteJob {
-                        seq,
-                        rel,
-                        mode,
-                        mtime,
-                        file,
-                        data: JobData::Whole(data),
-                        cost,
-                    })?;
-                } else {
-                    let (tx, rx) = bounded(crate::pack::read::STREAM_DEPTH);
-                    ctx.send(WriteJob {
-                        seq,
-                        rel,
-                        mode,
-                        mtime,
-                        file,
-                        data: JobData::Chunks(rx, size),
-                        cost: 0,
-                    })?;
-                    loop {
-                        let mut chunk = Vec::with_capacity(crate::pack::read::CHUNK);
-                        let n = (&mut data_in)
-                            .take(crate::pack::read::CHUNK as u64)
-                            .read_to_end(&mut chunk)
-                            .map_err(|e| damaged(count, e))?;
-                        if n == 0 {
-                            break;
-                        }
-                        ctx.check_cancel()?;
-                        ctx.advance(0, n as u64);
-                        if is_manifest {
-                            let spill = ctx.manifest.as_mut().expect("set above");
-                            spill.append(&chunk).map_err(Error::Input)?;
-                        }
-                        let waited = Instant::now();
-                        let sent = tx.send(chunk);
-                        ctx.clock.blocked += waited.elapsed();
-                        if sent.is_err() {
-                            break; // the writer failed; its error is reported from its result
-                        }
-                    }
-                }
+                let file = TarFile { raw: &raw, rel, typeflag: entry.typeflag, size: entry.size, mode, mtime, seq, is_manifest, count };
+                tar_file(ctx, &mut archive, file)?;
             }
             b'2' => ctx.symlink(&raw, rel, &entry.link, seq)?,
             b'1' => ctx.hardlink(&raw, rel, &entry.link, false, seq)?,
@@ -1342,6 +1314,138 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| damaged(count, e))?;
     Ok(())
+}
+
+/// A regular file entry of a tar, as `read_tar` found it.
+struct TarFile<'r> {
+    raw: &'r [u8],
+    rel: PathBuf,
+    typeflag: u8,
+    size: u64,
+    mode: u32,
+    mtime: SystemTime,
+    seq: u64,
+    is_manifest: bool,
+    /// Entries read so far (for messages about damage).
+    count: u64,
+}
+
+/// A regular file's data: hashed here when nothing is written, whole to a writer when small,
+/// streamed in chunks when large (the manifest is also kept for the check).
+fn tar_file<R: Read>(ctx: &mut Ctx<'_>, archive: &mut TarReader<R>, f: TarFile<'_>) -> Result<()> {
+    let TarFile {
+        raw,
+        rel,
+        typeflag,
+        size,
+        mode,
+        mtime,
+        seq,
+        is_manifest,
+        count,
+    } = f;
+    let raw = raw.to_vec();
+    if !matches!(typeflag, b'0' | 0 | b'7') {
+        // GNU tar, bsdtar and Python all extract unknown types as regular files.
+        ctx.warn(
+            &raw,
+            format!(
+                "unknown entry type {:?}, extracted as a regular file",
+                typeflag as char
+            ),
+        );
+    }
+    ctx.grow(&raw, size)?;
+    let Some(staged) = ctx.file(&raw, &rel, mode, seq, !is_manifest)? else {
+        if is_manifest {
+            let mut data = archive.data().take(MANIFEST_LIMIT);
+            copy_to_spill(&mut data, ctx.manifest.as_mut().expect("set above"))
+                .map_err(|e| damaged(count, e))?;
+        }
+        return Ok(());
+    };
+    let file = staged;
+    let mut data_in = archive.data();
+    if size <= crate::pack::read::SMALL_FILE
+        && file.is_none()
+        && !is_manifest
+        && ctx.opts.against.is_none()
+    {
+        // Nothing to write: hashing here costs less than handing it over.
+        let mut out = HashingWriter {
+            inner: io::sink(),
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        };
+        io::copy(&mut data_in, &mut out).map_err(|e| damaged(count, e))?;
+        ctx.advance(0, out.bytes);
+        ctx.absorb(Written {
+            seq,
+            result: Ok((out.hasher.finalize(), out.bytes)),
+            differences: Vec::new(),
+        });
+    } else if size <= crate::pack::read::SMALL_FILE && !is_manifest {
+        let cost = ctx.reserve(size + 512)?;
+        let mut data = Vec::with_capacity(size as usize);
+        data_in
+            .read_to_end(&mut data)
+            .map_err(|e| damaged(count, e))?;
+        ctx.advance(0, data.len() as u64);
+        ctx.send(WriteJob {
+            seq,
+            rel,
+            mode,
+            mtime,
+            file,
+            data: JobData::Whole(data),
+            cost,
+        })?;
+    } else {
+        let (tx, rx) = bounded(crate::pack::read::STREAM_DEPTH);
+        ctx.send(WriteJob {
+            seq,
+            rel,
+            mode,
+            mtime,
+            file,
+            data: JobData::Chunks(rx, size),
+            cost: 0,
+        })?;
+        stream_chunks(ctx, &mut data_in, &tx, is_manifest, count)?;
+    }
+    Ok(())
+}
+
+/// Hands a large file's data to its writer in chunks (keeping the manifest's text as it goes).
+fn stream_chunks(
+    ctx: &mut Ctx<'_>,
+    data_in: &mut dyn Read,
+    tx: &Sender<Vec<u8>>,
+    is_manifest: bool,
+    count: u64,
+) -> Result<()> {
+    loop {
+        let mut chunk = Vec::with_capacity(crate::pack::read::CHUNK);
+        let n = data_in
+            .take(crate::pack::read::CHUNK as u64)
+            .read_to_end(&mut chunk)
+            .map_err(|e| damaged(count, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        ctx.check_cancel()?;
+        ctx.advance(0, n as u64);
+        if is_manifest {
+            let spill = ctx.manifest.as_mut().expect("set above");
+            spill.append(&chunk).map_err(Error::Input)?;
+        }
+        let waited = Instant::now();
+        let sent = tx.send(chunk);
+        ctx.clock.blocked += waited.elapsed();
+        if sent.is_err() {
+            return Ok(()); // the writer failed; its error is reported from its result
+        }
+    }
 }
 
 /// Largest manifest read when its entry is not extracted (about 10 million files).
