@@ -215,3 +215,62 @@ fn zstd_method_round_trips_through_our_reader() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// An entry whose deflate data gives more, or less, than the size its headers declare is refused
+/// by name and nothing is extracted, both for small entries (inflated whole) and for large ones
+/// (streamed). The forged sizes agree between local header and central directory, so only the
+/// data can tell.
+#[test]
+fn an_entry_that_inflates_to_another_size_than_declared_is_refused() {
+    let python = require("python3");
+    let work = tempfile::tempdir().unwrap();
+    // name, real size, declared size
+    let cases = [
+        ("small-more.txt", 5000u32, 4000u32),
+        ("small-less.txt", 5000, 6000),
+        ("large-more.txt", 3 << 20, (3 << 20) - 100),
+        ("large-less.txt", 3 << 20, (3 << 20) + 100),
+    ];
+    for (name, real, declared) in cases {
+        let zip = work.path().join(format!("{name}.zip"));
+        let script = r#"
+import sys, zipfile, struct
+path, name, real, declared = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+data = (b"archiver forged size test line\n" * (real // 31 + 1))[:real]
+with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr(name, data)
+b = bytearray(open(path, "rb").read())
+lh = b.index(b"PK\x03\x04")
+struct.pack_into("<I", b, lh + 22, declared)
+cd = b.index(b"PK\x01\x02")
+struct.pack_into("<I", b, cd + 24, declared)
+open(path, "wb").write(b)
+"#;
+        ok(Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(&zip)
+            .arg(name)
+            .arg(real.to_string())
+            .arg(declared.to_string()));
+        let dest = work.path().join(format!("out-{name}"));
+        let out = output_within(
+            archiver()
+                .args(["unpack", "--no-sync"])
+                .arg(&zip)
+                .arg("-C")
+                .arg(&dest),
+            60,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(name), "{name}: {err}");
+        let expected = if real > declared {
+            "more than its declared size"
+        } else {
+            "before its declared size"
+        };
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(!dest.join(name).exists(), "{name} was extracted");
+    }
+}

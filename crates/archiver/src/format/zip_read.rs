@@ -548,6 +548,9 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
     let raw = RangeReader::new(file, e.data_offset, e.csize);
     let inner: Box<dyn Read + 'a> = match e.method {
         0 => Box::new(raw),
+        8 if e.usize <= INFLATE_WHOLE && e.csize <= INFLATE_WHOLE => {
+            Box::new(io::Cursor::new(inflate_whole(file, e)?))
+        }
         8 => Box::new(flate2::read::DeflateDecoder::new(
             io::BufReader::with_capacity(64 << 10, raw),
         )),
@@ -568,6 +571,46 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
         crc: crc32fast::Hasher::new(),
         expected_crc: e.crc,
         done: false,
+    })
+}
+
+/// Entries up to this size (compressed and declared) are inflated whole by libdeflate: about
+/// twice the speed of streaming zlib, and the common case (small files).
+const INFLATE_WHOLE: u64 = 1 << 20;
+
+/// A small deflated entry, inflated in one call. The output buffer is exactly the declared size:
+/// more data is refused as the streaming path refuses it, less is left to [`EntryReader`], which
+/// reports the shortfall; the CRC is checked there as for every entry. As with the streaming
+/// decoder (and other zip readers), bytes after the end of the deflate stream are not read.
+fn inflate_whole(file: &File, e: &ZipEntry) -> Result<Vec<u8>> {
+    use std::cell::RefCell;
+    thread_local! {
+        static INFLATER: RefCell<Option<libdeflater::Decompressor>> = const { RefCell::new(None) };
+    }
+    let mut packed = vec![0u8; e.csize as usize];
+    read_at(file, &mut packed, e.data_offset).map_err(|err| Error::Entry {
+        entry: e.name_lossy(),
+        reason: format!("cannot read its data: {err}"),
+    })?;
+    let mut out = vec![0u8; e.usize as usize];
+    let got = INFLATER.with(|d| {
+        let mut d = d.borrow_mut();
+        d.get_or_insert_with(libdeflater::Decompressor::new)
+            .deflate_decompress(&packed, &mut out)
+    });
+    let reason = match got {
+        Ok(n) => {
+            out.truncate(n);
+            return Ok(out);
+        }
+        Err(libdeflater::DecompressionError::InsufficientSpace) => {
+            "decompresses to more than its declared size (refused)".to_string()
+        }
+        Err(err) => format!("damaged compressed data (deflate: {err:?})"),
+    };
+    Err(Error::Entry {
+        entry: e.name_lossy(),
+        reason,
     })
 }
 

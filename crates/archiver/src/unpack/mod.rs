@@ -484,12 +484,30 @@ impl Unpacker {
                 .name("archiver-unpack-read".into())
                 .spawn_scoped(s, move || reader_thread(ctx, input, starved))
                 .map_err(Error::Thread)?;
-            let input_clock = pump.map(|(pump, mut tar)| pump.run(&mut *tar, &self.cancel));
+            // A panic while decompressing (in a codec) is an error like any other stage's: the
+            // pump's end drops as it unwinds, so the reader stops too and is joined first.
+            let input = pump.map(|(pump, mut tar)| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pump.run(&mut *tar, &self.cancel)
+                }))
+            });
             let (mut ctx, read_result) = reader.join().map_err(|p| Error::Panic {
                 stage: "unpack-read",
                 entry: None,
                 message: panic_message(&*p),
             })?;
+            let (input_clock, read_result) = match input {
+                Some(Ok(clock)) => (Some(clock), read_result),
+                Some(Err(p)) => (
+                    None,
+                    Err(Error::Panic {
+                        stage: "unpack-input",
+                        entry: None,
+                        message: panic_message(&*p),
+                    }),
+                ),
+                None => (None, read_result),
+            };
             ctx.jobs = None; // workers finish what they have and stop
             if read_result.is_err() {
                 budget.close();
