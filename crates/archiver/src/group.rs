@@ -236,7 +236,7 @@ impl Grouper {
             Mutex::new((0..stems.len()).map(|_| None).collect());
         std::thread::scope(|s| {
             for _ in 0..self.threads.min(stems.len().max(1)) {
-                s.spawn(|| loop {
+                let spawned = crate::threads::spawn(s, "group", || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(stem) = stems.get(i) else { break };
                     let result = if self.cancel.is_cancelled() {
@@ -253,13 +253,23 @@ impl Grouper {
                         report(done, stems.len());
                     }
                 });
+                if spawned.is_err() {
+                    break; // fewer threads; with none, every stem says so below
+                }
             }
         });
+        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
         results
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
             .into_iter()
-            .flatten()
+            .zip(stems)
+            .map(|(r, stem)| {
+                r.unwrap_or_else(|| StemResult {
+                    stem: stem.stem.clone(),
+                    result: Err(Error::Thread(std::io::Error::other(
+                        "no thread could be started to pack it",
+                    ))),
+                })
+            })
             .collect()
     }
 }
@@ -291,16 +301,11 @@ fn pack_one(
         packer = packer.directory(dir);
     }
     let packer = packer.jobs(1).cancel_with(cancel.clone());
-    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        packer.pack(temp.as_file_mut())
-    }))
-    .unwrap_or_else(|p| {
-        Err(Error::Panic {
-            stage: "group",
-            entry: Some(stem.stem.clone()),
-            message: crate::error::panic_message(&*p),
-        })
-    })?;
+    let report = crate::threads::catch(
+        "group",
+        || Some(stem.stem.clone()),
+        || packer.pack(temp.as_file_mut()),
+    )??;
     temp.persist(&target).map_err(|e| Error::Io {
         path: target.clone(),
         source: e.error,

@@ -59,6 +59,7 @@ pub mod reorder;
 #[cfg(not(feature = "internals"))]
 mod reorder;
 mod spill;
+mod threads;
 mod unpack;
 
 use std::io::Write;

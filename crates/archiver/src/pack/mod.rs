@@ -35,7 +35,7 @@ use crossbeam_channel::{
 };
 
 use crate::entry::{Kind, Meta};
-use crate::error::{panic_message, Error, Result};
+use crate::error::{Error, Result};
 use crate::format::tar::{HeaderPolicy, TarSink};
 use crate::format::zip::{self, ZipEncoding, ZipSink};
 use crate::format::Format;
@@ -195,16 +195,11 @@ fn spawn_stage<'scope, 'env, T: Send + 'scope>(
     stage: &'static str,
     f: impl FnOnce() -> T + Send + 'scope,
 ) -> Result<std::thread::ScopedJoinHandle<'scope, T>> {
-    std::thread::Builder::new()
-        .name(format!("archiver-{stage}"))
-        .spawn_scoped(s, move || {
-            let _guard = PanicGuard { shared, stage };
-            f()
-        })
-        .map_err(|e| {
-            shared.halt();
-            Error::Thread(e)
-        })
+    crate::threads::spawn(s, stage, move || {
+        let _guard = PanicGuard { shared, stage };
+        f()
+    })
+    .inspect_err(|_| shared.halt())
 }
 
 /// Joins a stage thread; a panic becomes the run's recorded failure.
@@ -213,16 +208,8 @@ fn join_stage<T>(
     stage: &'static str,
     h: Result<std::thread::ScopedJoinHandle<'_, T>>,
 ) -> Option<T> {
-    match h.map(|h| h.join()) {
-        Ok(Ok(v)) => Some(v),
-        Ok(Err(p)) => {
-            shared.fail(Error::Panic {
-                stage,
-                entry: None,
-                message: panic_message(&*p),
-            });
-            None
-        }
+    match h.and_then(|h| crate::threads::join(stage, h)) {
+        Ok(v) => Some(v),
         Err(e) => {
             shared.fail(e);
             None
@@ -347,21 +334,18 @@ fn write_caught<W: Write>(
     hooks: (Option<&ProgressHook>, Option<&EntryHook>),
     out: W,
 ) -> Result<WriteOutcome, Stop> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let writing = || {
+        shared
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|p| p.display().to_string())
+    };
+    crate::threads::catch("write", writing, || {
         write_stage(done, shared, opts, hooks, out)
-    }))
-    .unwrap_or_else(|p| {
-        Err(Stop::Error(Error::Panic {
-            stage: "write",
-            entry: shared
-                .writing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .map(|p| p.display().to_string()),
-            message: panic_message(&*p),
-        }))
     })
+    .unwrap_or_else(|e| Err(Stop::Error(e)))
 }
 
 /// The run's result once every thread is joined: the writer's outcome, unless a stage recorded a

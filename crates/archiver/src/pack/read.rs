@@ -20,7 +20,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rustix::fs::{Mode, OFlags};
 
 use crate::entry::Kind;
-use crate::error::{panic_message, Error};
+use crate::error::Error;
 use crate::format::zip;
 use crate::pack::stats::StageClock;
 use crate::pack::walk::{Entry, Source};
@@ -123,10 +123,11 @@ pub(crate) fn worker(jobs: Receiver<Job>, done: Sender<Done>, shared: &Shared) -
                 return clock;
             }
             let streamed = matches!(entry.kind, Kind::File { size, .. } if size > SMALL_FILE);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let named = || Some(entry.path.display().to_string());
+            let outcome = crate::threads::catch("read", named, || {
                 shared.fault_point("read", &entry.path);
                 prepare(&entry, shared)
-            }));
+            });
             clock.items += 1;
             match outcome {
                 Ok(Prepared::Payload(payload)) => items.push((entry, payload)),
@@ -146,12 +147,7 @@ pub(crate) fn worker(jobs: Receiver<Job>, done: Sender<Done>, shared: &Shared) -
                         feed.run(shared, &mut clock);
                     }
                 }
-                Err(panic) => {
-                    let failed = Error::Panic {
-                        stage: "read",
-                        entry: Some(entry.path.display().to_string()),
-                        message: panic_message(&*panic),
-                    };
+                Err(failed) => {
                     if streamed {
                         // The writer may already hold this stream; it sees it break and stops.
                         shared.fail(failed);

@@ -514,18 +514,15 @@ pub(crate) fn run(
                 excludes: &excludes,
                 held: &held,
             };
-            std::thread::Builder::new()
-                .name("archiver-list".into())
-                .spawn_scoped(s, move || {
-                    for (req, prefix) in req_rx {
-                        if stopped() {
-                            break;
-                        }
-                        let listing = list(&req, &ctx, &prefix);
-                        let _ = req.reply.send(listing);
+            crate::threads::spawn(s, "list", move || {
+                for (req, prefix) in req_rx {
+                    if stopped() {
+                        break;
                     }
-                })
-                .map_err(Error::Thread)?;
+                    let listing = list(&req, &ctx, &prefix);
+                    let _ = req.reply.send(listing);
+                }
+            })?;
         }
         drop(req_rx);
         let ctx = ListCtx {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use crate::error::{panic_message, Error, Refused, Result, Rule};
+use crate::error::{Error, Refused, Result, Rule};
 use crate::format::tar_read::TarReader;
 use crate::format::zip_read::{self, ZipEntry};
 use crate::list::{escape_name, open_tar, Opened};
@@ -461,11 +461,9 @@ impl Unpacker {
                 let (rx, tx, budget) = (job_rx.clone(), res_tx.clone(), &budget);
                 let (dest, against) = (self.dest.as_deref(), self.against.as_deref());
                 let cancel = &self.cancel;
-                workers.push(
-                    std::thread::Builder::new()
-                        .name("archiver-unpack".into())
-                        .spawn_scoped(s, move || writer(dest, against, rx, tx, budget, cancel)),
-                );
+                workers.push(crate::threads::spawn(s, "unpack-write", move || {
+                    writer(dest, against, rx, tx, budget, cancel)
+                }));
             }
             drop(job_rx);
             drop(res_tx);
@@ -480,32 +478,22 @@ impl Unpacker {
                 }
                 Source::Zip(file) => (None, Input::Zip(file), None),
             };
-            let reader = std::thread::Builder::new()
-                .name("archiver-unpack-read".into())
-                .spawn_scoped(s, move || reader_thread(ctx, input, starved))
-                .map_err(Error::Thread)?;
+            let reader = crate::threads::spawn(s, "unpack-read", move || {
+                reader_thread(ctx, input, starved)
+            })?;
             // A panic while decompressing (in a codec) is an error like any other stage's: the
             // pump's end drops as it unwinds, so the reader stops too and is joined first.
             let input = pump.map(|(pump, mut tar)| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    pump.run(&mut *tar, &self.cancel)
-                }))
+                crate::threads::catch(
+                    "unpack-input",
+                    || None,
+                    || pump.run(&mut *tar, &self.cancel),
+                )
             });
-            let (mut ctx, read_result) = reader.join().map_err(|p| Error::Panic {
-                stage: "unpack-read",
-                entry: None,
-                message: panic_message(&*p),
-            })?;
+            let (mut ctx, read_result) = crate::threads::join("unpack-read", reader)?;
             let (input_clock, read_result) = match input {
                 Some(Ok(clock)) => (Some(clock), read_result),
-                Some(Err(p)) => (
-                    None,
-                    Err(Error::Panic {
-                        stage: "unpack-input",
-                        entry: None,
-                        message: panic_message(&*p),
-                    }),
-                ),
+                Some(Err(e)) => (None, Err(e)),
                 None => (None, read_result),
             };
             ctx.jobs = None; // workers finish what they have and stop
@@ -538,17 +526,15 @@ fn reader_thread<'a>(
     starved: Option<input::Starved>,
 ) -> (Ctx<'a>, Result<()>) {
     let started = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match input {
-        Input::Tar(chunks) => read_tar(&mut ctx, Box::new(chunks)),
-        Input::Zip(file) => read_zip(&mut ctx, file),
-    }))
-    .unwrap_or_else(|p| {
-        Err(Error::Panic {
-            stage: "unpack-read",
-            entry: None,
-            message: panic_message(&*p),
-        })
-    });
+    let result = crate::threads::catch(
+        "unpack-read",
+        || None,
+        || match input {
+            Input::Tar(chunks) => read_tar(&mut ctx, Box::new(chunks)),
+            Input::Zip(file) => read_zip(&mut ctx, file),
+        },
+    )
+    .and_then(|r| r);
     let result = result.and_then(|()| ctx.flush());
     ctx.clock.starved = starved.map_or(Duration::ZERO, |s| s.get());
     ctx.clock.busy = started
@@ -560,21 +546,11 @@ fn reader_thread<'a>(
 
 /// Joins the writer threads and adds up their clocks; a writer's panic is the run's error.
 fn join_writers(
-    workers: Vec<io::Result<std::thread::ScopedJoinHandle<'_, StageClock>>>,
+    workers: Vec<Result<std::thread::ScopedJoinHandle<'_, StageClock>>>,
 ) -> Result<StageClock> {
     let mut writers = StageClock::default();
     for w in workers {
-        match w.map(|h| h.join()) {
-            Ok(Ok(c)) => writers.add(&c),
-            Ok(Err(p)) => {
-                return Err(Error::Panic {
-                    stage: "unpack-write",
-                    entry: None,
-                    message: panic_message(&*p),
-                })
-            }
-            Err(e) => return Err(Error::Thread(e)),
-        }
+        writers.add(&crate::threads::join("unpack-write", w?)?);
     }
     Ok(writers)
 }
@@ -1645,14 +1621,9 @@ fn writer(
 fn write_job(dest: Option<&Path>, against: Option<&Path>, job: WriteJob) -> Written {
     let (seq, mode) = (job.seq, job.mode);
     let rel = job.rel.clone();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_one(dest, job)))
-        .unwrap_or_else(|p| {
-            Err(Error::Panic {
-                stage: "unpack-write",
-                entry: Some(rel.display().to_string()),
-                message: panic_message(&*p),
-            })
-        });
+    let named = || Some(rel.display().to_string());
+    let result =
+        crate::threads::catch("unpack-write", named, || write_one(dest, job)).and_then(|r| r);
     let differences = match (&result, against) {
         (Ok((hash, size)), Some(dir)) if rel != Path::new(MANIFEST_PATH) => {
             let path = dir.join(&rel);
