@@ -465,7 +465,7 @@ fn place_all(
             .step_by(chunk)
             .map(|start| {
                 let stop = &stop;
-                s.spawn(move || {
+                crate::threads::spawn(s, "commit", move || {
                     let mut journal = Vec::new();
                     for i in start..(start + chunk).min(n) {
                         if stop.load(Ordering::Relaxed) {
@@ -476,7 +476,15 @@ fn place_all(
                             stop.store(true, Ordering::Relaxed);
                             return (journal, Some((to, io::Error::other("interrupted"))));
                         }
-                        if let Err(e) = place(dest, tree, aside, ops, i, &mut journal) {
+                        // A panic is a failure like any other: the journal (outside the catch)
+                        // keeps every move made so far, so all of them are rolled back.
+                        let placed = crate::threads::catch(
+                            "commit",
+                            || None,
+                            || place(dest, tree, aside, ops, i, &mut journal),
+                        )
+                        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+                        if let Err(e) = placed {
                             stop.store(true, Ordering::Relaxed);
                             return (journal, Some((to, e)));
                         }
@@ -485,19 +493,20 @@ fn place_all(
                 })
             })
             .collect();
+        let failed = |why: String| {
+            (
+                Vec::new(),
+                Some((dest.to_path_buf(), io::Error::other(why))),
+            )
+        };
         handles
             .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    (
-                        Vec::new(),
-                        Some((
-                            dest.to_path_buf(),
-                            io::Error::other("a commit thread panicked"),
-                        )),
-                    )
-                })
-            })
+            .map(
+                |h| match h.and_then(|h| crate::threads::join("commit", h)) {
+                    Ok(done) => done,
+                    Err(e) => failed(e.to_string()),
+                },
+            )
             .collect()
     });
     let mut journal = Vec::new();
