@@ -131,14 +131,15 @@ fn looks_like_tar(head: &[u8]) -> bool {
     if head.len() < 512 {
         return false;
     }
-    if &head[257..262] == b"ustar" {
+    use tar_read::field;
+    if head[field::MAGIC].starts_with(b"ustar") {
         return true;
     }
     // Pre-POSIX (v7) headers have no magic: trust the checksum. An all-zero block is an empty archive.
     if head[..512].iter().all(|&b| b == 0) {
         return true;
     }
-    let stored = std::str::from_utf8(&head[148..156])
+    let stored = std::str::from_utf8(&head[field::CHECKSUM])
         .ok()
         .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
         .and_then(|s| u32::from_str_radix(s, 8).ok());
@@ -146,7 +147,7 @@ fn looks_like_tar(head: &[u8]) -> bool {
         .iter()
         .enumerate()
         .map(|(i, &b)| {
-            if (148..156).contains(&i) {
+            if field::CHECKSUM.contains(&i) {
                 u32::from(b' ')
             } else {
                 u32::from(b)

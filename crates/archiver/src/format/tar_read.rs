@@ -75,6 +75,35 @@ fn is_known_special(t: u8) -> bool {
     matches!(t, b'1'..=b'6' | b'D' | b'M' | b'V')
 }
 
+/// Where each field of a 512-byte tar header block lives (POSIX ustar, with the GNU and old-GNU
+/// fields that share the block): the reader and format detection name fields through these, never
+/// through bare offsets.
+pub(crate) mod field {
+    use std::ops::Range;
+
+    pub const NAME: Range<usize> = 0..100;
+    pub const MODE: Range<usize> = 100..108;
+    pub const UID: Range<usize> = 108..116;
+    pub const GID: Range<usize> = 116..124;
+    pub const SIZE: Range<usize> = 124..136;
+    pub const MTIME: Range<usize> = 136..148;
+    pub const CHECKSUM: Range<usize> = 148..156;
+    pub const TYPEFLAG: usize = 156;
+    pub const LINKNAME: Range<usize> = 157..257;
+    /// `ustar\0` (POSIX; version `00` follows) or `ustar ` (GNU; version ` \0`).
+    pub const MAGIC: Range<usize> = 257..263;
+    pub const UNAME: Range<usize> = 265..297;
+    pub const GNAME: Range<usize> = 297..329;
+    /// POSIX ustar: the path's leading part.
+    pub const PREFIX: Range<usize> = 345..500;
+    /// Old GNU sparse header: four (offset, size) slots of 12 bytes each.
+    pub const GNU_SPARSE: Range<usize> = 386..482;
+    /// Old GNU sparse header: set when extension blocks with more slots follow.
+    pub const GNU_IS_EXTENDED: usize = 482;
+    /// Old GNU sparse header: the file's full (expanded) size.
+    pub const GNU_REAL_SIZE: Range<usize> = 483..495;
+}
+
 /// The entry a header block describes, before its size and data: the name and link target
 /// (precedence as GNU tar applies it: header, then GNU long name/link, then global pax records,
 /// then local ones), owner, mode, time, and the type as GNU tar extracts it. Size 0, not sparse.
@@ -84,13 +113,13 @@ fn header_entry(
     long_link: Option<Vec<u8>>,
     pax: PaxValues,
 ) -> TarEntry {
-    let raw_type = block[156];
-    let ustar = &block[257..263] == b"ustar\0";
-    let gnu = &block[257..263] == b"ustar ";
+    let raw_type = block[field::TYPEFLAG];
+    let ustar = &block[field::MAGIC] == b"ustar\0";
+    let gnu = &block[field::MAGIC] == b"ustar ";
     let mut path = long_name.unwrap_or_else(|| {
-        let name = trim_nul(&block[..100]);
+        let name = trim_nul(&block[field::NAME]);
         let prefix = if ustar {
-            trim_nul(&block[345..500])
+            trim_nul(&block[field::PREFIX])
         } else {
             Vec::new()
         };
@@ -100,7 +129,7 @@ fn header_entry(
             [prefix, b"/".to_vec(), name].concat()
         }
     });
-    let mut link = long_link.unwrap_or_else(|| trim_nul(&block[157..257]));
+    let mut link = long_link.unwrap_or_else(|| trim_nul(&block[field::LINKNAME]));
     if let Some(p) = pax.path {
         path = p;
     }
@@ -108,27 +137,27 @@ fn header_entry(
         link = l;
     }
     let (mtime_secs, mtime) = pax.mtime.unwrap_or_else(|| {
-        let s = signed_number(&block[136..148]).unwrap_or(0);
+        let s = signed_number(&block[field::MTIME]).unwrap_or(0);
         (s, unix_time(s, 0))
     });
     let uid = pax
         .uid
-        .unwrap_or_else(|| number(&block[108..116]).unwrap_or(0));
+        .unwrap_or_else(|| number(&block[field::UID]).unwrap_or(0));
     let gid = pax
         .gid
-        .unwrap_or_else(|| number(&block[116..124]).unwrap_or(0));
-    let mode = number(&block[100..108]).unwrap_or(0o644) as u32;
+        .unwrap_or_else(|| number(&block[field::GID]).unwrap_or(0));
+    let mode = number(&block[field::MODE]).unwrap_or(0o644) as u32;
     let text = |b: &[u8]| {
         Some(String::from_utf8_lossy(&trim_nul(b)).into_owned()).filter(|s| !s.is_empty())
     };
     let uname = match pax.uname {
         Some(u) => Some(u).filter(|s| !s.is_empty()),
-        None if ustar || gnu => text(&block[265..297]),
+        None if ustar || gnu => text(&block[field::UNAME]),
         None => None,
     };
     let gname = match pax.gname {
         Some(g) => Some(g).filter(|s| !s.is_empty()),
-        None if ustar || gnu => text(&block[297..329]),
+        None if ustar || gnu => text(&block[field::GNAME]),
         None => None,
     };
     // The type as GNU tar extracts it: regular-file types named with a trailing slash are
@@ -409,13 +438,13 @@ impl<R: Read> TarReader<R> {
     /// The data of an extension header (`L`, `K`, `x`, `X`, `g`), after checking its size against
     /// `cap`: nothing is allocated from a size field before that check.
     fn read_extension(&mut self, block: &[u8; 512], size: u64, cap: u64) -> io::Result<Vec<u8>> {
-        let kind = match block[156] {
+        let kind = match block[field::TYPEFLAG] {
             b'L' => "GNU long name",
             b'K' => "GNU long link name",
             b'g' => "pax global header",
             _ => "pax extended header",
         };
-        let name = shown(&trim_nul(&block[..100]));
+        let name = shown(&trim_nul(&block[field::NAME]));
         if size > cap {
             let limit = if cap >= 1 << 20 {
                 format!("{} MiB", cap >> 20)
@@ -488,7 +517,7 @@ impl<R: Read> TarReader<R> {
             if !self.header_block(&mut block)? {
                 return Ok(None);
             }
-            let typeflag = block[156];
+            let typeflag = block[field::TYPEFLAG];
             if !matches!(typeflag, b'L' | b'K' | b'x' | b'X' | b'g') {
                 break;
             }
@@ -498,7 +527,7 @@ impl<R: Read> TarReader<R> {
                 b'K' => long_link = Some(trim_nul(&self.read_extension(&block, size, MAX_NAME)?)),
                 b'g' => {
                     let data = self.read_extension(&block, size, MAX_PAX_HEADER)?;
-                    let name = trim_nul(&block[..100]);
+                    let name = trim_nul(&block[field::NAME]);
                     let mut globals = std::mem::take(&mut self.globals);
                     let r = for_each_record(&data, |k, v| globals.set(k, v).map(drop));
                     self.globals = globals;
@@ -509,7 +538,7 @@ impl<R: Read> TarReader<R> {
                     // Python): records for the next entry. A second one replaces the first
                     // entirely, as in GNU tar and bsdtar.
                     let data = self.read_extension(&block, size, MAX_PAX_HEADER)?;
-                    let name = trim_nul(&block[..100]);
+                    let name = trim_nul(&block[field::NAME]);
                     local = PaxValues::default();
                     pax_sparse = PaxSparse::default();
                     for_each_record(&data, |k, v| {
@@ -525,7 +554,7 @@ impl<R: Read> TarReader<R> {
         let entry = self
             .entry(&block, long_name, long_link, local, pax_sparse)
             .map_err(|e| {
-                let name = shown(&trim_nul(&block[..100]));
+                let name = shown(&trim_nul(&block[field::NAME]));
                 io::Error::new(e.kind(), format!("{name} ({}): {e}", self.place()))
             })?;
         self.last = Some(entry.path.clone());
@@ -534,11 +563,11 @@ impl<R: Read> TarReader<R> {
     }
 
     fn header_size(&self, block: &[u8; 512]) -> io::Result<u64> {
-        let size = number(&block[124..136])?;
+        let size = number(&block[field::SIZE])?;
         if size > MAX_SIZE {
             return Err(err(format!(
                 "{} ({}): size field {size} is out of range",
-                shown(&trim_nul(&block[..100])),
+                shown(&trim_nul(&block[field::NAME])),
                 self.place()
             )));
         }
@@ -554,7 +583,7 @@ impl<R: Read> TarReader<R> {
         local: PaxValues,
         pax_sparse: PaxSparse,
     ) -> io::Result<TarEntry> {
-        let raw_type = block[156];
+        let raw_type = block[field::TYPEFLAG];
         let pax = self.globals.overlay(&local);
         let pax_size = pax.size;
         let mut e = header_entry(block, long_name, long_link, pax);
@@ -565,7 +594,7 @@ impl<R: Read> TarReader<R> {
         }
         let stored = match pax_size {
             Some(s) => s,
-            None => number(&block[124..136])?,
+            None => number(&block[field::SIZE])?,
         };
         if stored > MAX_SIZE {
             return Err(err(format!("size field {stored} is out of range")));
@@ -608,11 +637,11 @@ impl<R: Read> TarReader<R> {
     ) -> io::Result<Sparse> {
         let mut sparse = None;
         let mut real_size = None;
-        if block[156] == b'S' {
-            let gnu = &block[257..263] == b"ustar ";
+        if block[field::TYPEFLAG] == b'S' {
+            let gnu = &block[field::MAGIC] == b"ustar ";
             // The real size is in the old GNU header only; GNU tar ignores that field otherwise.
             real_size = Some(if gnu {
-                number(&block[483..495])?
+                number(&block[field::GNU_REAL_SIZE])?
             } else {
                 stored
             });
@@ -657,8 +686,8 @@ impl<R: Read> TarReader<R> {
     /// Old GNU sparse map: four slots in the header, 21 more per extension block.
     fn old_gnu_sparse(&mut self, block: &[u8; 512]) -> io::Result<Vec<(u64, u64)>> {
         let mut map = Vec::new();
-        let finished = read_sparse_slots(&block[386..482], &mut map)?;
-        let mut extended = !finished && block[482] != 0;
+        let finished = read_sparse_slots(&block[field::GNU_SPARSE], &mut map)?;
+        let mut extended = !finished && block[field::GNU_IS_EXTENDED] != 0;
         while extended {
             let mut ext = [0u8; 512];
             if !self.read_block(&mut ext)? {
@@ -845,14 +874,18 @@ fn trim_nul(v: &[u8]) -> Vec<u8> {
 }
 
 fn checksum_ok(block: &[u8; 512]) -> bool {
-    let field = &block[148..156];
+    let field = &block[field::CHECKSUM];
     let Ok(stored) = number(field) else {
         return false;
     };
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
     for (i, &b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { b };
+        let b = if field::CHECKSUM.contains(&i) {
+            b' '
+        } else {
+            b
+        };
         unsigned += u64::from(b);
         signed += i64::from(b as i8);
     }

@@ -23,6 +23,26 @@ use std::path::Path;
 use crate::entry::Meta;
 use crate::manifest::path_bytes;
 
+/// The zip records' signatures and fixed lengths (APPNOTE.TXT §4.3), shared by this writer and
+/// the reader (`zip_read.rs`), so the two cannot disagree about a layout.
+pub(crate) mod record {
+    /// Local file header; 30 bytes before its name and extra field.
+    pub const LOCAL: u32 = 0x0403_4b50;
+    pub const LOCAL_LEN: usize = 30;
+    /// Central directory file header; 46 bytes before its name, extra field and comment.
+    pub const CENTRAL: u32 = 0x0201_4b50;
+    pub const CENTRAL_LEN: usize = 46;
+    /// Data descriptor (the signature is optional in the format; we always write it).
+    pub const DESCRIPTOR: u32 = 0x0807_4b50;
+    /// End of central directory record; 22 bytes before its comment.
+    pub const END: u32 = 0x0605_4b50;
+    pub const END_LEN: usize = 22;
+    /// ZIP64 end of central directory record and its locator (20 bytes).
+    pub const ZIP64_END: u32 = 0x0606_4b50;
+    pub const ZIP64_LOCATOR: u32 = 0x0706_4b50;
+    pub const ZIP64_LOCATOR_LEN: usize = 20;
+}
+
 /// A zip compression method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[non_exhaustive]
@@ -379,7 +399,7 @@ impl<W: Write> ZipSink<W> {
     fn local_header(&mut self, p: &Pending, known: bool, zip64: bool) -> io::Result<()> {
         let (time, date) = dos_time(i64::from(p.mtime));
         let mut h = Vec::with_capacity(30 + p.name.len() + 29);
-        h.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        h.extend_from_slice(&record::LOCAL.to_le_bytes());
         h.extend_from_slice(&version_needed(p.method, zip64).to_le_bytes());
         h.extend_from_slice(&(p.flags | if known { 0 } else { 1 << 3 }).to_le_bytes());
         h.extend_from_slice(&p.method.code().to_le_bytes());
@@ -441,7 +461,7 @@ impl<W: Write> ZipSink<W> {
         };
         let external = ((file_type | p.mode) << 16) | if p.kind == Kind::Dir { 0x10 } else { 0 };
         let c = &mut self.central;
-        c.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        c.extend_from_slice(&record::CENTRAL.to_le_bytes());
         c.extend_from_slice(&0x031eu16.to_le_bytes()); // made by: Unix, spec 3.0 (as Info-ZIP)
         c.extend_from_slice(&version_needed(p.method, zip64_sizes || zip64_offset).to_le_bytes());
         c.extend_from_slice(&(p.flags | if descriptor { 1 << 3 } else { 0 }).to_le_bytes());
@@ -526,7 +546,7 @@ impl<W: Write> ZipSink<W> {
         p.crc = crc;
         p.csize = csize;
         let mut d = Vec::with_capacity(24);
-        d.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
+        d.extend_from_slice(&record::DESCRIPTOR.to_le_bytes());
         d.extend_from_slice(&crc.to_le_bytes());
         if zip64 {
             d.extend_from_slice(&csize.to_le_bytes());
@@ -551,7 +571,7 @@ impl<W: Write> ZipSink<W> {
         let mut e = Vec::with_capacity(98);
         if zip64 {
             let record_at = self.offset;
-            e.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+            e.extend_from_slice(&record::ZIP64_END.to_le_bytes());
             e.extend_from_slice(&44u64.to_le_bytes());
             e.extend_from_slice(&0x031eu16.to_le_bytes());
             e.extend_from_slice(&45u16.to_le_bytes());
@@ -561,13 +581,13 @@ impl<W: Write> ZipSink<W> {
             e.extend_from_slice(&self.entries.to_le_bytes());
             e.extend_from_slice(&cd_size.to_le_bytes());
             e.extend_from_slice(&cd_offset.to_le_bytes());
-            e.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+            e.extend_from_slice(&record::ZIP64_LOCATOR.to_le_bytes());
             e.extend_from_slice(&0u32.to_le_bytes());
             e.extend_from_slice(&record_at.to_le_bytes());
             e.extend_from_slice(&1u32.to_le_bytes());
         }
         let entries16 = if zip64 { 0xFFFF } else { self.entries as u16 };
-        e.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        e.extend_from_slice(&record::END.to_le_bytes());
         e.extend_from_slice(&0u16.to_le_bytes());
         e.extend_from_slice(&0u16.to_le_bytes());
         e.extend_from_slice(&entries16.to_le_bytes());

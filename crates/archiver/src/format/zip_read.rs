@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 
+use super::zip::record;
 use crate::error::{Error, Result};
 
 /// One central directory record, validated against its local header.
@@ -134,7 +135,7 @@ pub(crate) fn read_directory(file: &File) -> Result<Vec<ZipEntry>> {
     read_at(file, &mut cd, dir.start).map_err(|_| bad("central directory is truncated"))?;
     let mut out = Vec::with_capacity(dir.entries.min(1 << 20) as usize);
     let mut p = 0usize;
-    while p + 46 <= cd.len() && u32le(&cd, p) == 0x0201_4b50 {
+    while p + record::CENTRAL_LEN <= cd.len() && u32le(&cd, p) == record::CENTRAL {
         let (entry, rec_end) = central_record(&cd, p, dir.shift, out.len())?;
         out.push(entry);
         p = rec_end;
@@ -165,17 +166,17 @@ struct Directory {
 /// Finds the end of central directory record (and the ZIP64 one, through its locator).
 fn locate_directory(file: &File) -> Result<Directory> {
     let len = file.metadata().map_err(Error::Input)?.len();
-    if len < 22 {
+    if len < record::END_LEN as u64 {
         return Err(bad(
             "not a zip archive: too short for an end of central directory record",
         ));
     }
-    let tail_len = len.min(22 + 65_535);
+    let tail_len = len.min(record::END_LEN as u64 + 65_535);
     let mut tail = vec![0u8; tail_len as usize];
     read_at(file, &mut tail, len - tail_len).map_err(Error::Input)?;
-    let eocd = (0..=tail.len() - 22)
+    let eocd = (0..=tail.len() - record::END_LEN)
         .rev()
-        .find(|&i| u32le(&tail, i) == 0x0605_4b50)
+        .find(|&i| u32le(&tail, i) == record::END)
         .ok_or_else(|| {
             bad("no end of central directory record: not a zip archive, or truncated")
         })?;
@@ -187,17 +188,18 @@ fn locate_directory(file: &File) -> Result<Directory> {
     // Where the central directory ends: the end record, or the ZIP64 end record before it.
     let mut cd_end_at = eocd_at;
     // ZIP64: a locator right before the end record points at the ZIP64 end record.
-    if eocd_at >= 20 {
-        let mut loc = [0u8; 20];
-        read_at(file, &mut loc, eocd_at - 20).map_err(Error::Input)?;
-        if u32le(&loc, 0) == 0x0706_4b50 {
+    let loc_len = record::ZIP64_LOCATOR_LEN;
+    if eocd_at >= loc_len as u64 {
+        let mut loc = [0u8; record::ZIP64_LOCATOR_LEN];
+        read_at(file, &mut loc, eocd_at - loc_len as u64).map_err(Error::Input)?;
+        if u32le(&loc, 0) == record::ZIP64_LOCATOR {
             let at = u64le(&loc, 8);
             let mut rec = [0u8; 56];
             if at + 56 > len {
                 return Err(bad("ZIP64 end record points past the end of the file"));
             }
             read_at(file, &mut rec, at).map_err(Error::Input)?;
-            if u32le(&rec, 0) != 0x0606_4b50 {
+            if u32le(&rec, 0) != record::ZIP64_END {
                 return Err(bad("ZIP64 locator points at no ZIP64 end record"));
             }
             entries = u64le(&rec, 32);
@@ -243,12 +245,12 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
     let k = usize::from(u16le(cd, p + 32));
     let external = u32le(cd, p + 38);
     let mut local = u64::from(u32le(cd, p + 42));
-    let rec_end = p + 46 + n + m + k;
+    let rec_end = p + record::CENTRAL_LEN + n + m + k;
     if rec_end > cd.len() {
         return Err(bad(format!("central directory entry {index} is truncated")));
     }
-    let name = cd[p + 46..p + 46 + n].to_vec();
-    let extra = &cd[p + 46 + n..p + 46 + n + m];
+    let name = cd[p + record::CENTRAL_LEN..p + record::CENTRAL_LEN + n].to_vec();
+    let extra = &cd[p + record::CENTRAL_LEN + n..p + record::CENTRAL_LEN + n + m];
     let mut mtime = None;
     let (name, unicode_field) = unicode_name(name, extra);
     for (id, data) in extra_fields(extra) {
@@ -354,7 +356,7 @@ fn check_local(file: &File, e: &mut ZipEntry, cd_start: u64) -> Result<u64> {
     let (n, m) = (usize::from(u16le(&h, 26)), extra.len());
     let lflags = u16le(&h, 6);
     let local_zip64 = check_local_sizes(e, &h, &extra)?;
-    e.data_offset = at + 30 + n as u64 + m as u64;
+    e.data_offset = at + record::LOCAL_LEN as u64 + n as u64 + m as u64;
     let mut end = e
         .data_offset
         .checked_add(e.csize)
@@ -376,16 +378,16 @@ fn check_local(file: &File, e: &mut ZipEntry, cd_start: u64) -> Result<u64> {
 
 /// Reads an entry's local header and its extra field; the header must be there and name the
 /// same file with the same method.
-fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; 30], Vec<u8>)> {
+fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; record::LOCAL_LEN], Vec<u8>)> {
     let at = e.data_offset;
-    let mut h = [0u8; 30];
+    let mut h = [0u8; record::LOCAL_LEN];
     read_at(file, &mut h, at).map_err(|_| {
         bad(format!(
             "{}: local header missing (truncated archive)",
             e.name_lossy()
         ))
     })?;
-    if u32le(&h, 0) != 0x0403_4b50 {
+    if u32le(&h, 0) != record::LOCAL {
         return Err(bad(format!(
             "{}: no local header where the central directory points",
             e.name_lossy()
@@ -394,9 +396,9 @@ fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; 30], Vec<u8>)> {
     let n = usize::from(u16le(&h, 26));
     let m = usize::from(u16le(&h, 28));
     let mut name = vec![0u8; n];
-    read_at(file, &mut name, at + 30).map_err(Error::Input)?;
+    read_at(file, &mut name, at + record::LOCAL_LEN as u64).map_err(Error::Input)?;
     let mut extra = vec![0u8; m];
-    read_at(file, &mut extra, at + 30 + n as u64).map_err(Error::Input)?;
+    read_at(file, &mut extra, at + record::LOCAL_LEN as u64 + n as u64).map_err(Error::Input)?;
     let (name, local_unicode) = unicode_name(name, &extra);
     if name != e.name && (e.unicode_field || local_unicode) {
         // Names spelled differently through Unicode Path fields (one side's may be stale):
@@ -429,7 +431,7 @@ fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; 30], Vec<u8>)> {
 
 /// The local header's flags, CRC and sizes (through its ZIP64 field where the 32-bit ones are
 /// saturated) must agree with the central directory's. Returns whether it has a ZIP64 field.
-fn check_local_sizes(e: &ZipEntry, h: &[u8; 30], extra: &[u8]) -> Result<bool> {
+fn check_local_sizes(e: &ZipEntry, h: &[u8; record::LOCAL_LEN], extra: &[u8]) -> Result<bool> {
     let disagree = |what: &str| Error::Entry {
         entry: e.name_lossy(),
         reason: format!("{what}; refusing the archive (damaged or forged)"),
@@ -508,7 +510,7 @@ fn check_descriptor(
         }
     }
     for (skip, wide) in layouts {
-        if skip == 4 && (d.len() < 4 || u32le(d, 0) != 0x0807_4b50) {
+        if skip == 4 && (d.len() < 4 || u32le(d, 0) != record::DESCRIPTOR) {
             continue;
         }
         let len = skip + if wide { 20 } else { 12 };
