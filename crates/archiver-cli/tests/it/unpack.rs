@@ -1728,3 +1728,60 @@ fn conflicting_entries_give_one_result_whatever_the_threads() {
         }
     }
 }
+
+/// Symlinks keep their stored mtime, as GNU tar restores it, from our own tar and zip alike
+/// (the staging tree times them; the commit's rename keeps it).
+#[test]
+fn symlinks_keep_their_mtime() {
+    use tar::EntryType as T;
+    let work = tempfile::tempdir().unwrap();
+    // hostile_tar stamps every entry with mtime 1,000,000,000.
+    let tar = hostile_tar(&[
+        ("t.txt", T::Regular, "", b"target"),
+        ("l", T::Symlink, "t.txt", b""),
+    ]);
+    let archive = work.path().join("s.tar");
+    std::fs::write(&archive, &tar).unwrap();
+    let dest = work.path().join("from-tar");
+    let (code, err) = unpack_within(&archive, &dest, &["--no-sync"]);
+    assert_eq!(code, Some(0), "{err}");
+    let mtime = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    assert_eq!(mtime(&dest.join("l")), 1_000_000_000);
+
+    // Our zip: a tree whose symlink has an old mtime, packed and unpacked.
+    let src = work.path().join("src");
+    file(&src, "t.txt", b"target", 0o644);
+    std::os::unix::fs::symlink("t.txt", src.join("l")).unwrap();
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(src.join("l").as_os_str().as_bytes()).unwrap();
+        let t = libc::timespec {
+            tv_sec: 1_200_000_000,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid C path and two timespecs.
+        let r = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                [t, t].as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    }
+    let zip = work.path().join("s.zip");
+    ok(pack_dir(&src).args(["-f", "zip", "-o"]).arg(&zip));
+    let dest = work.path().join("from-zip");
+    let (code, err) = unpack_within(&zip, &dest, &["--no-sync"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(mtime(&dest.join("l")), 1_200_000_000);
+}

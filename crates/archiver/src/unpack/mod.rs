@@ -1011,7 +1011,14 @@ impl Ctx<'_> {
         Ok(Some(file))
     }
 
-    fn symlink(&mut self, raw: &[u8], rel: PathBuf, target: &[u8], seq: u64) -> Result<()> {
+    fn symlink(
+        &mut self,
+        raw: &[u8],
+        rel: PathBuf,
+        target: &[u8],
+        mtime: SystemTime,
+        seq: u64,
+    ) -> Result<()> {
         let checked = policy::not_the_destination(&rel, Makes::Symlink)
             .and_then(|()| policy::symlink_target(&rel, target, self.opts.allow_outside_links));
         let target = match checked {
@@ -1022,7 +1029,7 @@ impl Ctx<'_> {
             }
         };
         if self.tree.is_some() {
-            let made = self.on_tree(|t| t.symlink(&rel, &target))?;
+            let made = self.on_tree(|t| t.symlink(&rel, &target, Some(mtime)))?;
             if !self.staged(raw, &rel, made)? {
                 return Ok(());
             }
@@ -1120,7 +1127,8 @@ impl Ctx<'_> {
         let anywhere = self.opts.allow_outside_links;
         match policy::hardlink_to_symlink(rel, &shown, link_target, anywhere) {
             Ok(checked) => {
-                let made = self.on_tree(|t| t.symlink(rel, &checked))?;
+                // A link to a symlink: its time is not in the link's entry; left as created.
+                let made = self.on_tree(|t| t.symlink(rel, &checked, None))?;
                 if self.staged(raw, rel, made)? {
                     self.stats.symlinks += 1;
                     self.expect.symlink(seq, rel, link_target)?;
@@ -1290,7 +1298,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                 let file = TarFile { raw: &raw, rel, typeflag: entry.typeflag, size: entry.size, mode, mtime, seq, is_manifest, count };
                 tar_file(ctx, &mut archive, file)?;
             }
-            b'2' => ctx.symlink(&raw, rel, &entry.link, seq)?,
+            b'2' => ctx.symlink(&raw, rel, &entry.link, mtime, seq)?,
             b'1' => ctx.hardlink(&raw, rel, &entry.link, false, seq)?,
             b'3' => ctx.special(&raw, "character device"),
             b'4' => ctx.special(&raw, "block device"),
@@ -1566,7 +1574,7 @@ fn zip_symlink(ctx: &mut Ctx<'_>, file: &File, e: &ZipEntry, rel: PathBuf, seq: 
     zip_read::open_entry(file, e)?
         .read_to_end(&mut target)
         .map_err(|err| entry_error(e, err))?;
-    ctx.symlink(&e.name, rel, &target, seq)
+    ctx.symlink(&e.name, rel, &target, time_of(e.mtime), seq)
 }
 
 fn entry_error(e: &ZipEntry, err: io::Error) -> Error {

@@ -287,8 +287,23 @@ impl StageTree {
     }
 
     /// Creates the symlink `rel` → `target` (already checked by the caller).
-    pub fn symlink(&mut self, rel: &Path, target: &Path) -> Staged<()> {
-        self.replace(rel, |dir, name| rustix::fs::symlinkat(target, dir, name))?;
+    /// Makes `rel` a symlink to `target`, with the entry's mtime when given (as GNU tar restores
+    /// it; the commit moves it by rename, which keeps it). Setting the time is best effort: a
+    /// filesystem that cannot time a symlink still gets the link.
+    pub fn symlink(
+        &mut self,
+        rel: &Path,
+        target: &Path,
+        mtime: Option<std::time::SystemTime>,
+    ) -> Staged<()> {
+        let times = mtime.map(timestamps);
+        self.replace(rel, |dir, name| {
+            rustix::fs::symlinkat(target, dir, name)?;
+            if let Some(times) = &times {
+                let _ = rustix::fs::utimensat(dir, name, times, AtFlags::SYMLINK_NOFOLLOW);
+            }
+            Ok(())
+        })?;
         self.symlinks.push(rel, ());
         Ok(())
     }
@@ -480,6 +495,32 @@ fn process_umask() -> Option<u32> {
     }
 }
 
+/// `mtime` as both times of a `utimensat` call (times before 1970 included).
+fn timestamps(mtime: std::time::SystemTime) -> rustix::fs::Timestamps {
+    let t = match mtime.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => rustix::fs::Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        },
+        Err(e) => {
+            let d = e.duration();
+            let (mut sec, mut nsec) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+            if nsec < 0 {
+                sec -= 1;
+                nsec += 1_000_000_000;
+            }
+            rustix::fs::Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec as _,
+            }
+        }
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,7 +554,7 @@ mod tests {
         assert!(t.path().join("a/b/f").is_dir());
         t.file(Path::new("a"), 0o600).unwrap().open().unwrap();
         assert!(t.path().join("a").is_file());
-        t.symlink(Path::new("a"), Path::new("x")).unwrap();
+        t.symlink(Path::new("a"), Path::new("x"), None).unwrap();
         t.dir(Path::new("a")).unwrap();
         assert!(t.path().join("a").is_dir());
         assert_eq!(t.symlinks().count(), 1);
@@ -524,7 +565,7 @@ mod tests {
         let (d, mut t) = tree();
         let outside = d.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
-        t.symlink(Path::new("l"), &outside).unwrap();
+        t.symlink(Path::new("l"), &outside, None).unwrap();
         match t.file(Path::new("l/x"), 0o644) {
             Err(StageError::Refuse(_, why)) => assert!(why.contains("l is a symlink"), "{why}"),
             _ => panic!("wrote through a symlink"),
