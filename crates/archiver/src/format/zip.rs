@@ -398,7 +398,7 @@ impl<W: Write> ZipSink<W> {
     /// Writes a local header. `known`: real CRC and sizes; otherwise a data descriptor follows.
     fn local_header(&mut self, p: &Pending, known: bool, zip64: bool) -> io::Result<()> {
         let (time, date) = dos_time(i64::from(p.mtime));
-        let mut h = Vec::with_capacity(30 + p.name.len() + 29);
+        let mut h = Vec::with_capacity(record::LOCAL_LEN + p.name.len() + 29);
         h.extend_from_slice(&record::LOCAL.to_le_bytes());
         h.extend_from_slice(&version_needed(p.method, zip64).to_le_bytes());
         h.extend_from_slice(&(p.flags | if known { 0 } else { 1 << 3 }).to_le_bytes());

@@ -286,8 +286,7 @@ impl StageTree {
         )?)
     }
 
-    /// Creates the symlink `rel` → `target` (already checked by the caller).
-    /// Makes `rel` a symlink to `target`, with the entry's mtime when given (as GNU tar restores
+    /// Makes `rel` a symlink to `target` (already checked by the caller), with the entry's mtime when given (as GNU tar restores
     /// it; the commit moves it by rename, which keeps it). Setting the time is best effort: a
     /// filesystem that cannot time a symlink still gets the link.
     pub fn symlink(
