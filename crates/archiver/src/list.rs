@@ -5,6 +5,7 @@ use std::io::{self, BufRead, Read};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::format::zstd_frames::ParZstdReader;
 use crate::format::{detect, Detected};
 
 /// The type of an entry in an archive.
@@ -84,7 +85,8 @@ pub struct EntryInfo {
 /// checksums are verified; an error from `each` stops the listing and is returned. A zip, whose
 /// directory is at its end, is first copied to a temporary file; use [`list_path`] for files.
 pub fn list<R: Read>(input: R, each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
-    match open_tar(input)? {
+    // Listing is one thread; a multi-frame tar.zst is decompressed on up to two more.
+    match open_tar(input, 2)? {
         Opened::Tar(tar) => list_tar(tar, each),
         Opened::Zip(mut head) => {
             let mut spool = tempfile::tempfile().map_err(Error::Input)?;
@@ -266,7 +268,8 @@ pub(crate) enum Opened<'a> {
 }
 
 /// Detects the format and returns a reader of the tar stream inside, or the zip input.
-pub(crate) fn open_tar<'a, R: Read + 'a>(input: R) -> Result<Opened<'a>> {
+/// A tar.zst made of many frames is decompressed on up to `threads` threads.
+pub(crate) fn open_tar<'a, R: Read + 'a>(input: R, threads: usize) -> Result<Opened<'a>> {
     let (kind, input) = sniff(input)?;
     match kind {
         // Even an archive of no entries has its end-of-archive blocks: no bytes at all is a lost
@@ -279,7 +282,7 @@ pub(crate) fn open_tar<'a, R: Read + 'a>(input: R) -> Result<Opened<'a>> {
             Ok(Opened::Tar(r))
         }
         Some(Detected::Zstd) => {
-            let dec = zstd::stream::read::Decoder::new(input).map_err(Error::Input)?;
+            let dec = ParZstdReader::new(input, threads).map_err(Error::Thread)?;
             let (inner, r) = sniff(dec)?;
             expect_tar(inner, "zstd")?;
             Ok(Opened::Tar(r))

@@ -194,3 +194,70 @@ fn files_over_8_gib_read_back_everywhere() {
         );
     }
 }
+
+/// A tar.zst over several frames (ours are 4 MiB each, with a seek table in a skippable frame at
+/// the end): `zstd -t`, GNU tar and bsdtar read it whole and silently; the bytes do not depend on
+/// `-j`; and a multi-frame stream another tool wrote (frames concatenated, a skippable frame
+/// between them) unpacks with us and passes its manifest.
+#[test]
+fn multi_frame_tar_zst_both_ways() {
+    let gnu = require("tar");
+    let bsd = require("bsdtar");
+    let zstd = require("zstd");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    gnarly_tree(&src, 60, 13);
+    // 11 MiB across the frame boundaries: text, noise, text.
+    let text: Vec<u8> = (0..5u32 << 20).map(|i| b"frame "[(i % 6) as usize]).collect();
+    file(&src, "big/a.txt", &text, 0o644);
+    file(&src, "big/b.bin", &noise(3 << 20, 9), 0o600);
+    file(&src, "big/c.txt", &text[..3 << 20], 0o644);
+    let expected = snapshot(&src);
+    let one = work.path().join("one.tar.zst");
+    let three = work.path().join("three.tar.zst");
+    pack(&src, &one, "tar.zst", "1");
+    pack(&src, &three, "tar.zst", "3");
+    let bytes = std::fs::read(&one).unwrap();
+    assert!(bytes == std::fs::read(&three).unwrap(), "-j changes the bytes");
+    // The seekable format's footer: frame count, descriptor, magic.
+    let footer = &bytes[bytes.len() - 9..];
+    assert_eq!(&footer[5..], &0x8F92_EAB1u32.to_le_bytes());
+    assert!(u32::from_le_bytes(footer[..4].try_into().unwrap()) >= 3);
+    clean(Command::new(&zstd).arg("-tq").arg(&one));
+    for (name, tool) in [("gnu", &gnu), ("bsd", &bsd)] {
+        let dest = work.path().join(format!("x-{name}"));
+        std::fs::create_dir(&dest).unwrap();
+        let mut cmd = Command::new(tool);
+        if name == "gnu" {
+            cmd.arg("--zstd");
+        }
+        clean(cmd.arg("-xpf").arg(&one).arg("-C").arg(&dest));
+        assert_same_tree(&expected, &snapshot_extracted(&dest));
+    }
+    // Theirs: our tar split in two, each half a zstd frame of its own, a skippable frame between.
+    let tar = ok(archiver()
+        .args(["pack", "-f", "tar", "-o", "-", "-C"])
+        .arg(&src)
+        .arg("."))
+    .stdout;
+    let half = tar.len() / 2;
+    let mut theirs = Vec::new();
+    for (i, part) in [&tar[..half], &tar[half..]].into_iter().enumerate() {
+        let z = ok(Command::new(&zstd).args(["-q", "-c", "-3"]).stdin_bytes(part)).stdout;
+        theirs.extend_from_slice(&z);
+        if i == 0 {
+            theirs.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+            theirs.extend_from_slice(&3u32.to_le_bytes());
+            theirs.extend_from_slice(b"abc");
+        }
+    }
+    let dest = work.path().join("x-ours");
+    let out = clean(
+        archiver()
+            .args(["unpack", "--require-manifest", "-C"])
+            .arg(&dest)
+            .stdin_bytes(&theirs),
+    );
+    assert!(out.status.success());
+    assert_same_tree(&expected, &snapshot_extracted(&dest));
+}

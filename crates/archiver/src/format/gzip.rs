@@ -13,12 +13,10 @@
 //! Memory: at most `2 * threads + 2` blocks (input plus output) are in flight.
 
 use std::io::{self, Write};
-use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-use crate::reorder::ReorderBuffer;
+use super::pool::OrderedPool;
 
 /// Uncompressed bytes per block (pigz's default).
 pub const BLOCK: usize = 128 << 10;
@@ -26,14 +24,12 @@ pub const BLOCK: usize = 128 << 10;
 const DICT: usize = 32 << 10;
 
 struct Job {
-    seq: u64,
     data: Vec<u8>,
     dict: Vec<u8>,
     last: bool,
 }
 
 struct Deflated {
-    seq: u64,
     bytes: Result<Vec<u8>, String>,
     crc: crc32fast::Hasher,
     len: u64,
@@ -46,13 +42,7 @@ pub struct ParGzWriter<W: Write> {
     out: Option<W>,
     block: Vec<u8>,
     dict: Vec<u8>,
-    next_seq: u64,
-    in_flight: usize,
-    max_in_flight: usize,
-    ready: ReorderBuffer<Deflated>,
-    jobs: Option<Sender<Job>>,
-    results: Receiver<Deflated>,
-    pool: Vec<JoinHandle<()>>,
+    pool: OrderedPool<Job, Deflated>,
     crc: crc32fast::Hasher,
     len: u64,
 }
@@ -60,7 +50,6 @@ pub struct ParGzWriter<W: Write> {
 impl<W: Write> ParGzWriter<W> {
     /// Writes the gzip header and starts `threads` compression threads.
     pub fn new(mut out: W, level: u32, threads: usize) -> io::Result<Self> {
-        let threads = threads.max(1);
         let level = level.clamp(1, 9);
         let xfl = match level {
             9 => 2,
@@ -69,46 +58,19 @@ impl<W: Write> ParGzWriter<W> {
         };
         // Fixed header: no name, mtime 0, OS = Unix, so the bytes never depend on the machine or time.
         out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3])?;
-        let (job_tx, job_rx) = bounded::<Job>(threads * 2);
-        let (res_tx, res_rx) = bounded::<Deflated>(threads * 2 + 2);
-        let mut pool = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let job_rx = job_rx.clone();
-            let res_tx = res_tx.clone();
-            let handle = std::thread::Builder::new()
-                .name("archiver-gzip".into())
-                .spawn(move || {
-                    for job in job_rx {
-                        let len = job.data.len() as u64;
-                        let mut crc = crc32fast::Hasher::new();
-                        crc.update(&job.data);
-                        let bytes = std::panic::catch_unwind(|| {
-                            deflate_block(level, &job.data, &job.dict, job.last)
-                        })
-                        .unwrap_or_else(|p| Err(crate::error::panic_message(&*p)));
-                        let done = Deflated {
-                            seq: job.seq,
-                            bytes,
-                            crc,
-                            len,
-                        };
-                        if res_tx.send(done).is_err() {
-                            break;
-                        }
-                    }
-                })?;
-            pool.push(handle);
-        }
+        let pool = OrderedPool::new("gzip", threads, move |job: Job| {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&job.data);
+            Deflated {
+                bytes: deflate_block(level, &job.data, &job.dict, job.last),
+                crc,
+                len: job.data.len() as u64,
+            }
+        })?;
         Ok(ParGzWriter {
             out: Some(out),
             block: Vec::with_capacity(BLOCK),
             dict: Vec::new(),
-            next_seq: 0,
-            in_flight: 0,
-            max_in_flight: threads * 2 + 2,
-            ready: ReorderBuffer::new(0),
-            jobs: Some(job_tx),
-            results: res_rx,
             pool,
             crc: crc32fast::Hasher::new(),
             len: 0,
@@ -116,8 +78,8 @@ impl<W: Write> ParGzWriter<W> {
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        while self.in_flight >= self.max_in_flight {
-            self.collect_one()?;
+        while !self.pool.has_room() {
+            self.write_next(true)?;
         }
         let data = std::mem::replace(
             &mut self.block,
@@ -125,54 +87,32 @@ impl<W: Write> ParGzWriter<W> {
         );
         let dict = std::mem::take(&mut self.dict);
         self.dict = data[data.len().saturating_sub(DICT)..].to_vec();
-        let job = Job {
-            seq: self.next_seq,
-            data,
-            dict,
-            last,
-        };
-        self.next_seq += 1;
-        self.jobs
-            .as_ref()
-            .expect("pool alive until finish")
-            .send(job)
-            .map_err(|_| io::Error::other("gzip compression threads stopped"))?;
-        self.in_flight += 1;
+        self.pool.submit(Job { data, dict, last })?;
         // Write out whatever is already done without waiting.
-        while let Ok(d) = self.results.try_recv() {
-            self.accept(d)?;
-        }
+        while self.write_next(false)? {}
         Ok(())
     }
 
-    fn collect_one(&mut self) -> io::Result<()> {
-        let d = self
-            .results
-            .recv()
-            .map_err(|_| io::Error::other("gzip compression threads stopped"))?;
-        self.accept(d)
-    }
-
-    fn accept(&mut self, d: Deflated) -> io::Result<()> {
-        self.ready.insert(d.seq, d);
-        while let Some(d) = self.ready.pop() {
-            self.in_flight -= 1;
-            let bytes = d
-                .bytes
-                .map_err(|e| io::Error::other(format!("deflate failed: {e}")))?;
-            self.out_mut().write_all(&bytes)?;
-            self.crc.combine(&d.crc);
-            self.len += d.len;
-        }
-        Ok(())
+    /// Writes the next block in order if it is done (or, with `wait`, once it is); false when
+    /// there was none to write.
+    fn write_next(&mut self, wait: bool) -> io::Result<bool> {
+        let Some(d) = self.pool.next(wait) else {
+            return Ok(false);
+        };
+        let d = d.map_err(|panic| io::Error::other(format!("deflate failed: {panic}")))?;
+        let bytes = d
+            .bytes
+            .map_err(|e| io::Error::other(format!("deflate failed: {e}")))?;
+        self.out_mut().write_all(&bytes)?;
+        self.crc.combine(&d.crc);
+        self.len += d.len;
+        Ok(true)
     }
 
     /// Compresses what is buffered, writes the trailer, stops the pool and returns the output.
     pub fn finish(mut self) -> io::Result<W> {
         self.submit(true)?;
-        while self.in_flight > 0 {
-            self.collect_one()?;
-        }
+        while self.write_next(true)? {}
         let crc = std::mem::take(&mut self.crc).finalize();
         let mut trailer = [0u8; 8];
         trailer[..4].copy_from_slice(&crc.to_le_bytes());
@@ -180,25 +120,11 @@ impl<W: Write> ParGzWriter<W> {
         let out = self.out_mut();
         out.write_all(&trailer)?;
         out.flush()?;
-        self.stop_pool();
         Ok(self.out.take().expect("finish runs once"))
     }
 
     fn out_mut(&mut self) -> &mut W {
         self.out.as_mut().expect("output present until finish")
-    }
-
-    fn stop_pool(&mut self) {
-        self.jobs = None;
-        // Drain so that no pool thread stays blocked on a full result channel.
-        while self.results.try_recv().is_ok() {}
-        for h in self.pool.drain(..) {
-            while !h.is_finished() {
-                while self.results.try_recv().is_ok() {}
-                std::thread::yield_now();
-            }
-            let _ = h.join();
-        }
     }
 }
 
@@ -219,16 +145,8 @@ impl<W: Write> Write for ParGzWriter<W> {
     /// Writes out finished blocks only: flushing a partial block would make block boundaries, and so
     /// the output bytes, depend on when flush was called.
     fn flush(&mut self) -> io::Result<()> {
-        while let Ok(d) = self.results.try_recv() {
-            self.accept(d)?;
-        }
+        while self.write_next(false)? {}
         self.out_mut().flush()
-    }
-}
-
-impl<W: Write> Drop for ParGzWriter<W> {
-    fn drop(&mut self) {
-        self.stop_pool();
     }
 }
 

@@ -302,7 +302,7 @@ impl Unpacker {
     /// Unpacks from a stream. A zip is first copied to a temporary file (its directory is at the end).
     /// An empty stream is an error, never an empty archive.
     pub fn unpack<R: Read>(&self, input: R) -> Result<UnpackReport> {
-        let result = match open_tar(input) {
+        let result = match open_tar(input, self.jobs) {
             Ok(Opened::Tar(tar)) => self.run(Source::Tar(tar)),
             Ok(Opened::Zip(mut all)) => tempfile::tempfile()
                 .and_then(|mut spool| io::copy(&mut all, &mut spool).map(|_| spool))

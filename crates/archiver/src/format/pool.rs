@@ -1,0 +1,213 @@
+//! An ordered block pool: jobs go in numbered, run on a few threads, and their results come out in
+//! the order the jobs went in. The compressors (parallel gzip blocks, zstd frames) and the parallel
+//! zstd decoder are built on it.
+//!
+//! Ours because these codecs live behind `Read`/`Write` on a caller's thread that need not be
+//! scoped (a `Codec` is a plain writer), so the threads are owned here, and three things matter
+//! that no pool crate gives together: results strictly in submission order (the output bytes must
+//! not depend on timing), a hard bound on what is in flight (`max_in_flight` jobs and results, so
+//! memory does not grow with the input), and a panic in a job that becomes that job's error in its
+//! place in the order, never a lost thread or an abort.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::reorder::ReorderBuffer;
+
+/// Runs `work` on `threads` threads, giving results back in submission order.
+pub(crate) struct OrderedPool<J: Send + 'static, R: Send + 'static> {
+    jobs: Option<Sender<(u64, J)>>,
+    results: Receiver<(u64, Result<R, String>)>,
+    ready: ReorderBuffer<Result<R, String>>,
+    next_seq: u64,
+    in_flight: usize,
+    max_in_flight: usize,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<J: Send + 'static, R: Send + 'static> OrderedPool<J, R> {
+    /// Starts `threads` threads named `archiver-{name}`; at most `2 * threads + 2` jobs are
+    /// submitted and not yet taken back with [`next`](Self::next).
+    pub(crate) fn new<F>(name: &str, threads: usize, work: F) -> std::io::Result<Self>
+    where
+        F: Fn(J) -> R + Send + Sync + 'static,
+    {
+        let threads = threads.max(1);
+        Self::with_depth(name, threads, threads * 2 + 2, work)
+    }
+
+    /// Like [`new`](Self::new) with at most `depth` jobs in flight.
+    pub(crate) fn with_depth<F>(
+        name: &str,
+        threads: usize,
+        depth: usize,
+        work: F,
+    ) -> std::io::Result<Self>
+    where
+        F: Fn(J) -> R + Send + Sync + 'static,
+    {
+        let threads = threads.max(1);
+        let max_in_flight = depth.max(1);
+        let (job_tx, job_rx) = bounded::<(u64, J)>(max_in_flight);
+        let (res_tx, res_rx) = bounded(max_in_flight);
+        let work = std::sync::Arc::new(work);
+        let mut handles = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (job_rx, res_tx, work) = (job_rx.clone(), res_tx.clone(), work.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("archiver-{name}"))
+                .spawn(move || {
+                    for (seq, job) in job_rx {
+                        let out =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job)))
+                                .map_err(|p| crate::error::panic_message(&*p));
+                        if res_tx.send((seq, out)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // Stop the threads already started before reporting.
+                    drop(job_tx);
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(OrderedPool {
+            jobs: Some(job_tx),
+            results: res_rx,
+            ready: ReorderBuffer::new(0),
+            next_seq: 0,
+            in_flight: 0,
+            max_in_flight,
+            threads: handles,
+        })
+    }
+
+    /// True when a job may be submitted without first taking a result back.
+    pub(crate) fn has_room(&self) -> bool {
+        self.in_flight < self.max_in_flight
+    }
+
+    /// Jobs submitted whose results have not been taken back.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Submits a job. The caller keeps the bound: call only when [`has_room`](Self::has_room).
+    pub(crate) fn submit(&mut self, job: J) -> std::io::Result<()> {
+        debug_assert!(self.has_room(), "submit past the in-flight bound");
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.jobs
+            .as_ref()
+            .expect("jobs open until drop")
+            .send((seq, job))
+            .map_err(|_| std::io::Error::other("compression threads stopped"))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// The next result in submission order: waits for it when `wait`, else only if it is already
+    /// done. `None` when nothing is in flight (or, without `wait`, when it is not done yet). A job
+    /// that panicked gives `Err` with the panic's message.
+    pub(crate) fn next(&mut self, wait: bool) -> Option<Result<R, String>> {
+        loop {
+            if let Some(r) = self.ready.pop() {
+                self.in_flight -= 1;
+                return Some(r);
+            }
+            if self.in_flight == 0 {
+                return None;
+            }
+            let got = if wait {
+                self.results.recv().ok()
+            } else {
+                self.results.try_recv().ok()
+            };
+            match got {
+                Some((seq, r)) => self.ready.insert(seq, r),
+                // All threads gone with work in flight: only a failed spawn or a bug leads here.
+                None if wait => {
+                    self.in_flight = 0;
+                    return Some(Err("compression threads stopped".into()));
+                }
+                None => return None,
+            }
+        }
+    }
+}
+
+impl<J: Send + 'static, R: Send + 'static> Drop for OrderedPool<J, R> {
+    fn drop(&mut self) {
+        self.jobs = None;
+        // Drain so that no thread stays blocked on a full result channel, then join.
+        for h in self.threads.drain(..) {
+            while !h.is_finished() {
+                while self.results.try_recv().is_ok() {}
+                std::thread::yield_now();
+            }
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_in_submission_order_whatever_the_timing() {
+        let mut pool = OrderedPool::new("test", 4, |n: u64| {
+            std::thread::sleep(std::time::Duration::from_micros((n * 7919) % 500));
+            n * 2
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        for n in 0..200 {
+            while !pool.has_room() {
+                out.push(pool.next(true).unwrap().unwrap());
+            }
+            pool.submit(n).unwrap();
+        }
+        while let Some(r) = pool.next(true) {
+            out.push(r.unwrap());
+        }
+        assert_eq!(out, (0..200).map(|n| n * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panicking_job_is_an_error_in_its_place() {
+        let mut pool = OrderedPool::new("test", 2, |n: u32| {
+            assert!(n != 1, "job one fails");
+            n
+        })
+        .unwrap();
+        for n in 0..3 {
+            pool.submit(n).unwrap();
+        }
+        assert_eq!(pool.next(true), Some(Ok(0)));
+        assert!(pool
+            .next(true)
+            .unwrap()
+            .unwrap_err()
+            .contains("job one fails"));
+        assert_eq!(pool.next(true), Some(Ok(2)));
+        assert_eq!(pool.next(true), None);
+    }
+
+    #[test]
+    fn dropping_with_work_in_flight_returns() {
+        let mut pool = OrderedPool::new("test", 2, |n: u32| n).unwrap();
+        for n in 0..6 {
+            pool.submit(n).unwrap();
+        }
+        drop(pool);
+    }
+}
