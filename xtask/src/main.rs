@@ -43,7 +43,7 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = 60)]
         seconds: u64,
         /// Run only this target (default: all)
-        #[arg(value_parser = ["read", "unpack", "roundtrip"])]
+        #[arg(value_parser = ["read", "unpack", "roundtrip", "zstd", "gzip"])]
         target: Option<String>,
     },
     /// Peak RSS of pack into a throttled consumer (the memory bound under backpressure)
@@ -140,17 +140,23 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result {
         run(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))?;
     }
     let shared = root.join("../shared/corpus/libarchive/archives");
-    for target in ["read", "unpack", "roundtrip"] {
+    for target in ["read", "unpack", "roundtrip", "zstd", "gzip"] {
         if only.is_some_and(|o| o != target) {
             continue;
         }
         let corpus = root.join("fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
-        if target != "roundtrip" {
+        if target == "read" || target == "unpack" {
             if let Ok(rd) = std::fs::read_dir(&shared) {
                 for e in rd.flatten() {
                     let _ = std::fs::copy(e.path(), corpus.join(e.file_name()));
                 }
+            }
+        }
+        // Hand-made seeds kept in git (the corpus itself is not): e.g. multi-frame zstd streams.
+        if let Ok(rd) = std::fs::read_dir(root.join("fuzz/seeds").join(target)) {
+            for e in rd.flatten() {
+                let _ = std::fs::copy(e.path(), corpus.join(e.file_name()));
             }
         }
         eprintln!("== fuzzing {target} for {seconds} s");

@@ -27,6 +27,25 @@ impl Stdin {
             cancel: cancel.clone(),
         }
     }
+
+    /// Standard input is a regular file (`< archive.tar.gz`): its reads never wait on a producer,
+    /// so it may be decompressed in parallel, reading ahead.
+    pub fn is_regular_file() -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(std::fs::File::from)
+                .and_then(|f| f.metadata())
+                .is_ok_and(|m| m.is_file())
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
 }
 
 impl Read for Stdin {

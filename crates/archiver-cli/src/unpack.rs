@@ -64,16 +64,25 @@ fn unpack_with(
                 source: e,
             })?;
             let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-            u.unpack(io::BufReader::with_capacity(
+            u.unpack_from_file(io::BufReader::with_capacity(
                 256 << 10,
                 ProgressReader::new(file, total, r),
             ))
         }
         (Some(p), _) => u.unpack_path(p),
+        (None, Some(r)) if input::Stdin::is_regular_file() => {
+            u.unpack_from_file(io::BufReader::with_capacity(
+                256 << 10,
+                ProgressReader::new(input::Stdin::new(cancel), 0, r),
+            ))
+        }
         (None, Some(r)) => u.unpack(io::BufReader::with_capacity(
             256 << 10,
             ProgressReader::new(input::Stdin::new(cancel), 0, r),
         )),
+        (None, None) if input::Stdin::is_regular_file() => u.unpack_from_file(
+            io::BufReader::with_capacity(256 << 10, input::Stdin::new(cancel)),
+        ),
         (None, None) => u.unpack(io::BufReader::with_capacity(
             256 << 10,
             input::Stdin::new(cancel),

@@ -1,6 +1,6 @@
 //! Reading archives back: format detection on a stream and a listing of every entry.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 
 use serde::Serialize;
 
@@ -85,8 +85,16 @@ pub struct EntryInfo {
 /// checksums are verified; an error from `each` stops the listing and is returned. A zip, whose
 /// directory is at its end, is first copied to a temporary file; use [`list_path`] for files.
 pub fn list<R: Read>(input: R, each: impl FnMut(&EntryInfo) -> Result<()>) -> Result<u64> {
-    // Listing is one thread; a multi-frame tar.zst is decompressed on up to two more.
-    match open_tar(input, 2)? {
+    list_with(input, DecodeThreads::SEQUENTIAL, each)
+}
+
+/// `threads`: see [`DecodeThreads`]; parallel only for inputs that never wait on a producer.
+fn list_with<R: Read>(
+    input: R,
+    threads: DecodeThreads,
+    each: impl FnMut(&EntryInfo) -> Result<()>,
+) -> Result<u64> {
+    match open_tar(input, threads)? {
         Opened::Tar(tar) => list_tar(tar, each),
         Opened::Zip(mut head) => {
             let mut spool = tempfile::tempfile().map_err(Error::Input)?;
@@ -111,7 +119,13 @@ pub fn list_path(
         return list_zip(file, each);
     }
     let file = std::fs::File::open(path).map_err(Error::Input)?;
-    list(io::BufReader::with_capacity(256 << 10, file), each)
+    // A file never stalls, and listing itself is light: every core may decompress.
+    let cores = crate::default_jobs();
+    let threads = DecodeThreads {
+        gzip: cores,
+        zstd: cores,
+    };
+    list_with(io::BufReader::with_capacity(256 << 10, file), threads, each)
 }
 
 /// Lists a zip through our own directory reader, so `list` sees exactly the names, types and checks
@@ -259,6 +273,35 @@ fn bad_tar(after: u64, e: io::Error) -> Error {
     Error::BadArchive(format!("damaged archive after {after} entries: {e}"))
 }
 
+/// Threads that decompress our own tar.gz (independent pieces) and tar.zst (frames); 0 means
+/// sequentially, on the thread that reads (the streaming decoder, decoding into the reader's
+/// buffers). Parallel decoding reads a whole piece or frame before any of it comes out, so it is
+/// used only for inputs that never wait on a producer (files): from a pipe whose producer stalls,
+/// the bytes already received (and any damage in them) must be acted on at once. Measured on 2 cores, unpack of the CPython tree (`docs/BENCHMARKS.md`): a pool of one
+/// inflater beat sequential gzip by 6%, while any zstd pool lost 15% to sequential zstd, whose
+/// output stays in cache (zstd decodes ~1 GB/s; the pool's 4 MiB frames go through memory).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecodeThreads {
+    pub gzip: usize,
+    pub zstd: usize,
+}
+
+impl DecodeThreads {
+    /// Decode on the reading thread, as the bytes arrive.
+    pub(crate) const SEQUENTIAL: DecodeThreads = DecodeThreads { gzip: 0, zstd: 0 };
+
+    /// For unpack and verify with `jobs` writers: the cores the reader and the writers leave.
+    pub(crate) fn beside_writers(jobs: usize) -> Self {
+        let cores = crate::default_jobs().min(jobs.max(1));
+        let zstd = cores.saturating_sub(2);
+        DecodeThreads {
+            gzip: cores.saturating_sub(1),
+            // A pool of one only adds a copy; two or more decode in parallel.
+            zstd: if zstd >= 2 { zstd } else { 0 },
+        }
+    }
+}
+
 /// An input after format detection.
 pub(crate) enum Opened<'a> {
     /// The tar stream (decompressed).
@@ -268,8 +311,8 @@ pub(crate) enum Opened<'a> {
 }
 
 /// Detects the format and returns a reader of the tar stream inside, or the zip input.
-/// A tar.zst made of many frames is decompressed on up to `threads` threads.
-pub(crate) fn open_tar<'a, R: Read + 'a>(input: R, threads: usize) -> Result<Opened<'a>> {
+/// Our tar.gz and tar.zst are decompressed on `threads` (0: sequentially, on the reading thread).
+pub(crate) fn open_tar<'a, R: Read + 'a>(input: R, threads: DecodeThreads) -> Result<Opened<'a>> {
     let (kind, input) = sniff(input)?;
     match kind {
         // Even an archive of no entries has its end-of-archive blocks: no bytes at all is a lost
@@ -277,12 +320,17 @@ pub(crate) fn open_tar<'a, R: Read + 'a>(input: R, threads: usize) -> Result<Ope
         None => Err(Error::BadArchive("empty input: not an archive".into())),
         Some(Detected::Tar) => Ok(Opened::Tar(input)),
         Some(Detected::Gzip) => {
-            let (inner, r) = sniff(GzMembers::new(input))?;
+            let gz = crate::format::gzip_read::open(input, threads.gzip).map_err(Error::Input)?;
+            let (inner, r) = sniff(gz)?;
             expect_tar(inner, "gzip")?;
             Ok(Opened::Tar(r))
         }
         Some(Detected::Zstd) => {
-            let dec = ParZstdReader::new(input, threads).map_err(Error::Thread)?;
+            let dec: Box<dyn Read> = if threads.zstd == 0 {
+                Box::new(zstd::stream::read::Decoder::new(input).map_err(Error::Input)?)
+            } else {
+                Box::new(ParZstdReader::new(input, threads.zstd).map_err(Error::Thread)?)
+            };
             let (inner, r) = sniff(dec)?;
             expect_tar(inner, "zstd")?;
             Ok(Opened::Tar(r))
@@ -337,53 +385,6 @@ fn sniff<'a, R: Read + 'a>(mut input: R) -> Result<(Option<Detected>, Box<dyn Re
         )
     })?;
     Ok((Some(kind), Box::new(io::Cursor::new(head).chain(input))))
-}
-
-/// gzip members one after another (`cat a.gz b.gz` is one valid gzip file), each checked against its
-/// CRC and length. Bytes after the last member that do not start a new member (tape padding, junk)
-/// end the stream, as gzip and bsdtar treat them.
-struct GzMembers<'a> {
-    current: Option<flate2::bufread::GzDecoder<Box<dyn io::BufRead + 'a>>>,
-}
-
-impl<'a> GzMembers<'a> {
-    fn new<R: Read + 'a>(input: R) -> Self {
-        let buffered: Box<dyn io::BufRead + 'a> =
-            Box::new(io::BufReader::with_capacity(256 << 10, input));
-        GzMembers {
-            current: Some(flate2::bufread::GzDecoder::new(buffered)),
-        }
-    }
-}
-
-impl Read for GzMembers<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let Some(dec) = self.current.as_mut() else {
-                return Ok(0);
-            };
-            let n = dec.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            // This member ended, its CRC and size checked. Another follows only if its magic does.
-            let mut rest = self.current.take().expect("checked above").into_inner();
-            let next = rest.fill_buf()?;
-            match next {
-                [0x1f, 0x8b, ..] => self.current = Some(flate2::bufread::GzDecoder::new(rest)),
-                [0x1f] => {
-                    // The buffer ends between the two magic bytes: look at the next one.
-                    rest.consume(1);
-                    if rest.fill_buf()?.first() == Some(&0x8b) {
-                        let joined: Box<dyn io::BufRead + '_> =
-                            Box::new(io::Cursor::new([0x1f]).chain(rest));
-                        self.current = Some(flate2::bufread::GzDecoder::new(joined));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 #[cfg(test)]

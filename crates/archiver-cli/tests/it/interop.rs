@@ -208,7 +208,9 @@ fn multi_frame_tar_zst_both_ways() {
     let src = work.path().join("src");
     gnarly_tree(&src, 60, 13);
     // 11 MiB across the frame boundaries: text, noise, text.
-    let text: Vec<u8> = (0..5u32 << 20).map(|i| b"frame "[(i % 6) as usize]).collect();
+    let text: Vec<u8> = (0..5u32 << 20)
+        .map(|i| b"frame "[(i % 6) as usize])
+        .collect();
     file(&src, "big/a.txt", &text, 0o644);
     file(&src, "big/b.bin", &noise(3 << 20, 9), 0o600);
     file(&src, "big/c.txt", &text[..3 << 20], 0o644);
@@ -218,7 +220,10 @@ fn multi_frame_tar_zst_both_ways() {
     pack(&src, &one, "tar.zst", "1");
     pack(&src, &three, "tar.zst", "3");
     let bytes = std::fs::read(&one).unwrap();
-    assert!(bytes == std::fs::read(&three).unwrap(), "-j changes the bytes");
+    assert!(
+        bytes == std::fs::read(&three).unwrap(),
+        "-j changes the bytes"
+    );
     // The seekable format's footer: frame count, descriptor, magic.
     let footer = &bytes[bytes.len() - 9..];
     assert_eq!(&footer[5..], &0x8F92_EAB1u32.to_le_bytes());
@@ -243,7 +248,10 @@ fn multi_frame_tar_zst_both_ways() {
     let half = tar.len() / 2;
     let mut theirs = Vec::new();
     for (i, part) in [&tar[..half], &tar[half..]].into_iter().enumerate() {
-        let z = ok(Command::new(&zstd).args(["-q", "-c", "-3"]).stdin_bytes(part)).stdout;
+        let z = ok(Command::new(&zstd)
+            .args(["-q", "-c", "-3"])
+            .stdin_bytes(part))
+        .stdout;
         theirs.extend_from_slice(&z);
         if i == 0 {
             theirs.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
@@ -259,5 +267,89 @@ fn multi_frame_tar_zst_both_ways() {
             .stdin_bytes(&theirs),
     );
     assert!(out.status.success());
+    assert_same_tree(&expected, &snapshot_extracted(&dest));
+    // `list` decodes frames on a pool even on two cores.
+    for archive in [&one, &three] {
+        let listed = clean(archiver().arg("list").arg(archive));
+        assert!(String::from_utf8_lossy(&listed.stdout).contains("big/c.txt"));
+    }
+    let theirs_file = work.path().join("theirs.tar.zst");
+    std::fs::write(&theirs_file, &theirs).unwrap();
+    clean(archiver().arg("list").arg(&theirs_file));
+}
+
+/// A tar.gz over many independent 1 MiB pieces (one gzip member; each piece's end marked by a
+/// second empty stored block): `gzip -t`, GNU tar, bsdtar and Python's tarfile in stream mode
+/// (`r|gz`, which reads only a first member) extract it whole; `-j` does not change the bytes;
+/// our `list` and `unpack` read it back, and a pigz stream too.
+#[test]
+fn multi_piece_tar_gz_reads_everywhere() {
+    let gnu = require("tar");
+    let bsd = require("bsdtar");
+    let python = require("python3");
+    let gzip = require("gzip");
+    let pigz = require("pigz");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    gnarly_tree(&src, 40, 17);
+    let text: Vec<u8> = (0..4u32 << 20)
+        .map(|i| b"piece "[(i % 6) as usize])
+        .collect();
+    file(&src, "big/a.txt", &text, 0o644);
+    file(&src, "big/b.bin", &noise(2 << 20, 4), 0o600);
+    let expected = snapshot(&src);
+    let one = work.path().join("one.tar.gz");
+    let three = work.path().join("three.tar.gz");
+    pack(&src, &one, "tar.gz", "1");
+    pack(&src, &three, "tar.gz", "3");
+    assert!(
+        std::fs::read(&one).unwrap() == std::fs::read(&three).unwrap(),
+        "-j changes the bytes"
+    );
+    clean(Command::new(&gzip).arg("-t").arg(&one));
+    for (name, tool) in [("gnu", &gnu), ("bsd", &bsd)] {
+        let dest = work.path().join(format!("x-{name}"));
+        std::fs::create_dir(&dest).unwrap();
+        clean(
+            Command::new(tool)
+                .arg("-xpzf")
+                .arg(&one)
+                .arg("-C")
+                .arg(&dest),
+        );
+        assert_same_tree(&expected, &snapshot_extracted(&dest));
+    }
+    let py = work.path().join("x-py");
+    clean(Command::new(&python).arg("-c").arg(
+        "import sys, tarfile\nt = tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz')\nt.extractall(sys.argv[1], filter='fully_trusted') if hasattr(tarfile, 'data_filter') else t.extractall(sys.argv[1])",
+    ).arg(&py).stdin_bytes(&std::fs::read(&one).unwrap()));
+    assert_same_tree(&expected, &snapshot_extracted(&py));
+    let ours = work.path().join("x-ours");
+    clean(
+        archiver()
+            .args(["unpack", "--require-manifest", "-C"])
+            .arg(&ours)
+            .arg(&one),
+    );
+    assert_same_tree(&expected, &snapshot_extracted(&ours));
+    let listed = clean(archiver().arg("list").arg(&one));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("big/b.bin"));
+    // pigz's own stream of our tar (no piece marks): read sequentially, same tree.
+    let tar = ok(archiver()
+        .args(["pack", "-f", "tar", "-o", "-", "-C"])
+        .arg(&src)
+        .arg("."))
+    .stdout;
+    let theirs = ok(Command::new(&pigz)
+        .args(["-c", "-p", "2"])
+        .stdin_bytes(&tar))
+    .stdout;
+    let dest = work.path().join("x-pigz");
+    clean(
+        archiver()
+            .args(["unpack", "--require-manifest", "-C"])
+            .arg(&dest)
+            .stdin_bytes(&theirs),
+    );
     assert_same_tree(&expected, &snapshot_extracted(&dest));
 }

@@ -10,6 +10,13 @@
 //! stream. Block boundaries depend only on the byte count, never on threads or timing, so `-j 1` and
 //! `-j 16` give identical bytes. CRC-32s are computed per block and combined.
 //!
+//! Every [`PIECE_BLOCKS`] blocks (1 MiB of input) a piece ends: the next block starts without a
+//! dictionary, and the piece's last sync flush is followed by a second, empty stored block, so
+//! the byte pattern [`PIECE_END`] marks where an independent piece starts. It is still one gzip
+//! member that every inflater reads as before; `gzip_read::ParGzReader` uses the marks to inflate
+//! pieces in parallel (checking each guess, see there). Cost: 5 bytes and one dictionary reset
+//! per MiB.
+//!
 //! Memory: at most `2 * threads + 2` blocks (input plus output) are in flight.
 
 use std::io::{self, Write};
@@ -22,11 +29,18 @@ use super::pool::OrderedPool;
 pub const BLOCK: usize = 128 << 10;
 /// Deflate's window: how much history a block may refer back to.
 const DICT: usize = 32 << 10;
+/// Blocks per independent piece.
+pub const PIECE_BLOCKS: u64 = 8;
+/// How a piece ends: the last 4 bytes of a sync flush (`LEN` 0, `NLEN` 0xffff) and a second empty
+/// stored block (header byte, `LEN`, `NLEN`). The next piece starts right after it.
+pub const PIECE_END: [u8; 9] = [0, 0, 0xff, 0xff, 0, 0, 0, 0xff, 0xff];
 
 struct Job {
     data: Vec<u8>,
     dict: Vec<u8>,
     last: bool,
+    /// The block ends a piece: append the second empty stored block.
+    piece_end: bool,
 }
 
 struct Deflated {
@@ -42,6 +56,8 @@ pub struct ParGzWriter<W: Write> {
     out: Option<W>,
     block: Vec<u8>,
     dict: Vec<u8>,
+    /// Blocks submitted so far.
+    blocks: u64,
     pool: OrderedPool<Job, Deflated>,
     crc: crc32fast::Hasher,
     len: u64,
@@ -61,8 +77,12 @@ impl<W: Write> ParGzWriter<W> {
         let pool = OrderedPool::new("gzip", threads, move |job: Job| {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&job.data);
+            let mut bytes = deflate_block(level, &job.data, &job.dict, job.last);
+            if let (Ok(b), true) = (&mut bytes, job.piece_end) {
+                b.extend_from_slice(&PIECE_END[4..]);
+            }
             Deflated {
-                bytes: deflate_block(level, &job.data, &job.dict, job.last),
+                bytes,
                 crc,
                 len: job.data.len() as u64,
             }
@@ -71,6 +91,7 @@ impl<W: Write> ParGzWriter<W> {
             out: Some(out),
             block: Vec::with_capacity(BLOCK),
             dict: Vec::new(),
+            blocks: 0,
             pool,
             crc: crc32fast::Hasher::new(),
             len: 0,
@@ -85,9 +106,19 @@ impl<W: Write> ParGzWriter<W> {
             &mut self.block,
             Vec::with_capacity(if last { 0 } else { BLOCK }),
         );
-        let dict = std::mem::take(&mut self.dict);
+        let mut dict = std::mem::take(&mut self.dict);
+        if self.blocks.is_multiple_of(PIECE_BLOCKS) {
+            dict.clear(); // a piece starts: nothing before it may be referred to
+        }
+        let piece_end = !last && (self.blocks + 1).is_multiple_of(PIECE_BLOCKS);
+        self.blocks += 1;
         self.dict = data[data.len().saturating_sub(DICT)..].to_vec();
-        self.pool.submit(Job { data, dict, last })?;
+        self.pool.submit(Job {
+            data,
+            dict,
+            last,
+            piece_end,
+        })?;
         // Write out whatever is already done without waiting.
         while self.write_next(false)? {}
         Ok(())
@@ -151,7 +182,12 @@ impl<W: Write> Write for ParGzWriter<W> {
 }
 
 /// Deflates one block as raw deflate: sync-flushed (byte-aligned, not final) unless it is the last.
-fn deflate_block(level: u32, data: &[u8], dict: &[u8], last: bool) -> Result<Vec<u8>, String> {
+pub(super) fn deflate_block(
+    level: u32,
+    data: &[u8],
+    dict: &[u8],
+    last: bool,
+) -> Result<Vec<u8>, String> {
     let mut c = Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(|e| e.to_string())?;

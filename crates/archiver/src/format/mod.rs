@@ -2,12 +2,13 @@
 //! compression layer between the tar stream and the output.
 
 pub mod gzip;
+pub mod gzip_read;
 mod pool;
 pub(crate) mod tar;
 pub(crate) mod tar_read;
 pub mod zip;
 pub(crate) mod zip_read;
-pub(crate) mod zstd_frames;
+pub mod zstd_frames;
 
 use std::fmt;
 use std::io::{self, Write};

@@ -278,6 +278,8 @@ impl<R: Read> ParZstdReader<R> {
             let mut bytes = self.spare_in.pop().unwrap_or_default();
             bytes.clear();
             match self.take(4, &mut bytes)? {
+                // Nothing at all is not a zstd stream (libzstd agrees); the end after frames is.
+                0 if start == 0 => return Err(self.cut("the first frame")),
                 0 => return Ok(Next::End),
                 4 => {}
                 _ => return Err(self.cut("a frame header")),
@@ -598,7 +600,10 @@ mod tests {
             let mut bad = z.clone();
             bad[5..7].copy_from_slice(&(claimed - 256).to_le_bytes());
             let e = unpack(&bad, 2).unwrap_err();
-            assert!(e.to_string().contains("damaged zstd frame at byte 0"), "{e}");
+            assert!(
+                e.to_string().contains("damaged zstd frame at byte 0"),
+                "{e}"
+            );
         }
     }
 }

@@ -34,7 +34,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use crate::error::{Error, Refused, Result, Rule};
 use crate::format::tar_read::TarReader;
 use crate::format::zip_read::{self, ZipEntry};
-use crate::list::{escape_name, open_tar, Opened};
+use crate::list::{escape_name, open_tar, DecodeThreads, Opened};
 use crate::manifest;
 use crate::pack::budget::Budget;
 use crate::pack::stats::{StageClock, StageStats};
@@ -300,9 +300,23 @@ impl Unpacker {
     }
 
     /// Unpacks from a stream. A zip is first copied to a temporary file (its directory is at the end).
-    /// An empty stream is an error, never an empty archive.
+    /// An empty stream is an error, never an empty archive. A compressed stream is decompressed
+    /// as its bytes arrive, so a slow or stalled producer's data (and any damage in it) is acted
+    /// on at once; for a file, [`unpack_path`](Self::unpack_path) or
+    /// [`unpack_from_file`](Self::unpack_from_file) decompress in parallel.
     pub fn unpack<R: Read>(&self, input: R) -> Result<UnpackReport> {
-        let result = match open_tar(input, self.jobs) {
+        self.unpack_with(input, DecodeThreads::SEQUENTIAL)
+    }
+
+    /// Like [`unpack`](Self::unpack), for a stream whose reads never wait on a producer (a file,
+    /// perhaps behind a progress-counting wrapper): our tar.gz and tar.zst are decompressed in
+    /// parallel, reading up to a few MiB ahead.
+    pub fn unpack_from_file<R: Read>(&self, input: R) -> Result<UnpackReport> {
+        self.unpack_with(input, DecodeThreads::beside_writers(self.jobs))
+    }
+
+    fn unpack_with<R: Read>(&self, input: R, threads: DecodeThreads) -> Result<UnpackReport> {
+        let result = match open_tar(input, threads) {
             Ok(Opened::Tar(tar)) => self.run(Source::Tar(tar)),
             Ok(Opened::Zip(mut all)) => tempfile::tempfile()
                 .and_then(|mut spool| io::copy(&mut all, &mut spool).map(|_| spool))
@@ -328,7 +342,7 @@ impl Unpacker {
         }
         drop(file);
         let file = File::open(path).map_err(Error::Input)?;
-        self.unpack(io::BufReader::with_capacity(256 << 10, file))
+        self.unpack_from_file(io::BufReader::with_capacity(256 << 10, file))
     }
 
     /// A read that failed because the user cancelled (a cancellable input gives up with an error)

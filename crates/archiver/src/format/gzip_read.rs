@@ -1,0 +1,605 @@
+//! Reading gzip: our own tar.gz inflated in parallel, every other gzip stream as before.
+//!
+//! Our writer (`gzip.rs`) keeps one gzip member but makes every 1 MiB piece of the tar stream
+//! independent (no back-references before it) and ends each piece with a second empty stored
+//! block, so the 9 bytes [`PIECE_END`] mark where the next piece starts. [`open`] looks for those
+//! marks in the compressed stream and inflates the pieces between them on pool threads, in order.
+//!
+//! A mark is only a guess (the same bytes can occur inside compressed data, or a hostile stream
+//! can place them anywhere), so every piece is checked, and a piece that fails the check is never
+//! an error by itself: the stream from that piece on is handed to a sequential inflater (with the
+//! 32 KiB of output before the piece as its dictionary), which decides as any inflater would.
+//! The check: the piece, with a final empty block (`03 00`) appended, must inflate as a complete
+//! raw deflate stream with no dictionary and consume every byte. Then, given that the piece
+//! starts at a block boundary (the first one starts after the header; each next one where the
+//! previous check ended), its blocks end exactly at the mark, and no distance reaches before its
+//! start (the inflater refuses those without a dictionary), its output is exactly what sequential
+//! inflation gives. The member's CRC-32 and length are checked over all pieces, as always.
+//!
+//! Streams without marks in their first 4 MiB (gzip, pigz, any other producer), with a header
+//! that has flags, or that fail on their first piece go to [`GzMembers`] whole: the path every
+//! gzip took before. Memory: at most `threads + 1` pieces in flight, each at most 4 MiB compressed
+//! and 4 MiB inflated.
+//!
+//! Ours because no crate inflates one gzip member in parallel from a pipe.
+
+use std::io::{self, BufRead, Read};
+
+use flate2::{Decompress, FlushDecompress, Status};
+
+use super::gzip::PIECE_END;
+use super::pool::OrderedPool;
+
+/// The most compressed bytes searched for a mark, and the most a piece may inflate to.
+const MAX_PIECE: usize = 4 << 20;
+/// Deflate's window: the dictionary a sequential inflater needs when it takes over.
+const WINDOW: usize = 32 << 10;
+/// A final, empty fixed-Huffman block: closes a piece so it can be inflated alone.
+const CLOSE: [u8; 2] = [0x03, 0x00];
+
+/// Opens a gzip stream (from its first byte) on `threads` inflating threads (0: sequentially).
+pub fn open<'a, R: Read + 'a>(input: R, threads: usize) -> io::Result<Box<dyn Read + 'a>> {
+    let mut input: Box<dyn BufRead + 'a> = Box::new(io::BufReader::with_capacity(256 << 10, input));
+    let mut header = Vec::with_capacity(10);
+    (&mut input).take(10).read_to_end(&mut header)?;
+    // Only the plain 10-byte header (deflate, no flags) is ours; anything else as before.
+    if header.len() < 10 || header[..4] != [0x1f, 0x8b, 8, 0] || threads == 0 {
+        let replay: Box<dyn BufRead + 'a> = Box::new(io::Cursor::new(header).chain(input));
+        return Ok(Box::new(GzMembers::new(replay)));
+    }
+    Ok(Box::new(ParGzReader {
+        header,
+        input: Some(input),
+        pool: OrderedPool::with_depth("ungzip", threads, threads + 1, inflate_piece)?,
+        scan: Vec::new(),
+        searched: 0,
+        scanning: true,
+        first: true,
+        current: Vec::new(),
+        pos: 0,
+        spare: Vec::new(),
+        spare_in: Vec::new(),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+        window: Vec::new(),
+        after: None,
+    }))
+}
+
+/// A piece for a pool thread: its compressed bytes, whether it is the stream's last (running to
+/// the input's end), and a buffer to inflate into.
+struct Piece {
+    bytes: Vec<u8>,
+    last: bool,
+    out: Vec<u8>,
+}
+
+/// A piece back from the pool: its bytes (for a sequential take-over), its output if it passed
+/// the check, and for the last piece how many bytes the deflate stream used.
+struct Inflated {
+    bytes: Vec<u8>,
+    last: bool,
+    out: Option<Vec<u8>>,
+    crc: crc32fast::Hasher,
+    used: usize,
+}
+
+fn inflate_piece(mut p: Piece) -> Inflated {
+    let n = p.bytes.len();
+    if !p.last {
+        p.bytes.extend_from_slice(&CLOSE);
+    }
+    let mut out = std::mem::take(&mut p.out);
+    out.clear();
+    out.reserve(MAX_PIECE);
+    let mut d = Decompress::new(false);
+    let status = d.decompress_vec(&p.bytes, &mut out, FlushDecompress::Finish);
+    let used = d.total_in() as usize;
+    let passed = matches!(status, Ok(Status::StreamEnd)) && (p.last || used == p.bytes.len());
+    p.bytes.truncate(n);
+    let mut crc = crc32fast::Hasher::new();
+    if passed {
+        crc.update(&out);
+    }
+    Inflated {
+        bytes: p.bytes,
+        last: p.last,
+        out: passed.then_some(out),
+        crc,
+        used,
+    }
+}
+
+struct ParGzReader<'a> {
+    /// The member header, replayed if the first piece fails.
+    header: Vec<u8>,
+    input: Option<Box<dyn BufRead + 'a>>,
+    pool: OrderedPool<Piece, Inflated>,
+    /// Compressed bytes of the next piece; `searched` of them have been searched for a mark.
+    scan: Vec<u8>,
+    searched: usize,
+    /// Still cutting pieces (false once the input ended or a piece grew past the limit).
+    scanning: bool,
+    /// No piece has been handed out yet.
+    first: bool,
+    current: Vec<u8>,
+    pos: usize,
+    /// Buffers done with: inflated ones and compressed ones.
+    spare: Vec<Vec<u8>>,
+    spare_in: Vec<Vec<u8>>,
+    /// CRC-32 and length of everything handed out.
+    crc: crc32fast::Hasher,
+    len: u64,
+    /// The last 32 KiB handed out.
+    window: Vec<u8>,
+    /// Where reading continues once the parallel part has ended.
+    after: Option<Box<dyn Read + 'a>>,
+}
+
+impl<'a> ParGzReader<'a> {
+    /// Reads input until the scan buffer holds a whole piece; submits it. Stops scanning at the
+    /// input's end (the rest is the last piece) or when a piece grows past the limit.
+    fn cut_piece(&mut self) -> io::Result<()> {
+        let input = self.input.as_mut().expect("input while scanning");
+        loop {
+            let from = self.searched.saturating_sub(PIECE_END.len() - 1);
+            if let Some(at) = find(&self.scan[from..], &PIECE_END) {
+                let end = from + at + PIECE_END.len();
+                let mut bytes = self.spare_in.pop().unwrap_or_default();
+                bytes.clear();
+                bytes.extend_from_slice(&self.scan[..end]);
+                self.scan.drain(..end);
+                self.searched = 0;
+                let out = self.spare.pop().unwrap_or_default();
+                return self.pool.submit(Piece {
+                    bytes,
+                    last: false,
+                    out,
+                });
+            }
+            self.searched = self.scan.len();
+            if self.scan.len() > MAX_PIECE {
+                self.scanning = false; // not our layout: the rest goes to a sequential inflater
+                return Ok(());
+            }
+            let buf = input.fill_buf()?;
+            if buf.is_empty() {
+                self.scanning = false;
+                if self.scan.is_empty() {
+                    return Ok(()); // ended right after a mark: the sequential inflater says so
+                }
+                let bytes = std::mem::take(&mut self.scan);
+                let out = self.spare.pop().unwrap_or_default();
+                return self.pool.submit(Piece {
+                    bytes,
+                    last: true,
+                    out,
+                });
+            }
+            let n = buf.len().min(MAX_PIECE + 1 - self.scan.len());
+            self.scan.extend_from_slice(&buf[..n]);
+            input.consume(n);
+        }
+    }
+
+    /// Takes a piece back in order: hands its output out, or on a failed check (or a last piece
+    /// whose trailer does not match) hands the stream from this piece on to a sequential reader.
+    fn accept(&mut self, done: Result<Inflated, String>) -> io::Result<()> {
+        let done = done.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
+        let Some(out) = done.out else {
+            return self.take_over(done.bytes);
+        };
+        let was_last = done.last;
+        let mut crc = self.crc.clone();
+        crc.combine(&done.crc);
+        let len = self.len + out.len() as u64;
+        if was_last && done.used < done.bytes.len() {
+            // The deflate stream ended in this piece: its trailer follows.
+            let tail = &done.bytes[done.used..];
+            let trailer_ok = tail.len() >= 8
+                && tail[..4] == crc.clone().finalize().to_le_bytes()
+                && tail[4..8] == (len as u32).to_le_bytes();
+            if !trailer_ok {
+                return self.take_over(done.bytes);
+            }
+            let rest: Box<dyn BufRead + 'a> = Box::new(io::Cursor::new(tail[8..].to_vec()));
+            self.after = Some(Box::new(GzMembers::after_member(rest)?));
+        } else if was_last {
+            return self.take_over(done.bytes); // no trailer at all: cut short
+        }
+        self.crc = crc;
+        self.len = len;
+        self.first = false;
+        let keep = out.len().min(WINDOW);
+        if keep < WINDOW {
+            let drop = (self.window.len() + keep).saturating_sub(WINDOW);
+            self.window.drain(..drop);
+        } else {
+            self.window.clear();
+        }
+        self.window.extend_from_slice(&out[out.len() - keep..]);
+        let used = std::mem::replace(&mut self.current, out);
+        if used.capacity() > 0 {
+            self.spare.push(used);
+        }
+        self.pos = 0;
+        self.spare_bytes(done.bytes);
+        Ok(())
+    }
+
+    fn spare_bytes(&mut self, bytes: Vec<u8>) {
+        // At most one per piece in flight: the pool bounds them.
+        self.spare_in.push(bytes);
+    }
+
+    /// Hands the stream from the piece in `from` on (the pieces after it, the scan buffer, the
+    /// rest of the input) to a sequential reader: the whole stream to [`GzMembers`] if nothing
+    /// was handed out yet, else a raw inflater primed with the last 32 KiB of output.
+    fn take_over(&mut self, mut from: Vec<u8>) -> io::Result<()> {
+        tracing::debug!(
+            after = self.len,
+            "gzip: no (more) independent pieces; inflating the rest sequentially"
+        );
+        while let Some(later) = self.pool.next(true) {
+            let later =
+                later.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
+            from.extend_from_slice(&later.bytes);
+        }
+        from.append(&mut self.scan);
+        self.scanning = false;
+        let input = self.input.take().expect("input until taken over");
+        if self.first {
+            let mut all = std::mem::take(&mut self.header);
+            all.append(&mut from);
+            let replay: Box<dyn BufRead + 'a> = Box::new(io::Cursor::new(all).chain(input));
+            self.after = Some(Box::new(GzMembers::new(replay)));
+        } else {
+            let rest: Box<dyn BufRead + 'a> = Box::new(io::Cursor::new(from).chain(input));
+            let mut inflate = Decompress::new(false);
+            inflate
+                .set_dictionary(&self.window)
+                .map_err(|e| io::Error::other(format!("inflate: {e}")))?;
+            self.after = Some(Box::new(Sequential {
+                input: Some(rest),
+                inflate,
+                crc: std::mem::take(&mut self.crc),
+                len: self.len,
+                members: None,
+            }));
+        }
+        Ok(())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+impl Read for ParGzReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.current.len() {
+                let n = out.len().min(self.current.len() - self.pos);
+                out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if let Some(after) = &mut self.after {
+                return after.read(out);
+            }
+            // A piece already done goes out first; then more pieces are cut while there is room;
+            // only then is a piece in flight waited for.
+            if let Some(done) = self.pool.next(false) {
+                self.accept(done)?;
+            } else if self.scanning && self.pool.has_room() {
+                self.cut_piece()?;
+            } else if let Some(done) = self.pool.next(true) {
+                self.accept(done)?;
+            } else if self.input.is_some() {
+                // Nothing in flight and no more pieces: what is left was not cut into pieces.
+                let rest = std::mem::take(&mut self.scan);
+                self.take_over(rest)?;
+            } else {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+/// A raw inflater taking over mid-member: inflates to the end of the deflate stream, checks the
+/// member's trailer against the CRC-32 and length of everything before, then reads any further
+/// members.
+struct Sequential<'a> {
+    input: Option<Box<dyn BufRead + 'a>>,
+    inflate: Decompress,
+    crc: crc32fast::Hasher,
+    len: u64,
+    members: Option<GzMembers<'a>>,
+}
+
+fn damaged(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl Read for Sequential<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if let Some(m) = &mut self.members {
+            return m.read(out);
+        }
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let input = self.input.as_mut().expect("input until the member ends");
+        loop {
+            let buf = input.fill_buf()?;
+            let eof = buf.is_empty();
+            let (in0, out0) = (self.inflate.total_in(), self.inflate.total_out());
+            let status = self
+                .inflate
+                .decompress(buf, out, FlushDecompress::None)
+                .map_err(|e| damaged(format!("corrupt deflate stream: {e}")))?;
+            let used = (self.inflate.total_in() - in0) as usize;
+            let made = (self.inflate.total_out() - out0) as usize;
+            input.consume(used);
+            self.crc.update(&out[..made]);
+            self.len += made as u64;
+            if status == Status::StreamEnd {
+                let mut trailer = [0u8; 8];
+                input
+                    .read_exact(&mut trailer)
+                    .map_err(|_| damaged("the gzip stream is cut short (no trailer)".into()))?;
+                if trailer[..4] != std::mem::take(&mut self.crc).finalize().to_le_bytes()
+                    || trailer[4..] != (self.len as u32).to_le_bytes()
+                {
+                    return Err(damaged(
+                        "gzip CRC-32 or length mismatch: damaged data".into(),
+                    ));
+                }
+                let rest = self.input.take().expect("checked above");
+                self.members = Some(GzMembers::after_member(rest)?);
+                if made > 0 {
+                    return Ok(made);
+                }
+                return self.members.as_mut().expect("set above").read(out);
+            }
+            if made > 0 {
+                return Ok(made);
+            }
+            if eof {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the gzip stream is cut short",
+                ));
+            }
+            if used == 0 {
+                return Err(damaged("corrupt deflate stream: no progress".into()));
+            }
+        }
+    }
+}
+
+/// Reads gzip members one after another (as `gzip -d` does), each checked by `flate2`. Bytes
+/// after a member that do not start another are ignored, as `gzip -d` ignores trailing garbage.
+pub(crate) struct GzMembers<'a> {
+    current: Option<flate2::bufread::GzDecoder<Box<dyn BufRead + 'a>>>,
+}
+
+impl<'a> GzMembers<'a> {
+    /// Members from the first byte of `input`.
+    pub(crate) fn new(input: Box<dyn BufRead + 'a>) -> Self {
+        GzMembers {
+            current: Some(flate2::bufread::GzDecoder::new(input)),
+        }
+    }
+
+    /// Members after one that just ended: another follows only if its magic does.
+    fn after_member(mut rest: Box<dyn BufRead + 'a>) -> io::Result<Self> {
+        let current = match rest.fill_buf()? {
+            [0x1f, 0x8b, ..] => Some(flate2::bufread::GzDecoder::new(rest)),
+            [0x1f] => {
+                // The buffer ends between the two magic bytes: look at the next one.
+                rest.consume(1);
+                if rest.fill_buf()?.first() == Some(&0x8b) {
+                    let joined: Box<dyn BufRead + 'a> =
+                        Box::new(io::Cursor::new([0x1f]).chain(rest));
+                    Some(flate2::bufread::GzDecoder::new(joined))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        Ok(GzMembers { current })
+    }
+}
+
+impl Read for GzMembers<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(dec) = self.current.as_mut() else {
+                return Ok(0);
+            };
+            let n = dec.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This member ended, its CRC and size checked.
+            let rest = self.current.take().expect("checked above").into_inner();
+            *self = GzMembers::after_member(rest)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::gzip::ParGzWriter;
+    use std::io::Write;
+
+    fn sample(n: usize, seed: u64) -> Vec<u8> {
+        let words: [&[u8]; 8] = [
+            b"alpha ", b"beta ", b"gamma ", b"delta\n", b"x", b"0123", b"::", b"zz ",
+        ];
+        let mut s = seed;
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            v.extend_from_slice(words[(s >> 61) as usize]);
+            if s.is_multiple_of(97) {
+                v.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        v.truncate(n);
+        v
+    }
+
+    fn ours(data: &[u8]) -> Vec<u8> {
+        let mut w = ParGzWriter::new(Vec::new(), 6, 2).unwrap();
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn read(gz: &[u8], threads: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        open(gz, threads)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn our_pieces_inflate_in_parallel_to_the_same_bytes() {
+        for n in [0, 1, 1 << 20, (1 << 20) + 1, (5 << 20) + 12345] {
+            let data = sample(n, n as u64 + 1);
+            let gz = ours(&data);
+            assert_eq!(read(&gz, 3).unwrap(), data, "size {n}");
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "flate2, size {n}");
+        }
+    }
+
+    #[test]
+    fn other_gzip_streams_read_as_before() {
+        let data = sample(3 << 20, 7);
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(&data).unwrap();
+        let mut two = e.finish().unwrap();
+        // A second member (ours) after the first.
+        two.extend(ours(&data[..100_000]));
+        let mut want = data.clone();
+        want.extend_from_slice(&data[..100_000]);
+        assert_eq!(read(&two, 2).unwrap(), want);
+    }
+
+    #[test]
+    fn a_false_mark_is_taken_over_sequentially() {
+        // Marks everywhere a piece cannot start: each guess fails its check (a distance reaches
+        // back before it, or its blocks do not end at the mark) and the sequential inflater takes
+        // over with the right dictionary. A stored block carrying the mark's bytes as data does it.
+        let mut data = sample(3 << 20, 3);
+        for at in (0..data.len()).step_by(300_001) {
+            data[at..at + 9].copy_from_slice(&PIECE_END);
+        }
+        let gz = ours(&data);
+        assert_eq!(read(&gz, 2).unwrap(), data);
+        // Also after pieces have gone out: the second piece's data holds the mark (stored).
+        let mut mixed = data.clone();
+        mixed.extend_from_slice(&sample(1 << 20, 5));
+        let mut raw = Vec::new();
+        let mut plain = flate2::write::GzEncoder::new(&mut raw, flate2::Compression::none());
+        plain.write_all(&mixed).unwrap();
+        plain.finish().unwrap();
+        assert_eq!(read(&raw, 2).unwrap(), mixed);
+    }
+
+    /// A segment of a test member: data, level, the previous 32 KiB as dictionary, a piece mark
+    /// after it.
+    type Segment<'a> = (&'a [u8], u32, bool, bool);
+
+    /// One gzip member from segments; the last segment ends the deflate stream.
+    fn member(segments: &[Segment]) -> Vec<u8> {
+        use crate::format::gzip::deflate_block;
+        let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+        let mut crc = crc32fast::Hasher::new();
+        let mut len = 0u64;
+        let mut prev: &[u8] = &[];
+        for (i, &(data, level, dict, mark)) in segments.iter().enumerate() {
+            let d = if dict {
+                &prev[prev.len().saturating_sub(WINDOW)..]
+            } else {
+                &[][..]
+            };
+            let last = i + 1 == segments.len();
+            gz.extend(deflate_block(level, data, d, last).unwrap());
+            if mark {
+                gz.extend_from_slice(&PIECE_END[4..]);
+            }
+            crc.update(data);
+            len += data.len() as u64;
+            prev = data;
+        }
+        gz.extend_from_slice(&crc.finalize().to_le_bytes());
+        gz.extend_from_slice(&(len as u32).to_le_bytes());
+        gz
+    }
+
+    #[test]
+    fn pieces_that_fail_their_check_are_taken_over_with_the_right_dictionary() {
+        let a = sample(1 << 20, 21);
+        let mut b = a[(1 << 20) - 20_000..].to_vec(); // refers back into `a`
+        b.extend(sample(200_000, 22));
+        let mut c = sample(300_000, 23);
+        c[1000..1009].copy_from_slice(&PIECE_END); // a false mark, stored as is below
+        let d = sample(500_000, 24);
+        let cases: [&[Segment]; 3] = [
+            // A good piece, then one that needs the first one's history.
+            &[
+                (&a, 6, false, true),
+                (&b, 6, true, true),
+                (&d, 6, false, false),
+            ],
+            // A good piece, then a stored one with a false mark inside its data.
+            &[(&a, 6, false, true), (&c, 0, false, false)],
+            // Good pieces, then a mark right before the end of a final block's data.
+            &[
+                (&a, 6, false, true),
+                (&d, 6, false, true),
+                (&c, 0, true, false),
+            ],
+        ];
+        for (i, segments) in cases.iter().enumerate() {
+            let gz = member(segments);
+            let want: Vec<u8> = segments.iter().flat_map(|s| s.0.iter().copied()).collect();
+            let mut check = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut check)
+                .unwrap();
+            assert_eq!(check, want, "case {i}: the test stream itself");
+            assert_eq!(read(&gz, 2).unwrap(), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn damage_and_truncation_are_errors() {
+        let data = sample(3 << 20, 11);
+        let gz = ours(&data);
+        for cut in [11, 1000, gz.len() / 2, gz.len() - 9, gz.len() - 1] {
+            assert!(read(&gz[..cut], 2).is_err(), "cut at {cut} of {}", gz.len());
+        }
+        let mut bad_crc = gz.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 8] ^= 1;
+        assert!(read(&bad_crc, 2).is_err());
+        for at in [20, gz.len() / 3, gz.len() * 2 / 3] {
+            let mut flipped = gz.clone();
+            flipped[at] ^= 0x10;
+            // Either an error or, if the flip is in a place inflate ignores, the exact data.
+            if let Ok(back) = read(&flipped, 2) {
+                assert_eq!(back, data, "flip at {at} gave different data");
+            }
+        }
+    }
+}
