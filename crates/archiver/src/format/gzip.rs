@@ -74,6 +74,13 @@ impl<W: Write> ParGzWriter<W> {
         };
         // Fixed header: no name, mtime 0, OS = Unix, so the bytes never depend on the machine or time.
         out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3])?;
+        Self::raw(out, level, threads)
+    }
+
+    /// The same blocks and pieces as a bare deflate stream (a large zip entry's data): no gzip
+    /// header; end it with [`finish_raw`](Self::finish_raw), which writes no trailer.
+    pub(crate) fn raw(out: W, level: u32, threads: usize) -> io::Result<Self> {
+        let level = level.clamp(1, 9);
         let pool = OrderedPool::new("gzip", threads, move |job: Job| {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&job.data);
@@ -141,20 +148,28 @@ impl<W: Write> ParGzWriter<W> {
     }
 
     /// Compresses what is buffered, writes the trailer, stops the pool and returns the output.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        let (mut out, crc, len) = self.finish_raw()?;
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&crc.to_le_bytes());
+        trailer[4..].copy_from_slice(&(len as u32).to_le_bytes());
+        out.write_all(&trailer)?;
+        out.flush()?;
+        Ok(out)
+    }
+
+    /// Compresses what is buffered and ends the deflate stream; returns the output, the CRC-32
+    /// and the length of everything written in.
+    pub(crate) fn finish_raw(mut self) -> io::Result<(W, u32, u64)> {
         self.submit(true)?;
         while self.write_next(true)? {}
         let crc = std::mem::take(&mut self.crc).finalize();
-        let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&crc.to_le_bytes());
-        trailer[4..].copy_from_slice(&(self.len as u32).to_le_bytes());
-        let out = self.out_mut();
-        out.write_all(&trailer)?;
-        out.flush()?;
-        Ok(self.out.take().expect("finish runs once"))
+        let out = self.out.take().expect("finish runs once");
+        Ok((out, crc, self.len))
     }
 
-    fn out_mut(&mut self) -> &mut W {
+    /// The output, to take what has been written so far.
+    pub(crate) fn out_mut(&mut self) -> &mut W {
         self.out.as_mut().expect("output present until finish")
     }
 }

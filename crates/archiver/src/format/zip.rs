@@ -102,6 +102,8 @@ impl std::str::FromStr for ZipMethod {
 pub(crate) struct ZipEncoding {
     pub method: ZipMethod,
     pub level: u32,
+    /// Threads that deflate one large entry (its bytes do not depend on this).
+    pub threads: usize,
 }
 
 /// An entry compressed by a worker, ready to be laid down verbatim.
@@ -202,7 +204,12 @@ pub(crate) struct StreamEncoder {
 }
 
 enum StreamKind {
+    /// Stored-in-deflate (level 0, data that does not compress).
     Deflate(flate2::Compress),
+    /// Compressing levels: 128 KiB blocks deflated on a pool with the 32 KiB before each as its
+    /// dictionary, exactly as our tar.gz (pieces and marks included), so one large file no longer
+    /// leaves the other cores idle at the end of a run.
+    ParDeflate(Box<super::gzip::ParGzWriter<Vec<u8>>>),
     Zstd(zstd::stream::raw::Encoder<'static>),
 }
 
@@ -217,16 +224,18 @@ impl StreamEncoder {
                 StreamKind::Zstd(zstd::stream::raw::Encoder::new(enc.level as i32)?),
                 ZipMethod::Zstd,
             ),
-            _ => {
-                let level = if incompressible { 0 } else { enc.level };
-                (
-                    StreamKind::Deflate(flate2::Compress::new(
-                        flate2::Compression::new(level),
-                        false,
-                    )),
-                    ZipMethod::Deflate,
-                )
-            }
+            _ if incompressible || enc.level == 0 => (
+                StreamKind::Deflate(flate2::Compress::new(flate2::Compression::new(0), false)),
+                ZipMethod::Deflate,
+            ),
+            _ => (
+                StreamKind::ParDeflate(Box::new(super::gzip::ParGzWriter::raw(
+                    Vec::new(),
+                    enc.level,
+                    enc.threads,
+                )?)),
+                ZipMethod::Deflate,
+            ),
         };
         Ok((
             StreamEncoder {
@@ -248,6 +257,11 @@ impl StreamEncoder {
 
     /// Ends the stream: the last compressed bytes, the CRC-32 and the compressed size.
     pub fn finish(mut self) -> io::Result<(Vec<u8>, u32, u64)> {
+        if let StreamKind::ParDeflate(w) = self.kind {
+            let (out, _, _) = w.finish_raw()?;
+            self.compressed += out.len() as u64;
+            return Ok((out, self.crc.finalize(), self.compressed));
+        }
         let out = self.run(&[], true)?;
         self.compressed += out.len() as u64;
         Ok((out, self.crc.finalize(), self.compressed))
@@ -256,6 +270,11 @@ impl StreamEncoder {
     fn run(&mut self, input: &[u8], last: bool) -> io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(input.len() / 2 + 1024);
         match &mut self.kind {
+            StreamKind::ParDeflate(w) => {
+                debug_assert!(!last, "finish ends a parallel stream");
+                w.write_all(input)?;
+                Ok(std::mem::take(w.out_mut()))
+            }
             StreamKind::Deflate(c) => {
                 let flush = if last {
                     flate2::FlushCompress::Finish
@@ -670,6 +689,7 @@ mod tests {
         let enc = ZipEncoding {
             method: ZipMethod::Deflate,
             level: 6,
+            threads: 2,
         };
         let text = b"hello hello hello hello hello hello hello".repeat(10);
         assert_eq!(
@@ -701,7 +721,11 @@ mod tests {
     /// Builds an archive with every entry kind, a streamed entry, and ZIP64 forced by a lowered
     /// threshold, then reads it back with the `zip` crate and checks every byte.
     fn sample(zip64_at: u64, method: ZipMethod) -> Vec<u8> {
-        let enc = ZipEncoding { method, level: 6 };
+        let enc = ZipEncoding {
+            method,
+            level: 6,
+            threads: 2,
+        };
         let mut z = ZipSink::new(Vec::new(), None).with_zip64_at(zip64_at);
         z.dir(Path::new("d"), &meta(1_700_000_000)).unwrap();
         let e = encode(b"small file\n".repeat(30), Path::new("d/small.txt"), enc).unwrap();

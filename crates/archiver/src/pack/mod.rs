@@ -83,6 +83,7 @@ impl Shared {
                 ZipEncoding {
                     method,
                     level: opts.level.unwrap_or(method.levels().0),
+                    threads: opts.jobs,
                 }
             }),
             writing: Mutex::new(None),
