@@ -334,6 +334,27 @@ fn multi_piece_tar_gz_reads_everywhere() {
     assert_same_tree(&expected, &snapshot_extracted(&ours));
     let listed = clean(archiver().arg("list").arg(&one));
     assert!(String::from_utf8_lossy(&listed.stdout).contains("big/b.bin"));
+    // A zip of the same tree: its large entries are deflated in the same marked pieces.
+    let zip = work.path().join("one.zip");
+    pack(&src, &zip, "zip", "3");
+    let unzip = require("unzip");
+    clean(Command::new(&unzip).arg("-tq").arg(&zip));
+    clean(
+        Command::new(&python)
+            .arg("-c")
+            .arg("import sys, zipfile\nassert zipfile.ZipFile(sys.argv[1]).testzip() is None")
+            .arg(&zip),
+    );
+    let x_zip = work.path().join("x-zip");
+    clean(
+        archiver()
+            .args(["unpack", "--require-manifest", "-C"])
+            .arg(&x_zip)
+            .arg(&zip),
+    );
+    let mut no_links = expected.clone();
+    no_links.link_groups.clear(); // zip has no hard links: each name is a file of its own
+    assert_same_tree(&no_links, &snapshot_extracted(&x_zip));
     // pigz's own stream of our tar (no piece marks): read sequentially, same tree.
     let tar = ok(archiver()
         .args(["pack", "-f", "tar", "-o", "-", "-C"])

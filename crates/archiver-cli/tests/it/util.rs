@@ -76,7 +76,7 @@ pub fn set_mode(p: &Path, mode: u32) {
 
 /// What a tree holds, for equality checks: every path with its type, mode, content hash or link
 /// target and mtime, plus the groups of paths that are hard links of each other.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Clone)]
 pub struct Snapshot {
     pub nodes: BTreeMap<PathBuf, Node>,
     pub link_groups: BTreeSet<Vec<PathBuf>>,

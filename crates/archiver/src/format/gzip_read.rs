@@ -47,23 +47,49 @@ pub fn open<'a, R: Read + 'a>(input: R, threads: usize) -> io::Result<Box<dyn Re
         let replay: Box<dyn BufRead + 'a> = Box::new(io::Cursor::new(header).chain(input));
         return Ok(Box::new(GzMembers::new(replay)));
     }
-    Ok(Box::new(ParGzReader {
-        header,
-        input: Some(input),
-        pool: OrderedPool::with_depth("ungzip", threads, threads + 1, inflate_piece)?,
-        scan: Vec::new(),
-        searched: 0,
-        scanning: true,
-        first: true,
-        current: Vec::new(),
-        pos: 0,
-        spare: Vec::new(),
-        spare_in: Vec::new(),
-        crc: crc32fast::Hasher::new(),
-        len: 0,
-        window: Vec::new(),
-        after: None,
-    }))
+    Ok(Box::new(ParGzReader::new(input, header, threads)?))
+}
+
+/// Opens a raw deflate stream (a zip entry's data) on `threads` inflating threads (0:
+/// sequentially): the same pieces as [`open`], without a gzip header or trailer. Reading ends
+/// with the deflate stream; bytes after it are not read (as with any zip reader).
+pub(crate) fn open_raw<'a, R: Read + 'a>(
+    input: R,
+    threads: usize,
+) -> io::Result<Box<dyn Read + 'a>> {
+    let input = io::BufReader::with_capacity(256 << 10, input);
+    if threads == 0 {
+        return Ok(Box::new(flate2::bufread::DeflateDecoder::new(input)));
+    }
+    Ok(Box::new(ParGzReader::new(
+        Box::new(input),
+        Vec::new(),
+        threads,
+    )?))
+}
+
+impl<'a> ParGzReader<'a> {
+    /// `header` is the gzip header already read (empty: a raw deflate stream).
+    fn new(input: Box<dyn BufRead + 'a>, header: Vec<u8>, threads: usize) -> io::Result<Self> {
+        Ok(ParGzReader {
+            raw: header.is_empty(),
+            header,
+            input: Some(input),
+            pool: OrderedPool::with_depth("ungzip", threads, threads + 1, inflate_piece)?,
+            scan: Vec::new(),
+            searched: 0,
+            scanning: true,
+            first: true,
+            current: Vec::new(),
+            pos: 0,
+            spare: Vec::new(),
+            spare_in: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            window: Vec::new(),
+            after: None,
+        })
+    }
 }
 
 /// A piece for a pool thread: its compressed bytes, whether it is the stream's last (running to
@@ -111,6 +137,8 @@ fn inflate_piece(mut p: Piece) -> Inflated {
 }
 
 struct ParGzReader<'a> {
+    /// A raw deflate stream: no header, no trailer, nothing after the stream.
+    raw: bool,
     /// The member header, replayed if the first piece fails.
     header: Vec<u8>,
     input: Option<Box<dyn BufRead + 'a>>,
@@ -193,7 +221,9 @@ impl<'a> ParGzReader<'a> {
         let mut crc = self.crc.clone();
         crc.combine(&done.crc);
         let len = self.len + out.len() as u64;
-        if was_last && done.used < done.bytes.len() {
+        if was_last && self.raw {
+            self.after = Some(Box::new(io::empty()));
+        } else if was_last && done.used < done.bytes.len() {
             // The deflate stream ended in this piece: its trailer follows.
             let tail = &done.bytes[done.used..];
             let trailer_ok = tail.len() >= 8
@@ -248,7 +278,7 @@ impl<'a> ParGzReader<'a> {
         from.append(&mut self.scan);
         self.scanning = false;
         let input = self.input.take().expect("input until taken over");
-        if self.first {
+        if self.first && !self.raw {
             let mut all = std::mem::take(&mut self.header);
             all.append(&mut from);
             let replay: Box<dyn BufRead + 'a> = Box::new(io::Cursor::new(all).chain(input));
@@ -264,6 +294,7 @@ impl<'a> ParGzReader<'a> {
                 inflate,
                 crc: std::mem::take(&mut self.crc),
                 len: self.len,
+                raw: self.raw,
                 members: None,
             }));
         }
@@ -314,6 +345,8 @@ struct Sequential<'a> {
     inflate: Decompress,
     crc: crc32fast::Hasher,
     len: u64,
+    /// A raw deflate stream: it ends with the deflate stream, no trailer follows.
+    raw: bool,
     members: Option<GzMembers<'a>>,
 }
 
@@ -343,6 +376,10 @@ impl Read for Sequential<'_> {
             input.consume(used);
             self.crc.update(&out[..made]);
             self.len += made as u64;
+            if status == Status::StreamEnd && self.raw {
+                self.members = Some(GzMembers { current: None });
+                return Ok(made);
+            }
             if status == Status::StreamEnd {
                 let mut trailer = [0u8; 8];
                 input
@@ -580,6 +617,29 @@ mod tests {
             assert_eq!(check, want, "case {i}: the test stream itself");
             assert_eq!(read(&gz, 2).unwrap(), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn raw_deflate_pieces_and_other_raw_streams() {
+        let data = sample((3 << 20) + 777, 31);
+        let mut w = ParGzWriter::raw(Vec::new(), 6, 2).unwrap();
+        w.write_all(&data).unwrap();
+        let (ours, crc, len) = w.finish_raw().unwrap();
+        assert_eq!((crc, len), (crc32fast::hash(&data), data.len() as u64));
+        let read_raw = |z: &[u8]| -> io::Result<Vec<u8>> {
+            let mut out = Vec::new();
+            open_raw(z, 2)?.read_to_end(&mut out)?;
+            Ok(out)
+        };
+        assert_eq!(read_raw(&ours).unwrap(), data);
+        // Bytes after the deflate stream are not read (a zip entry's region may hold them).
+        let mut padded = ours.clone();
+        padded.extend_from_slice(b"junk");
+        assert_eq!(read_raw(&padded).unwrap(), data);
+        assert!(read_raw(&ours[..ours.len() - 3]).is_err());
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(&data).unwrap();
+        assert_eq!(read_raw(&e.finish().unwrap()).unwrap(), data);
     }
 
     #[test]

@@ -553,9 +553,9 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
         8 if e.usize <= INFLATE_WHOLE && e.csize <= INFLATE_WHOLE => {
             Box::new(io::Cursor::new(inflate_whole(file, e)?))
         }
-        8 => Box::new(flate2::read::DeflateDecoder::new(
-            io::BufReader::with_capacity(64 << 10, raw),
-        )),
+        // Larger entries: our own are cut into independent pieces (as our tar.gz), inflated on
+        // a small pool; any other deflate stream is inflated sequentially (gzip_read::open_raw).
+        8 => crate::format::gzip_read::open_raw(raw, ENTRY_INFLATERS).map_err(Error::Thread)?,
         93 => Box::new(zstd::stream::read::Decoder::new(raw).map_err(Error::Input)?),
         m => {
             return Err(Error::Entry {
@@ -575,6 +575,11 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
         done: false,
     })
 }
+
+/// Threads that inflate one large deflated entry. Each writer may hold one such pool; two
+/// threads let one big entry at the end of a run use a second core without multiplying threads
+/// (and pieces in memory: up to 3 × 8 MiB per pool) by the core count.
+const ENTRY_INFLATERS: usize = 2;
 
 /// Entries up to this size (compressed and declared) are inflated whole by libdeflate: about
 /// twice the speed of streaming zlib, and the common case (small files).
