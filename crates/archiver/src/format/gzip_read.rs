@@ -286,9 +286,11 @@ impl<'a> ParGzReader<'a> {
         } else {
             let rest: Box<dyn BufRead + 'a> = Box::new(io::Cursor::new(from).chain(input));
             let mut inflate = Decompress::new(false);
-            inflate
-                .set_dictionary(&self.window)
-                .map_err(|e| io::Error::other(format!("inflate: {e}")))?;
+            if !self.window.is_empty() {
+                inflate
+                    .set_dictionary(&self.window)
+                    .map_err(|e| io::Error::other(format!("inflate: {e}")))?;
+            }
             self.after = Some(Box::new(Sequential {
                 input: Some(rest),
                 inflate,
@@ -529,6 +531,22 @@ mod tests {
         let mut want = data.clone();
         want.extend_from_slice(&data[..100_000]);
         assert_eq!(read(&two, 2).unwrap(), want);
+        // Longer than a piece may be, without marks: the whole stream to the sequential path.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..(5 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+        e.write_all(&noise).unwrap();
+        let long = e.finish().unwrap();
+        assert!(long.len() > MAX_PIECE);
+        assert_eq!(read(&long, 2).unwrap(), noise);
+        assert!(read(&long[..long.len() - 5], 2).is_err());
     }
 
     #[test]
@@ -640,6 +658,23 @@ mod tests {
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
         e.write_all(&data).unwrap();
         assert_eq!(read_raw(&e.finish().unwrap()).unwrap(), data);
+        // Another tool's stream longer than a piece may be, without marks: sequential from the
+        // start (no dictionary), cut short or whole.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..(5 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(1));
+        e.write_all(&noise).unwrap();
+        let long = e.finish().unwrap();
+        assert!(long.len() > MAX_PIECE);
+        assert_eq!(read_raw(&long).unwrap(), noise);
+        assert!(read_raw(&long[..long.len() - 100]).is_err());
     }
 
     #[test]
