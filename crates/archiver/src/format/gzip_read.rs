@@ -17,7 +17,7 @@
 //! inflation gives. The member's CRC-32 and length are checked over all pieces, as always.
 //!
 //! Streams without marks in their first 4 MiB (gzip, pigz, any other producer), with a header
-//! that has flags, or that fail on their first piece go to [`GzMembers`] whole: the path every
+//! that has flags, or that fail on their first piece go to `GzMembers` whole: the path every
 //! gzip took before. Memory: at most `threads + 1` pieces in flight, each at most 4 MiB compressed
 //! and 4 MiB inflated.
 //!
@@ -263,7 +263,7 @@ impl<'a> ParGzReader<'a> {
     }
 
     /// Hands the stream from the piece in `from` on (the pieces after it, the scan buffer, the
-    /// rest of the input) to a sequential reader: the whole stream to [`GzMembers`] if nothing
+    /// rest of the input) to a sequential reader: the whole stream to `GzMembers` if nothing
     /// was handed out yet, else a raw inflater primed with the last 32 KiB of output.
     fn take_over(&mut self, mut from: Vec<u8>) -> io::Result<()> {
         tracing::debug!(
