@@ -136,6 +136,7 @@ impl<J: Send + 'static, R: Send + 'static> OrderedPool<J, R> {
                 // All threads gone with work in flight: only a failed spawn or a bug leads here.
                 None if wait => {
                     self.in_flight = 0;
+                    self.ready = ReorderBuffer::new(self.next_seq);
                     return Some(Err("compression threads stopped".into()));
                 }
                 None => return None,

@@ -34,6 +34,8 @@ pub const FRAME: usize = 4 << 20;
 pub const MAX_PARALLEL_FRAME: u64 = 8 << 20;
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+/// libzstd's default largest window for streaming decoding (`ZSTD_WINDOWLOG_LIMIT_DEFAULT`).
+const MAX_WINDOW: u64 = 1 << 27;
 const SKIPPABLE_SEEK_TABLE: u32 = 0x184D_2A5E;
 const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 
@@ -210,6 +212,8 @@ pub struct ParZstdReader<R: Read> {
     /// Buffers done with, for the next frames: decompressed ones and compressed ones.
     spare: Vec<Vec<u8>>,
     spare_in: Vec<Vec<u8>>,
+    /// A frame's decoding error, once returned.
+    failed: Option<(io::ErrorKind, String)>,
     /// Set when the walker stopped: the input's end, or where the streaming decoder takes over.
     walked: Option<io::Result<Next>>,
     #[allow(clippy::type_complexity)]
@@ -234,9 +238,16 @@ impl<R: Read> ParZstdReader<R> {
             pos: 0,
             spare: Vec::new(),
             spare_in: Vec::new(),
+            failed: None,
             walked: None,
             stream: None,
         })
+    }
+
+    /// Remembers a decoding error: every later read fails with it too, never skipping a frame.
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        self.failed = Some((e.kind(), e.to_string()));
+        e
     }
 
     /// Reads exactly `buf.len()` bytes, or fewer only at the input's end; appends them to `keep`.
@@ -335,6 +346,17 @@ impl<R: Read> ParZstdReader<R> {
         if content > MAX_PARALLEL_FRAME {
             return Ok(Next::Stream(bytes));
         }
+        // libzstd's one-shot decoder does not enforce the window limit its streaming decoder
+        // does (2^27 by default): a frame declaring a larger window is the streaming decoder's
+        // to judge, so both paths accept and refuse the same frames.
+        if !single_segment {
+            let wd = bytes[5];
+            let log = 10 + u32::from(wd >> 3);
+            let window = (1u64 << log) + ((1u64 << log) / 8) * u64::from(wd & 7);
+            if window > MAX_WINDOW {
+                return Ok(Next::Stream(bytes));
+            }
+        }
         // Blocks: a 3-byte header each; raw and compressed blocks carry `size` bytes, RLE one.
         loop {
             let at = bytes.len();
@@ -432,6 +454,9 @@ fn decode(job: &FrameJob, mut out: Vec<u8>) -> io::Result<Vec<u8>> {
 
 impl<R: Read> Read for ParZstdReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, msg)) = &self.failed {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
         loop {
             if self.pos < self.current.len() {
                 let n = out.len().min(self.current.len() - self.pos);
@@ -456,13 +481,19 @@ impl<R: Read> Read for ParZstdReader<R> {
                 Some(Ok(Decoded { out, input })) => {
                     // At most one of each per frame in flight is kept: the pool bounds them.
                     self.spare_in.push(input);
-                    let done = std::mem::replace(&mut self.current, out?);
+                    let out = match out {
+                        Ok(out) => out,
+                        Err(e) => return Err(self.fail(e)),
+                    };
+                    let done = std::mem::replace(&mut self.current, out);
                     if done.capacity() > 0 {
                         self.spare.push(done);
                     }
                     self.pos = 0;
                 }
-                Some(Err(panic)) => return Err(io::Error::other(format!("zstd failed: {panic}"))),
+                Some(Err(panic)) => {
+                    return Err(self.fail(io::Error::other(format!("zstd failed: {panic}"))))
+                }
                 None => match self.walked.take() {
                     Some(Ok(Next::Stream(prefix))) => {
                         let input = self.input.take().expect("input until streaming");
@@ -588,6 +619,28 @@ mod tests {
         let mut junk = z.clone();
         junk.extend_from_slice(b"not zstd at all");
         assert!(unpack(&junk, 2).is_err());
+    }
+
+    #[test]
+    fn a_frame_with_a_huge_window_is_judged_by_the_streaming_decoder() {
+        // A small frame (not single-segment) whose window descriptor claims 2 GiB: libzstd's
+        // streaming decoder refuses it; so must we, whatever path it takes.
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.include_contentsize(true).unwrap();
+        // 2 MiB of content with a 1 MiB window: not single-segment, so a window descriptor.
+        e.set_pledged_src_size(Some(2 << 20)).unwrap();
+        e.set_parameter(zstd::stream::raw::CParameter::WindowLog(20))
+            .unwrap();
+        e.write_all(&sample(2 << 20)).unwrap();
+        let mut z = e.finish().unwrap();
+        assert_eq!(z[4] & 0x20, 0, "expected a window descriptor");
+        assert_eq!(unpack(&z, 2).unwrap().len(), 2 << 20);
+        z[5] = (21u8) << 3; // window log 31
+        assert!(
+            zstd::stream::decode_all(&z[..]).is_err(),
+            "libzstd accepts it"
+        );
+        assert!(unpack(&z, 2).is_err());
     }
 
     #[test]
