@@ -18,6 +18,8 @@ use crate::reorder::ReorderBuffer;
 /// Runs `work` on `threads` threads, giving results back in submission order.
 pub(crate) struct OrderedPool<J: Send + 'static, R: Send + 'static> {
     jobs: Option<Sender<(u64, J)>>,
+    /// The job queue's other end, to drop queued jobs unrun when the pool is dropped.
+    queued: Receiver<(u64, J)>,
     results: Receiver<(u64, Result<R, String>)>,
     ready: ReorderBuffer<Result<R, String>>,
     next_seq: u64,
@@ -81,6 +83,7 @@ impl<J: Send + 'static, R: Send + 'static> OrderedPool<J, R> {
         }
         Ok(OrderedPool {
             jobs: Some(job_tx),
+            queued: job_rx,
             results: res_rx,
             ready: ReorderBuffer::new(0),
             next_seq: 0,
@@ -147,13 +150,12 @@ impl<J: Send + 'static, R: Send + 'static> OrderedPool<J, R> {
 
 impl<J: Send + 'static, R: Send + 'static> Drop for OrderedPool<J, R> {
     fn drop(&mut self) {
+        // Jobs not started are dropped unrun; each thread finishes the one it has, and the
+        // result channel ends once every thread has gone (draining it meanwhile, so none blocks).
         self.jobs = None;
-        // Drain so that no thread stays blocked on a full result channel, then join.
+        while self.queued.try_recv().is_ok() {}
+        for _ in self.results.iter() {}
         for h in self.threads.drain(..) {
-            while !h.is_finished() {
-                while self.results.try_recv().is_ok() {}
-                std::thread::yield_now();
-            }
             let _ = h.join();
         }
     }
