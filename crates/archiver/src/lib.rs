@@ -62,6 +62,8 @@ pub mod reorder;
 mod reorder;
 mod report;
 mod spill;
+#[cfg(test)]
+mod testdata;
 mod threads;
 mod unpack;
 

@@ -239,20 +239,7 @@ mod tests {
     use std::io::Read;
 
     fn sample(n: usize) -> Vec<u8> {
-        // Compressible but not trivial: words from a small vocabulary driven by an LCG.
-        let words: [&[u8]; 8] = [
-            b"alpha ", b"beta ", b"gamma ", b"delta\n", b"x", b"0123", b"::", b"zz ",
-        ];
-        let mut s = 0x2545_f491_u64;
-        let mut v = Vec::with_capacity(n);
-        while v.len() < n {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            v.extend_from_slice(words[(s >> 61) as usize]);
-        }
-        v.truncate(n);
-        v
+        crate::testdata::text(n, 0x2545_f491)
     }
 
     fn gz(data: &[u8], threads: usize, writes: usize) -> Vec<u8> {

@@ -37,7 +37,7 @@ use std::io::{self, BufRead, Read};
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::gzip::PIECE_END;
-use super::pool::OrderedPool;
+use super::pool::{Handout, OrderedPool};
 
 /// The most compressed bytes searched for a mark, and the most a piece may inflate to.
 const MAX_PIECE: usize = 4 << 20;
@@ -89,8 +89,7 @@ impl<'a> ParGzReader<'a> {
             searched: 0,
             scanning: true,
             first: true,
-            current: Vec::new(),
-            pos: 0,
+            current: Handout::default(),
             spare: Vec::new(),
             spare_in: Vec::new(),
             crc: crc32fast::Hasher::new(),
@@ -159,8 +158,7 @@ struct ParGzReader<'a> {
     scanning: bool,
     /// No piece has been handed out yet.
     first: bool,
-    current: Vec<u8>,
-    pos: usize,
+    current: Handout,
     /// Buffers done with: inflated ones and compressed ones.
     spare: Vec<Vec<u8>>,
     spare_in: Vec<Vec<u8>>,
@@ -257,11 +255,10 @@ impl<'a> ParGzReader<'a> {
             self.window.clear();
         }
         self.window.extend_from_slice(&out[out.len() - keep..]);
-        let used = std::mem::replace(&mut self.current, out);
+        let used = self.current.refill(out);
         if used.capacity() > 0 {
             self.spare.push(used);
         }
-        self.pos = 0;
         self.spare_bytes(done.bytes);
         Ok(())
     }
@@ -320,11 +317,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 impl Read for ParGzReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.pos < self.current.len() {
-                let n = out.len().min(self.current.len() - self.pos);
-                out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-                self.pos += n;
-                return Ok(n);
+            if !self.current.is_empty() {
+                return Ok(self.current.read_to(out));
             }
             if let Some(after) = &mut self.after {
                 return after.read(out);
@@ -484,24 +478,7 @@ mod tests {
     use crate::format::gzip::ParGzWriter;
     use std::io::Write;
 
-    fn sample(n: usize, seed: u64) -> Vec<u8> {
-        let words: [&[u8]; 8] = [
-            b"alpha ", b"beta ", b"gamma ", b"delta\n", b"x", b"0123", b"::", b"zz ",
-        ];
-        let mut s = seed;
-        let mut v = Vec::with_capacity(n);
-        while v.len() < n {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            v.extend_from_slice(words[(s >> 61) as usize]);
-            if s.is_multiple_of(97) {
-                v.extend_from_slice(&s.to_le_bytes());
-            }
-        }
-        v.truncate(n);
-        v
-    }
+    use crate::testdata::{noise, text as sample};
 
     fn ours(data: &[u8]) -> Vec<u8> {
         let mut w = ParGzWriter::new(Vec::new(), 6, 2).unwrap();
@@ -541,15 +518,7 @@ mod tests {
         want.extend_from_slice(&data[..100_000]);
         assert_eq!(read(&two, 2).unwrap(), want);
         // Longer than a piece may be, without marks: the whole stream to the sequential path.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..(5 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 56) as u8
-            })
-            .collect();
+        let noise = noise(5 << 20, 0x9e37_79b9_7f4a_7c15);
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
         e.write_all(&noise).unwrap();
         let long = e.finish().unwrap();
@@ -669,15 +638,7 @@ mod tests {
         assert_eq!(read_raw(&e.finish().unwrap()).unwrap(), data);
         // Another tool's stream longer than a piece may be, without marks: sequential from the
         // start (no dictionary), cut short or whole.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let noise: Vec<u8> = (0..(5 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 56) as u8
-            })
-            .collect();
+        let noise = noise(5 << 20, 0x2545_f491_4f6c_dd1d);
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(1));
         e.write_all(&noise).unwrap();
         let long = e.finish().unwrap();

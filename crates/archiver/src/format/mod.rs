@@ -3,7 +3,7 @@
 
 pub mod gzip;
 pub mod gzip_read;
-mod pool;
+pub(crate) mod pool;
 pub(crate) mod tar;
 pub(crate) mod tar_read;
 pub mod zip;

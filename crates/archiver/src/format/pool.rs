@@ -161,6 +161,35 @@ impl<J: Send + 'static, R: Send + 'static> Drop for OrderedPool<J, R> {
     }
 }
 
+/// A buffer being handed out to a reader: the bytes not yet read of the last piece received.
+/// Shared by the readers that pass on whole buffers (the decoders, the unpack input stage).
+#[derive(Default)]
+pub(crate) struct Handout {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Handout {
+    /// True when every byte has been read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    /// Copies what fits of the unread bytes into `out`; the count.
+    pub(crate) fn read_to(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        n
+    }
+
+    /// Starts handing out `next`; returns the buffer it replaces, for reuse.
+    pub(crate) fn refill(&mut self, next: Vec<u8>) -> Vec<u8> {
+        self.pos = 0;
+        std::mem::replace(&mut self.buf, next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -704,15 +704,7 @@ mod tests {
                 .method,
             ZipMethod::Store
         );
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 56) as u8
-            })
-            .collect();
+        let noise = crate::testdata::noise(4096, 0x9e37_79b9_7f4a_7c15);
         let e = encode(noise.clone(), Path::new("noise"), enc).unwrap();
         assert_eq!(e.method, ZipMethod::Store);
         assert_eq!(e.data, noise);

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::format::pool::Handout;
 use crate::pack::stats::StageClock;
 use crate::Cancel;
 
@@ -30,8 +31,7 @@ const DEPTH: usize = 4;
 pub(super) struct ChunkReader {
     rx: Receiver<io::Result<Vec<u8>>>,
     recycle: Sender<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
+    current: Handout,
     /// The pump's error, once seen: every later read fails too (never a false end of stream).
     failed: Option<(io::ErrorKind, String)>,
     /// Nanoseconds the reader waited for the pump (its "starved" time).
@@ -58,8 +58,7 @@ pub(super) fn channel() -> (Pump, ChunkReader, Starved) {
         ChunkReader {
             rx,
             recycle: recycle_tx,
-            current: Vec::new(),
-            pos: 0,
+            current: Handout::default(),
             failed: None,
             starved: starved.0.clone(),
         },
@@ -132,7 +131,7 @@ impl Read for ChunkReader {
         if out.is_empty() {
             return Ok(0);
         }
-        while self.pos == self.current.len() {
+        while self.current.is_empty() {
             if let Some((kind, msg)) = &self.failed {
                 return Err(io::Error::new(*kind, msg.clone()));
             }
@@ -142,8 +141,7 @@ impl Read for ChunkReader {
             self.starved.fetch_add(waited, Ordering::Relaxed);
             match next {
                 Ok(Ok(next)) => {
-                    let done = std::mem::replace(&mut self.current, next);
-                    self.pos = 0;
+                    let done = self.current.refill(next);
                     if done.capacity() > 0 {
                         let _ = self.recycle.try_send(done);
                     }
@@ -155,10 +153,7 @@ impl Read for ChunkReader {
                 Err(_) => return Ok(0), // the pump reached the end of the input
             }
         }
-        let n = out.len().min(self.current.len() - self.pos);
-        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        Ok(self.current.read_to(out))
     }
 }
 
