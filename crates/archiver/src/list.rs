@@ -291,8 +291,7 @@ impl DecodeThreads {
         let cores = crate::default_jobs().min(jobs.max(1));
         let zstd = cores.saturating_sub(2).min(Self::MAX);
         DecodeThreads {
-            // Off until a piece's end is proven to be a block boundary (see gzip_read.rs).
-            gzip: cores.saturating_sub(1).min(Self::MAX) * usize::from(PARALLEL_GZIP),
+            gzip: cores.saturating_sub(1).min(Self::MAX),
             // A pool of one only adds a copy; two or more decode in parallel.
             zstd: if zstd >= 2 { zstd } else { 0 },
         }
@@ -306,18 +305,11 @@ impl DecodeThreads {
     pub(crate) fn all_cores() -> Self {
         let cores = crate::default_jobs().min(Self::MAX);
         DecodeThreads {
-            gzip: cores * usize::from(PARALLEL_GZIP),
+            gzip: cores,
             zstd: cores,
         }
     }
 }
-
-/// Parallel inflation of our tar.gz pieces (and large zip entries) is switched off: its check
-/// that a piece ends on a block boundary can be fooled by a crafted final block that runs across
-/// the mark (found in review, see `format/gzip_read.rs`), and then the parallel path would give
-/// other bytes than every sequential inflater. It comes back once the boundary is proven (zlib's
-/// `Z_BLOCK` state). The writer's pieces cost nothing to readers and stay.
-pub(crate) const PARALLEL_GZIP: bool = false;
 
 /// An input after format detection.
 pub(crate) enum Opened<'a> {

@@ -9,12 +9,13 @@
 //! can place them anywhere), so every piece is checked, and a piece that fails the check is never
 //! an error by itself: the stream from that piece on is handed to a sequential inflater (with the
 //! 32 KiB of output before the piece as its dictionary), which decides as any inflater would.
-//! The check: the piece, with a final empty block (`03 00`) appended, must inflate as a complete
-//! raw deflate stream with no dictionary and consume every byte. Then, given that the piece
-//! starts at a block boundary (the first one starts after the header; each next one where the
-//! previous check ended), its blocks end exactly at the mark, and no distance reaches before its
-//! start (the inflater refuses those without a dictionary), its output is exactly what sequential
-//! inflation gives. The member's CRC-32 and length are checked over all pieces, as always.
+//! The check (`blocks.rs`): the piece must be exactly a run of complete, non-final deflate blocks
+//! (zlib's `Z_BLOCK` state after its last byte: at a block boundary, no bits left over, no last
+//! block seen), inflated with no dictionary. The first piece starts at a block boundary (right
+//! after the header), so by induction every piece does; no distance reaches before its start
+//! (the inflater refuses those without a dictionary); so its output is exactly what sequential
+//! inflation gives for those bytes. The last piece (running to the input's end) must end the
+//! deflate stream. The member's CRC-32 and length are checked over all pieces, as always.
 //!
 //! Streams without marks in their first 4 MiB (gzip, pigz, any other producer), with a header
 //! that has flags, or that fail on their first piece go to `GzMembers` whole: the path every
@@ -23,19 +24,12 @@
 //!
 //! Ours because no crate inflates one gzip member in parallel from a pipe.
 //!
-//! NOT IN USE (`list::PARALLEL_GZIP` is false): the check above is not sound. A *final* block
-//! that starts inside a piece and runs across the mark (a stored block whose `LEN` covers the
-//! mark and the two closing bytes, or a Huffman block whose end code lands in them) also inflates
-//! "completely", so the next piece is read from a position that is not a block boundary, and the
-//! parallel output differs from what a sequential inflater gives (review, session 5; the ignored
-//! test `a_final_block_across_a_mark_reads_as_sequentially` shows it). The fix is to prove the
-//! boundary: inflate the piece with zlib's `Z_BLOCK` flush and require every byte used, the
-//! end-of-block state, no final block seen and no bits left over.
 
 use std::io::{self, BufRead, Read};
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use super::blocks::BlockInflater;
 use super::gzip::PIECE_END;
 use super::pool::{Handout, OrderedPool};
 
@@ -43,8 +37,6 @@ use super::pool::{Handout, OrderedPool};
 const MAX_PIECE: usize = 4 << 20;
 /// Deflate's window: the dictionary a sequential inflater needs when it takes over.
 const WINDOW: usize = 32 << 10;
-/// A final, empty fixed-Huffman block: closes a piece so it can be inflated alone.
-const CLOSE: [u8; 2] = [0x03, 0x00];
 
 /// Opens a gzip stream (from its first byte) on `threads` inflating threads (0: sequentially).
 pub fn open<'a, R: Read + 'a>(input: R, threads: usize) -> io::Result<Box<dyn Read + 'a>> {
@@ -119,18 +111,21 @@ struct Inflated {
 }
 
 fn inflate_piece(mut p: Piece) -> Inflated {
-    let n = p.bytes.len();
-    if !p.last {
-        p.bytes.extend_from_slice(&CLOSE);
-    }
     let mut out = std::mem::take(&mut p.out);
     out.clear();
     out.reserve(MAX_PIECE);
-    let mut d = Decompress::new(false);
-    let status = d.decompress_vec(&p.bytes, &mut out, FlushDecompress::Finish);
-    let used = d.total_in() as usize;
-    let passed = matches!(status, Ok(Status::StreamEnd)) && (p.last || used == p.bytes.len());
-    p.bytes.truncate(n);
+    let (passed, used) = if p.last {
+        // Runs to the input's end: must end the deflate stream; the trailer may follow.
+        let mut d = Decompress::new(false);
+        let status = d.decompress_vec(&p.bytes, &mut out, FlushDecompress::Finish);
+        (
+            matches!(status, Ok(Status::StreamEnd)),
+            d.total_in() as usize,
+        )
+    } else {
+        let passed = BlockInflater::new().whole_blocks(&p.bytes, &mut out);
+        (passed, p.bytes.len())
+    };
     let mut crc = crc32fast::Hasher::new();
     if passed {
         crc.update(&out);
@@ -647,11 +642,10 @@ mod tests {
         assert!(read_raw(&long[..long.len() - 100]).is_err());
     }
 
-    /// The reviewer's attack: a final stored block whose data ends with a mark and whose `LEN`
-    /// covers the two bytes after it. A sequential inflater stops there; the parallel check must
-    /// not accept the piece. Fails today: why `list::PARALLEL_GZIP` is off.
+    /// The review's attack on an earlier check: a final stored block whose data ends with a
+    /// mark and whose `LEN` covers the two bytes after it. A sequential inflater stops there,
+    /// so must we.
     #[test]
-    #[ignore = "the piece check is not sound yet; parallel gzip inflation is switched off"]
     fn a_final_block_across_a_mark_reads_as_sequentially() {
         let mut data = b"stored data ".repeat(100);
         data.extend_from_slice(&PIECE_END);

@@ -1,6 +1,7 @@
 //! Archive formats: which ones we write, how we recognise them from their first bytes, and the
 //! compression layer between the tar stream and the output.
 
+mod blocks;
 pub mod gzip;
 pub mod gzip_read;
 pub(crate) mod pool;

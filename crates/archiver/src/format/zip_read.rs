@@ -579,7 +579,7 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
 /// Threads that inflate one large deflated entry. Each writer may hold one such pool; two
 /// threads let one big entry at the end of a run use a second core without multiplying threads
 /// (and pieces in memory: up to 3 × 8 MiB per pool) by the core count.
-const ENTRY_INFLATERS: usize = if crate::list::PARALLEL_GZIP { 2 } else { 0 };
+const ENTRY_INFLATERS: usize = 2;
 
 /// Entries up to this size (compressed and declared) are inflated whole by libdeflate: about
 /// twice the speed of streaming zlib, and the common case (small files).
