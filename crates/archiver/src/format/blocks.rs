@@ -12,6 +12,9 @@
 //! block was seen (64) and how many bits of the last byte are still unused (0-7). We call it
 //! through libz-rs-sys, zlib's C API over zlib-rs (the same inflater flate2 uses here).
 //!
+//! The same walk finds where a complete stream's final block starts, so that a stream libdeflate
+//! wrote (which always ends in a final block) can be continued: see `deflate.rs`.
+//!
 //! This is the only `unsafe` among the codecs; it stays in this file, behind a safe API.
 
 use libz_rs_sys::{
@@ -51,13 +54,43 @@ impl BlockInflater {
     /// Inflates `input` into `out` (up to `out`'s spare capacity, which is not grown) if, and
     /// only if, `input` is exactly a run of complete non-final deflate blocks. Returns whether it
     /// was; `out` is then its whole output. On `false`, `out` holds something undefined.
-    pub(crate) fn whole_blocks(mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+    pub(crate) fn whole_blocks(self, input: &[u8], out: &mut Vec<u8>) -> bool {
         if input.is_empty() {
             return true; // no blocks at all: nothing to inflate, and no boundary crossed
         }
-        let Ok(avail_in) = u32::try_from(input.len()) else {
-            return false;
-        };
+        let end = self.walk(input, out, |_, last| !last);
+        matches!(end, Some(state) if state & AT_BOUNDARY != 0 && state & (LAST_BLOCK | UNUSED_BITS) == 0)
+    }
+
+    /// For a complete raw deflate stream (as libdeflate writes one): inflates it into `out` (up
+    /// to its spare capacity) and returns the bit positions where its final block starts (its
+    /// `BFINAL` bit) and where the stream ends. `None` if `input` is anything else, or has bytes
+    /// after the stream's last.
+    pub(crate) fn final_block(self, input: &[u8], out: &mut Vec<u8>) -> Option<(u64, u64)> {
+        let (mut start, mut found) = (0, None);
+        let end = self.walk(input, out, |bit, last| {
+            if last {
+                found = Some((start, bit));
+            }
+            start = bit;
+            true
+        })?;
+        let (begin, stop) = found?;
+        // The stream must end in the last byte given: fewer than 8 bits of padding.
+        (end & LAST_BLOCK != 0 && stop + 8 > input.len() as u64 * 8).then_some((begin, stop))
+    }
+
+    /// Inflates `input` into `out` with `Z_BLOCK`, telling `boundary` the bit position of every
+    /// block boundary reached and whether the block before it was the last; stops when
+    /// `boundary` says no, on an error, when the output is full, or when the input is used up.
+    /// Returns the final `data_type` when all input was used (`None` otherwise).
+    fn walk(
+        mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        mut boundary: impl FnMut(u64, bool) -> bool,
+    ) -> Option<i32> {
+        let avail_in = u32::try_from(input.len()).ok()?;
         let start = out.len();
         let room = u32::try_from(out.capacity() - start).unwrap_or(u32::MAX);
         let strm = &mut *self.strm;
@@ -73,14 +106,21 @@ impl BlockInflater {
             // SAFETY: inflate initialised exactly `written` bytes after `start`.
             unsafe { out.set_len(start + written) };
             let state = strm.data_type;
-            if rc == Z_STREAM_END || rc != Z_OK || state & LAST_BLOCK != 0 {
-                return false; // damaged, or a final block: the piece is not independent
+            if rc != Z_OK && rc != Z_STREAM_END {
+                return None; // damaged
+            }
+            if state & AT_BOUNDARY != 0 {
+                #[allow(clippy::unnecessary_cast)] // `z_size` is a C `unsigned long`
+                let bit = strm.total_in as u64 * 8 - (state & UNUSED_BITS) as u64;
+                if !boundary(bit, state & LAST_BLOCK != 0) {
+                    return None;
+                }
             }
             if strm.avail_in == 0 {
-                return state & AT_BOUNDARY != 0 && state & UNUSED_BITS == 0;
+                return Some(state);
             }
-            if state & AT_BOUNDARY == 0 || strm.avail_out == 0 {
-                return false; // stopped inside a block with input left: the output is full
+            if rc == Z_STREAM_END || state & AT_BOUNDARY == 0 {
+                return None; // bytes after the stream, or stopped in a block: the output is full
             }
         }
     }

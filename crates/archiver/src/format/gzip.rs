@@ -1,50 +1,39 @@
 //! A pigz-style parallel gzip encoder whose output does not depend on the thread count.
 //!
 //! Ours because that last property is the point: the same tree must give the same `.tar.gz` bytes
-//! for any `-j` (the golden test pins them), so block boundaries, dictionaries and flushes are
-//! fixed here; each block is deflated by `flate2`.
+//! for any `-j` (the golden test pins them), so piece boundaries are fixed here; each piece is
+//! deflated by libdeflate (`deflate.rs`).
 //!
-//! The uncompressed stream is cut into blocks of exactly [`BLOCK`] bytes. Each block is deflated on a
-//! pool thread with the previous 32 KiB of input as its dictionary (so the ratio stays close to a
-//! single stream) and ends with a sync flush, which byte-aligns it; the last block ends the deflate
-//! stream. Block boundaries depend only on the byte count, never on threads or timing, so `-j 1` and
-//! `-j 16` give identical bytes. CRC-32s are computed per block and combined.
+//! The uncompressed stream is cut into pieces of exactly [`PIECE`] bytes (1 MiB). Each piece is
+//! deflated on a pool thread on its own, with no dictionary (so it can be inflated on its own
+//! too), and ends with a sync flush (an empty stored block: byte-aligned, not final) followed by
+//! a second empty stored block, so the byte pattern [`PIECE_END`] marks where the next piece
+//! starts; the last piece ends the deflate stream. Boundaries depend only on the byte count,
+//! never on threads or timing, so `-j 1` and `-j 16` give identical bytes. CRC-32s are computed
+//! per piece and combined. It is one gzip member that every inflater reads as any other;
+//! `gzip_read::ParGzReader` uses the marks to inflate pieces in parallel (proving each guess,
+//! see there). Cost of the independence: 9 bytes and the lost 32 KiB of context per MiB, less
+//! than libdeflate gains over zlib at the same level.
 //!
-//! Every [`PIECE_BLOCKS`] blocks (1 MiB of input) a piece ends: the next block starts without a
-//! dictionary, and the piece's last sync flush is followed by a second, empty stored block, so
-//! the byte pattern [`PIECE_END`] marks where an independent piece starts. It is still one gzip
-//! member that every inflater reads as before; `gzip_read::ParGzReader` uses the marks to inflate
-//! pieces in parallel (checking each guess, see there). Cost: 5 bytes and one dictionary reset
-//! per MiB.
-//!
-//! Memory: at most `2 * threads + 2` blocks (input plus output) are in flight.
+//! Memory: at most `threads + 1` pieces (input plus output, about 2 MiB each) are in flight.
 
 use std::io::{self, Write};
 
-use flate2::{Compress, Compression, FlushCompress, Status};
-
 use super::pool::OrderedPool;
 
-/// Uncompressed bytes per block (pigz's default).
-pub const BLOCK: usize = 128 << 10;
-/// Deflate's window: how much history a block may refer back to.
-const DICT: usize = 32 << 10;
-/// Blocks per independent piece.
-pub const PIECE_BLOCKS: u64 = 8;
+/// Uncompressed bytes per piece.
+pub const PIECE: usize = 1 << 20;
 /// How a piece ends: the last 4 bytes of a sync flush (`LEN` 0, `NLEN` 0xffff) and a second empty
 /// stored block (header byte, `LEN`, `NLEN`). The next piece starts right after it.
 pub const PIECE_END: [u8; 9] = [0, 0, 0xff, 0xff, 0, 0, 0, 0xff, 0xff];
 
 struct Job {
     data: Vec<u8>,
-    dict: Vec<u8>,
     last: bool,
-    /// The block ends a piece: append the second empty stored block.
-    piece_end: bool,
 }
 
 struct Deflated {
-    bytes: Result<Vec<u8>, String>,
+    bytes: io::Result<Vec<u8>>,
     crc: crc32fast::Hasher,
     len: u64,
 }
@@ -54,10 +43,7 @@ struct Deflated {
 pub struct ParGzWriter<W: Write> {
     /// `None` only after `finish` has handed it back.
     out: Option<W>,
-    block: Vec<u8>,
-    dict: Vec<u8>,
-    /// Blocks submitted so far.
-    blocks: u64,
+    piece: Vec<u8>,
     pool: OrderedPool<Job, Deflated>,
     crc: crc32fast::Hasher,
     len: u64,
@@ -77,28 +63,23 @@ impl<W: Write> ParGzWriter<W> {
         Self::raw(out, level, threads)
     }
 
-    /// The same blocks and pieces as a bare deflate stream (a large zip entry's data): no gzip
+    /// The same pieces as a bare deflate stream (a large zip entry's data): no gzip
     /// header; end it with [`finish_raw`](Self::finish_raw), which writes no trailer.
     pub(crate) fn raw(out: W, level: u32, threads: usize) -> io::Result<Self> {
         let level = level.clamp(1, 9);
-        let pool = OrderedPool::new("gzip", threads, move |job: Job| {
+        let threads = threads.max(1);
+        let pool = OrderedPool::new("gzip", threads, threads + 1, move |job: Job| {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&job.data);
-            let mut bytes = deflate_block(level, &job.data, &job.dict, job.last);
-            if let (Ok(b), true) = (&mut bytes, job.piece_end) {
-                b.extend_from_slice(&PIECE_END[4..]);
-            }
             Deflated {
-                bytes,
+                bytes: super::deflate::piece(&job.data, level, job.last),
                 crc,
                 len: job.data.len() as u64,
             }
         })?;
         Ok(ParGzWriter {
             out: Some(out),
-            block: Vec::with_capacity(BLOCK),
-            dict: Vec::new(),
-            blocks: 0,
+            piece: Vec::new(),
             pool,
             crc: crc32fast::Hasher::new(),
             len: 0,
@@ -109,38 +90,21 @@ impl<W: Write> ParGzWriter<W> {
         while !self.pool.has_room() {
             self.write_next(true)?;
         }
-        let data = std::mem::replace(
-            &mut self.block,
-            Vec::with_capacity(if last { 0 } else { BLOCK }),
-        );
-        let mut dict = std::mem::take(&mut self.dict);
-        if self.blocks.is_multiple_of(PIECE_BLOCKS) {
-            dict.clear(); // a piece starts: nothing before it may be referred to
-        }
-        let piece_end = !last && (self.blocks + 1).is_multiple_of(PIECE_BLOCKS);
-        self.blocks += 1;
-        self.dict = data[data.len().saturating_sub(DICT)..].to_vec();
-        self.pool.submit(Job {
-            data,
-            dict,
-            last,
-            piece_end,
-        })?;
+        let data = std::mem::take(&mut self.piece);
+        self.pool.submit(Job { data, last })?;
         // Write out whatever is already done without waiting.
         while self.write_next(false)? {}
         Ok(())
     }
 
-    /// Writes the next block in order if it is done (or, with `wait`, once it is); false when
+    /// Writes the next piece in order if it is done (or, with `wait`, once it is); false when
     /// there was none to write.
     fn write_next(&mut self, wait: bool) -> io::Result<bool> {
         let Some(d) = self.pool.next(wait) else {
             return Ok(false);
         };
         let d = d.map_err(|panic| io::Error::other(format!("deflate failed: {panic}")))?;
-        let bytes = d
-            .bytes
-            .map_err(|e| io::Error::other(format!("deflate failed: {e}")))?;
+        let bytes = d.bytes?;
         self.out_mut().write_all(&bytes)?;
         self.crc.combine(&d.crc);
         self.len += d.len;
@@ -178,31 +142,38 @@ impl<W: Write> Write for ParGzWriter<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let total = data.len();
         while !data.is_empty() {
-            let take = (BLOCK - self.block.len()).min(data.len());
-            self.block.extend_from_slice(&data[..take]);
+            if self.piece.capacity() == 0 {
+                self.piece.reserve_exact(PIECE);
+            }
+            let take = (PIECE - self.piece.len()).min(data.len());
+            self.piece.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.block.len() == BLOCK {
+            if self.piece.len() == PIECE {
                 self.submit(false)?;
             }
         }
         Ok(total)
     }
 
-    /// Writes out finished blocks only: flushing a partial block would make block boundaries, and so
-    /// the output bytes, depend on when flush was called.
+    /// Writes out finished pieces only: flushing a partial piece would make piece boundaries, and
+    /// so the output bytes, depend on when flush was called.
     fn flush(&mut self) -> io::Result<()> {
         while self.write_next(false)? {}
         self.out_mut().flush()
     }
 }
 
-/// Deflates one block as raw deflate: sync-flushed (byte-aligned, not final) unless it is the last.
+/// Deflates one block by zlib-rs as raw deflate, with `dict` as preset dictionary:
+/// sync-flushed (byte-aligned, not final) unless it is the last. For tests that build gzip
+/// streams other than ours.
+#[cfg(test)]
 pub(super) fn deflate_block(
     level: u32,
     data: &[u8],
     dict: &[u8],
     last: bool,
 ) -> Result<Vec<u8>, String> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
     let mut c = Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(|e| e.to_string())?;
@@ -252,7 +223,7 @@ mod tests {
 
     #[test]
     fn same_bytes_for_any_thread_count_and_write_pattern() {
-        let data = sample(3 * BLOCK + 12345);
+        let data = sample(3 * PIECE + 12345);
         let one = gz(&data, 1, 1);
         assert_eq!(one, gz(&data, 2, 7));
         assert_eq!(one, gz(&data, 8, 1000));
@@ -260,7 +231,7 @@ mod tests {
 
     #[test]
     fn decodes_with_flate2_and_checks_trailer() {
-        for n in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 5 * BLOCK + 3] {
+        for n in [0, 1, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 3] {
             let data = sample(n);
             let z = gz(&data, 3, 3);
             let mut back = Vec::new();
@@ -271,13 +242,14 @@ mod tests {
         }
     }
 
+    /// Independent pieces cost little against one stream by the same compressor. (Against
+    /// zlib the comparison depends on the data: on real trees libdeflate's output is smaller,
+    /// see docs/BENCHMARKS.md; on this 8-word text it is larger.)
     #[test]
-    fn ratio_close_to_single_stream() {
-        let data = sample(8 * BLOCK);
+    fn pieces_cost_little_against_a_single_stream() {
+        let data = sample(3 * PIECE);
         let par = gz(&data, 2, 1).len() as f64;
-        let mut single = flate2::write::GzEncoder::new(Vec::new(), Compression::new(6));
-        single.write_all(&data).unwrap();
-        let single = single.finish().unwrap().len() as f64;
-        assert!(par / single < 1.02, "parallel {par} vs single {single}");
+        let single = crate::format::deflate::whole(&data, 6).unwrap().len() as f64 + 18.0;
+        assert!(par / single < 1.01, "pieces {par} vs single {single}");
     }
 }

@@ -76,7 +76,7 @@ impl<'a> ParGzReader<'a> {
             raw: header.is_empty(),
             header,
             input: Some(input),
-            pool: OrderedPool::with_depth("ungzip", threads, threads + 1, inflate_piece)?,
+            pool: OrderedPool::new("ungzip", threads, threads + 1, inflate_piece)?,
             scan: Vec::new(),
             searched: 0,
             scanning: true,

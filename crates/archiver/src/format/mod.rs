@@ -2,6 +2,7 @@
 //! compression layer between the tar stream and the output.
 
 mod blocks;
+mod deflate;
 pub mod gzip;
 pub mod gzip_read;
 pub(crate) mod pool;

@@ -29,23 +29,9 @@ pub(crate) struct OrderedPool<J: Send + 'static, R: Send + 'static> {
 }
 
 impl<J: Send + 'static, R: Send + 'static> OrderedPool<J, R> {
-    /// Starts `threads` threads named `archiver-{name}`; at most `2 * threads + 2` jobs are
-    /// submitted and not yet taken back with [`next`](Self::next).
-    pub(crate) fn new<F>(name: &str, threads: usize, work: F) -> std::io::Result<Self>
-    where
-        F: Fn(J) -> R + Send + Sync + 'static,
-    {
-        let threads = threads.max(1);
-        Self::with_depth(name, threads, threads * 2 + 2, work)
-    }
-
-    /// Like [`new`](Self::new) with at most `depth` jobs in flight.
-    pub(crate) fn with_depth<F>(
-        name: &str,
-        threads: usize,
-        depth: usize,
-        work: F,
-    ) -> std::io::Result<Self>
+    /// Starts `threads` threads named `archiver-{name}`; at most `depth` jobs are submitted
+    /// and not yet taken back with [`next`](Self::next).
+    pub(crate) fn new<F>(name: &str, threads: usize, depth: usize, work: F) -> std::io::Result<Self>
     where
         F: Fn(J) -> R + Send + Sync + 'static,
     {
@@ -196,7 +182,7 @@ mod tests {
 
     #[test]
     fn results_in_submission_order_whatever_the_timing() {
-        let mut pool = OrderedPool::new("test", 4, |n: u64| {
+        let mut pool = OrderedPool::new("test", 4, 10, |n: u64| {
             std::thread::sleep(std::time::Duration::from_micros((n * 7919) % 500));
             n * 2
         })
@@ -216,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_panicking_job_is_an_error_in_its_place() {
-        let mut pool = OrderedPool::new("test", 2, |n: u32| {
+        let mut pool = OrderedPool::new("test", 2, 6, |n: u32| {
             assert!(n != 1, "job one fails");
             n
         })
@@ -236,7 +222,7 @@ mod tests {
 
     #[test]
     fn dropping_with_work_in_flight_returns() {
-        let mut pool = OrderedPool::new("test", 2, |n: u32| n).unwrap();
+        let mut pool = OrderedPool::new("test", 2, 6, |n: u32| n).unwrap();
         for n in 0..6 {
             pool.submit(n).unwrap();
         }

@@ -161,40 +161,16 @@ pub(crate) fn encode(data: Vec<u8>, name: &Path, enc: ZipEncoding) -> io::Result
     })
 }
 
-/// Raw deflate of a whole entry by libdeflate: about twice zlib's speed at the same level, with
-/// output as small or smaller (measured in docs/BENCHMARKS.md), and the same bytes on every run
-/// and platform for a given libdeflate version (pinned by Cargo.lock; the golden test pins the
-/// bytes). Each worker thread keeps one compressor per level: allocating one costs more than
-/// compressing a small file.
+/// Raw deflate of a whole entry by libdeflate: about 1.5 to 2 times zlib's speed at the same
+/// level, with output as small or smaller (docs/BENCHMARKS.md).
 fn deflate_all(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
-    use std::cell::RefCell;
-    thread_local! {
-        static COMPRESSORS: RefCell<Vec<(u32, libdeflater::Compressor)>> = const { RefCell::new(Vec::new()) };
-    }
-    COMPRESSORS.with(|cs| {
-        let mut cs = cs.borrow_mut();
-        let at = match cs.iter().position(|(l, _)| *l == level) {
-            Some(at) => at,
-            None => {
-                let lvl = libdeflater::CompressionLvl::new(level as i32).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("deflate level {level}: {e:?}"),
-                    )
-                })?;
-                cs.push((level, libdeflater::Compressor::new(lvl)));
-                cs.len() - 1
-            }
-        };
-        let c = &mut cs[at].1;
-        let mut out = vec![0u8; c.deflate_compress_bound(data.len())];
-        let n = c
-            .deflate_compress(data, &mut out)
-            .map_err(|e| io::Error::other(format!("deflate: {e:?}")))?;
-        out.truncate(n);
-        Ok(out)
-    })
+    super::deflate::whole(data, level)
 }
+
+/// At most this many threads deflate one large entry. Every worker may be writing a large entry
+/// at once, each holding up to `threads + 1` pieces (about 2 MiB each with their output), so the
+/// cap keeps that at `5j` pieces; 4 threads already deflate faster than a disk reads.
+const ENTRY_DEFLATERS: usize = 4;
 
 /// Compresses a large entry chunk by chunk on a worker. Deflate-framed unless the method is zstd.
 pub(crate) struct StreamEncoder {
@@ -206,9 +182,9 @@ pub(crate) struct StreamEncoder {
 enum StreamKind {
     /// Stored-in-deflate (level 0, data that does not compress).
     Deflate(flate2::Compress),
-    /// Compressing levels: 128 KiB blocks deflated on a pool with the 32 KiB before each as its
-    /// dictionary, exactly as our tar.gz (pieces and marks included), so one large file no longer
-    /// leaves the other cores idle at the end of a run.
+    /// Compressing levels: independent 1 MiB pieces deflated on a pool, exactly as our tar.gz
+    /// (marks included), so one large file no longer leaves the other cores idle at the end of
+    /// a run.
     ParDeflate(Box<super::gzip::ParGzWriter<Vec<u8>>>),
     Zstd(zstd::stream::raw::Encoder<'static>),
 }
@@ -232,7 +208,7 @@ impl StreamEncoder {
                 StreamKind::ParDeflate(Box::new(super::gzip::ParGzWriter::raw(
                     Vec::new(),
                     enc.level,
-                    enc.threads,
+                    enc.threads.min(ENTRY_DEFLATERS),
                 )?)),
                 ZipMethod::Deflate,
             ),

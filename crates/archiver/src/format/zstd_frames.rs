@@ -88,7 +88,7 @@ impl<W: Write> ZstdFramesWriter<W> {
         // One frame beyond the threads' own: 4 MiB frames are big enough that a deeper queue only
         // holds memory (measured: depth 6 at -j2 peaked at 52 MiB, no faster).
         let threads = threads.max(1);
-        let pool = OrderedPool::with_depth("zstd", threads, threads + 1, move |data: Vec<u8>| {
+        let pool = OrderedPool::new("zstd", threads, threads + 1, move |data: Vec<u8>| {
             Compressed {
                 bytes: compress_frame(level, &data),
                 len: data.len(),
@@ -228,7 +228,7 @@ impl<R: Read> ParZstdReader<R> {
     /// A reader of `input` (starting at a frame) decoding on up to `threads` threads.
     pub fn new(input: R, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
-        let pool = OrderedPool::with_depth("unzstd", threads, threads + 1, decode_frame)?;
+        let pool = OrderedPool::new("unzstd", threads, threads + 1, decode_frame)?;
         Ok(ParZstdReader {
             input: Some(io::BufReader::with_capacity(128 << 10, input)),
             offset: 0,
