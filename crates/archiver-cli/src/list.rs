@@ -44,6 +44,10 @@ pub fn run(args: ListArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome>
     };
     let result = match path {
         Some(p) => archiver::list_path(p, each),
+        None if crate::input::Stdin::is_regular_file() => archiver::list_from_file(
+            io::BufReader::with_capacity(256 << 10, crate::input::Stdin::new(cancel)),
+            each,
+        ),
         None => archiver::list(
             io::BufReader::with_capacity(256 << 10, crate::input::Stdin::new(cancel)),
             each,

@@ -88,6 +88,16 @@ pub fn list<R: Read>(input: R, each: impl FnMut(&EntryInfo) -> Result<()>) -> Re
     list_with(input, DecodeThreads::SEQUENTIAL, each)
 }
 
+/// Like [`list`], for a reader over a regular file (stdin redirected from one, say): such a read
+/// never waits on a producer, so our tar.gz and tar.zst are decompressed on all cores, as by
+/// [`list_path`]. Over a pipe, use [`list`]: it passes on entries as the bytes arrive.
+pub fn list_from_file<R: Read>(
+    input: R,
+    each: impl FnMut(&EntryInfo) -> Result<()>,
+) -> Result<u64> {
+    list_with(input, DecodeThreads::all_cores(), each)
+}
+
 /// `threads`: see [`DecodeThreads`]; parallel only for inputs that never wait on a producer.
 fn list_with<R: Read>(
     input: R,
@@ -119,9 +129,7 @@ pub fn list_path(
         return list_zip(file, each);
     }
     let file = std::fs::File::open(path).map_err(Error::Input)?;
-    // A file never stalls: decompress in parallel.
-    let threads = DecodeThreads::all_cores();
-    list_with(io::BufReader::with_capacity(256 << 10, file), threads, each)
+    list_from_file(io::BufReader::with_capacity(256 << 10, file), each)
 }
 
 /// Lists a zip through our own directory reader, so `list` sees exactly the names, types and checks

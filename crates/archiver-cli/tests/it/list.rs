@@ -321,3 +321,62 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.GNU_FORMAT) as t:
     );
     assert!(!err.bytes().any(|b| b == 0x1b || b == 0x07), "{err:?}");
 }
+
+/// `archiver list` of stdin decompresses our tar.gz and tar.zst on all cores when stdin is a
+/// regular file, and as the bytes arrive when it is a pipe: both must give the listing the path
+/// gives, and both must refuse a damaged archive.
+#[test]
+fn list_of_stdin_is_the_same_from_a_file_and_from_a_pipe() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    gnarly_tree(&src, 60, 29);
+    file(&src, "big/noise.bin", &noise(3 << 20, 7), 0o644);
+    file(
+        &src,
+        "big/text.txt",
+        &"many pieces ".repeat(700_000).into_bytes(),
+        0o644,
+    );
+    for ext in ["tar.gz", "tar.zst"] {
+        let archive = work.path().join(format!("a.{ext}"));
+        ok(pack_dir(&src).arg("-o").arg(&archive));
+        let by_path = ok(archiver().arg("list").arg(&archive)).stdout;
+        let from_file = ok(archiver()
+            .arg("list")
+            .stdin(std::fs::File::open(&archive).unwrap()))
+        .stdout;
+        let piped = format!("cat '{}' | '{}' list", archive.display(), bin().display());
+        let from_pipe = output_within(Command::new("sh").arg("-c").arg(&piped), 60);
+        assert!(from_pipe.status.success(), "{ext}: {from_pipe:?}");
+        assert!(names(&by_path).len() > 60, "{ext}");
+        assert_eq!(
+            names(&from_file),
+            names(&by_path),
+            "{ext}: stdin from a file"
+        );
+        assert_eq!(
+            names(&from_pipe.stdout),
+            names(&by_path),
+            "{ext}: stdin from a pipe"
+        );
+
+        let mut bytes = std::fs::read(&archive).unwrap();
+        let at = bytes.len() * 2 / 3;
+        bytes[at] ^= 0x55;
+        let damaged = work.path().join(format!("damaged.{ext}"));
+        std::fs::write(&damaged, &bytes).unwrap();
+        let from_file = output_within(
+            archiver()
+                .arg("list")
+                .stdin(std::fs::File::open(&damaged).unwrap()),
+            60,
+        );
+        let piped = format!("cat '{}' | '{}' list", damaged.display(), bin().display());
+        let from_pipe = output_within(Command::new("sh").arg("-c").arg(&piped), 60);
+        assert!(
+            !from_file.status.success(),
+            "{ext}: damaged, stdin from a file"
+        );
+        assert_eq!(from_file.status.code(), from_pipe.status.code(), "{ext}");
+    }
+}
