@@ -145,6 +145,11 @@ pub(crate) fn encode(data: Vec<u8>, name: &Path, enc: ZipEncoding) -> io::Result
     if data.is_empty() || enc.method == ZipMethod::Store || already_compressed(name) {
         return Ok(stored(data));
     }
+    // Larger entries are sampled first: deflating random data costs as much as text and gains
+    // nothing. Small ones are simply compressed and compared.
+    if data.len() > SAMPLE && looks_incompressible(&data)? {
+        return Ok(stored(data));
+    }
     let packed = match enc.method {
         ZipMethod::Deflate => deflate_all(&data, enc.level)?,
         ZipMethod::Zstd => zstd::bulk::compress(&data, enc.level as i32)?,
@@ -159,6 +164,17 @@ pub(crate) fn encode(data: Vec<u8>, name: &Path, enc: ZipEncoding) -> io::Result
         size,
         data: packed,
     })
+}
+
+/// How much of an entry's start decides whether it is worth compressing.
+const SAMPLE: usize = 64 << 10;
+
+/// True when the first [`SAMPLE`] bytes do not shrink by 3% at the fastest level: random data, or
+/// a compressed format under a name we do not know. Such entries are stored, as most zip tools
+/// do; deflating them would gain under 1% at many times the cost.
+fn looks_incompressible(data: &[u8]) -> io::Result<bool> {
+    let sample = &data[..data.len().min(SAMPLE)];
+    Ok(deflate_all(sample, 1)?.len() as f64 >= sample.len() as f64 * 0.97)
 }
 
 /// Raw deflate of a whole entry by libdeflate: about 1.5 to 2 times zlib's speed at the same
@@ -194,7 +210,7 @@ impl StreamEncoder {
     pub fn new(enc: ZipEncoding, name: &Path, first: &[u8]) -> io::Result<(Self, ZipMethod)> {
         let incompressible = enc.method == ZipMethod::Store
             || already_compressed(name)
-            || deflate_all(first, 1)?.len() as f64 >= first.len() as f64 * 0.97;
+            || looks_incompressible(first)?;
         let (kind, method) = match enc.method {
             ZipMethod::Zstd if !incompressible => (
                 StreamKind::Zstd(zstd::stream::raw::Encoder::new(enc.level as i32)?),
@@ -684,6 +700,20 @@ mod tests {
         let e = encode(noise.clone(), Path::new("noise"), enc).unwrap();
         assert_eq!(e.method, ZipMethod::Store);
         assert_eq!(e.data, noise);
+        // Larger entries are judged by their first 64 KiB: text after noise is stored too (the
+        // price of not deflating every random file), noise after text is deflated.
+        let text = crate::testdata::text(200 << 10, 3);
+        let noise = crate::testdata::noise(200 << 10, 4);
+        let big_noise = crate::testdata::noise(900 << 10, 5);
+        let big = encode(big_noise.clone(), Path::new("big"), enc).unwrap();
+        assert_eq!((big.method, big.data), (ZipMethod::Store, big_noise));
+        let noise_first = [&noise[..], &text[..]].concat();
+        let e = encode(noise_first, Path::new("nt"), enc).unwrap();
+        assert_eq!(e.method, ZipMethod::Store);
+        let text_first = [&text[..], &noise[..]].concat();
+        let e = encode(text_first.clone(), Path::new("tn"), enc).unwrap();
+        assert_eq!(e.method, ZipMethod::Deflate);
+        assert!(e.data.len() < text_first.len());
     }
 
     /// Builds an archive with every entry kind, a streamed entry, and ZIP64 forced by a lowered
