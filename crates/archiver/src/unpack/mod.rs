@@ -1223,7 +1223,12 @@ impl Ctx<'_> {
     /// follow).
     fn send(&mut self, job: WriteJob) -> Result<()> {
         let streamed = matches!(job.data, JobData::Chunks(..));
-        self.batch_bytes += job.cost;
+        // A zip entry costs the budget nothing (its writer reads it), but its size still
+        // counts here: a batch holding several large entries would leave the other writers idle.
+        self.batch_bytes += match &job.data {
+            JobData::Zip(_, e) => e.usize,
+            _ => job.cost,
+        };
         self.batch.push(job);
         if streamed || self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
             self.flush()?;
