@@ -234,9 +234,8 @@ fn read_small(entry: &Entry, size: u64, shared: &Shared) -> Payload {
         Ok(f) => f,
         Err(e) => return open_failure(&e),
     };
-    let mut data = Vec::with_capacity(size as usize + 1);
-    // One byte more than expected tells us whether the file grew.
-    let result = file.take(size + 1).read_to_end(&mut data);
+    let mut data = Vec::new();
+    let result = read_expecting(&file, size as usize, &mut data);
     let mut warning = match result {
         Ok(_) => None,
         Err(e) => Some(format!("read error after {} bytes: {e}", data.len())),
@@ -263,6 +262,36 @@ fn read_small(entry: &Entry, size: u64, shared: &Shared) -> Payload {
             }),
         },
     }
+}
+
+/// Reads a file of `expected` bytes into `data`: up to one byte more, which tells whether it grew.
+/// A short read that brings the total to exactly `expected` is taken as the end of the file:
+/// regular files return fewer bytes than asked only there, so the confirming read that would
+/// return 0 is saved, one system call per file (a file growing at that moment is a file
+/// changing while read either way). Any other short read goes on until a read returns 0.
+fn read_expecting(mut file: &File, expected: usize, data: &mut Vec<u8>) -> io::Result<()> {
+    let limit = expected + 1;
+    data.resize(limit, 0);
+    let mut filled = 0;
+    let result = loop {
+        let want = limit - filled;
+        if want == 0 {
+            break Ok(());
+        }
+        match file.read(&mut data[filled..]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                filled += n;
+                if filled == expected && n < want {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    data.truncate(filled);
+    result
 }
 
 /// Makes `data` exactly `size` bytes long, describing what had to be done.
@@ -477,6 +506,32 @@ fn is_loop(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_expecting_sees_growth_shrinking_and_exact_sizes() {
+        use std::io::Write;
+        for (len, expected, got) in [
+            (0, 0, 0),
+            (10, 10, 10),
+            (11, 10, 11), // grew: one byte more is enough to tell
+            (500, 10, 11),
+            (7, 10, 7), // shrank
+            (0, 10, 0),
+            (100_000, 100_000, 100_000),
+        ] {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&vec![7u8; len]).unwrap();
+            let f = {
+                use std::io::Seek;
+                f.rewind().unwrap();
+                f
+            };
+            let mut data = Vec::new();
+            read_expecting(&f, expected, &mut data).unwrap();
+            assert_eq!(data.len(), got, "file of {len}, expected {expected}");
+            assert!(data.iter().all(|&b| b == 7));
+        }
+    }
 
     #[test]
     fn fit_pads_and_truncates() {
