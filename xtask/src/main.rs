@@ -48,6 +48,12 @@ enum Cmd {
     },
     /// Peak RSS of pack into a throttled consumer (the memory bound under backpressure)
     Rss(bench::RssArgs),
+    /// Run the library's unit tests and the golden archives on aarch64 Linux under qemu
+    ///
+    /// The golden test pins the bytes of every format, so this checks that the same tree gives
+    /// the same archives on the Raspberry Pi's architecture as here (libdeflate, zstd, zlib-rs).
+    /// Installs the cross compiler, qemu and the Rust target when missing (Debian, x86-64 hosts).
+    Cross,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
         Cmd::Man => man(),
         Cmd::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
         Cmd::Rss(args) => bench::rss(args),
+        Cmd::Cross => cross(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -256,6 +263,60 @@ fn deps() -> Result {
         run(Command::new("cargo").args(["install", "--locked", "b3sum"]))?;
     }
     Ok(())
+}
+
+/// The library's unit tests and golden archives, cross-compiled for aarch64 Linux and run under
+/// qemu-user.
+fn cross() -> Result {
+    const TARGET: &str = "aarch64-unknown-linux-gnu";
+    if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        return Err("cross: runs on x86-64 Linux hosts only".into());
+    }
+    let tools = [
+        ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        ("qemu-aarch64", "qemu-user"),
+    ];
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(t, _)| !have(t))
+        .map(|(_, p)| *p)
+        .collect();
+    if !missing.is_empty() {
+        if !have("apt-get") {
+            return Err(format!("cross: install {} first", missing.join(" ")));
+        }
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let sudo: &[&str] = if root { &[] } else { &["sudo"] };
+        let apt = |args: &[&str]| {
+            let all: Vec<&str> = sudo.iter().chain(args).copied().collect();
+            run(Command::new(all[0])
+                .args(&all[1..])
+                .env("DEBIAN_FRONTEND", "noninteractive"))
+        };
+        apt(&["apt-get", "update", "-qq"])?;
+        let mut install = vec!["apt-get", "install", "-y", "-qq", "--no-install-recommends"];
+        install.extend(&missing);
+        install.push("libc6-dev-arm64-cross");
+        apt(&install)?;
+    }
+    run(Command::new("rustup").args(["target", "add", TARGET]))?;
+    run(Command::new(env!("CARGO"))
+        .args([
+            "test", "-p", "archiver", "--target", TARGET, "--lib", "--test", "golden",
+        ])
+        .current_dir(workspace_root())
+        .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            "aarch64-linux-gnu-gcc",
+        )
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
+            "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+        ))
 }
 
 /// Installs missing peers, runs the suite, and ends with one summary line over every test binary
