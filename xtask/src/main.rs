@@ -272,14 +272,22 @@ fn cross() -> Result {
     if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
         return Err("cross: runs on x86-64 Linux hosts only".into());
     }
+    // The C library for the target (headers, crt files, and what qemu loads) is a package of its
+    // own: the compiler can be there without it.
+    let libc = std::path::Path::new("/usr/aarch64-linux-gnu/lib/libc.so.6").exists();
     let tools = [
-        ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
-        ("qemu-aarch64", "qemu-user"),
+        (
+            "aarch64-linux-gnu-gcc",
+            "gcc-aarch64-linux-gnu",
+            have("aarch64-linux-gnu-gcc"),
+        ),
+        ("qemu-aarch64", "qemu-user", have("qemu-aarch64")),
+        ("the aarch64 C library", "libc6-dev-arm64-cross", libc),
     ];
     let missing: Vec<&str> = tools
         .iter()
-        .filter(|(t, _)| !have(t))
-        .map(|(_, p)| *p)
+        .filter(|(_, _, there)| !there)
+        .map(|(_, p, _)| *p)
         .collect();
     if !missing.is_empty() {
         if !have("apt-get") {
@@ -299,10 +307,19 @@ fn cross() -> Result {
         apt(&["apt-get", "update", "-qq"])?;
         let mut install = vec!["apt-get", "install", "-y", "-qq", "--no-install-recommends"];
         install.extend(&missing);
-        install.push("libc6-dev-arm64-cross");
         apt(&install)?;
     }
-    run(Command::new("rustup").args(["target", "add", TARGET]))?;
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("cross: rustup not found ({e}); install the Rust toolchain with rustup, or the {TARGET} standard library by other means"))?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
+        run(Command::new("rustup").args(["target", "add", TARGET]))
+            .map_err(|e| format!("cross: could not add the {TARGET} target with rustup: {e}"))?;
+    }
     run(Command::new(env!("CARGO"))
         .args([
             "test", "-p", "archiver", "--target", TARGET, "--lib", "--test", "golden",

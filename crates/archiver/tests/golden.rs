@@ -89,7 +89,7 @@ fn golden_archives_are_unchanged_for_any_jobs() {
         // Re-pinned once, on purpose: independent 4 MiB frames and a seek table (issue 13).
         "tar.zst f024380008b754c16a50dafc07eb1764c6175b8db116a5cf5e9537d5ab32ceda",
         // Re-pinned on purpose: whole zip entries are deflated by libdeflate; entries over 1 MiB
-        // in 128 KiB blocks on a pool, as tar.gz (issue 13).
+        // in independent 1 MiB pieces on a pool, as tar.gz (issue 13).
         "zip 96e4e8a3f7f096433f87db25f6786329b924fdc226676621e261f34e598fca0f",
     ];
     assert_eq!(got, expected, "golden archive bytes changed");

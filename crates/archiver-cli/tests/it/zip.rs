@@ -274,3 +274,49 @@ open(path, "wb").write(b)
         assert!(!dest.join(name).exists(), "{name} was extracted");
     }
 }
+
+/// Sizes are what a hostile directory claims: zip64 allows u64::MAX per entry, and two claims
+/// of 2^63 bytes add up past u64. That is refused as too large for the destination, with the
+/// entry named, never a panic or a wrapped total.
+#[test]
+fn claimed_sizes_that_add_up_past_u64_are_refused_cleanly() {
+    let python = require("python3");
+    let work = tempfile::tempdir().unwrap();
+    let zip = work.path().join("huge.zip");
+    let script = r#"
+import sys, struct, zlib
+path = sys.argv[1]
+data = zlib.compress(b"x" * 1000)[2:-4]
+crc = zlib.crc32(b"x" * 1000)
+body, cd = bytearray(), bytearray()
+names = [b"first-huge.bin", b"second-huge.bin"]
+for name in names:
+    at = len(body)
+    z64 = struct.pack("<HHQQ", 1, 16, 1 << 63, len(data))
+    body += struct.pack("<IHHHHHIIIHH", 0x04034b50, 45, 0, 8, 0, 0x21, crc,
+                        0xFFFFFFFF, 0xFFFFFFFF, len(name), len(z64)) + name + z64 + data
+    z64c = struct.pack("<HHQQ", 1, 16, 1 << 63, len(data))
+    cd += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014b50, 45, 45, 0, 8, 0, 0x21, crc,
+                      0xFFFFFFFF, 0xFFFFFFFF, len(name), len(z64c), 0, 0, 0, 0o100644 << 16, at) + name + z64c
+end = struct.pack("<IHHHHIIH", 0x06054b50, 0, 0, len(names), len(names), len(cd), len(body), 0)
+open(path, "wb").write(bytes(body) + bytes(cd) + end)
+"#;
+    ok(Command::new(&python).arg("-c").arg(script).arg(&zip));
+    let dest = work.path().join("out");
+    for cmd in [&["unpack", "--no-sync"][..], &["list"], &["verify"]] {
+        let mut run = archiver();
+        run.args(cmd).arg(&zip);
+        if cmd[0] == "unpack" {
+            run.arg("-C").arg(&dest);
+        }
+        let out = output_within(&mut run, 60);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+        assert!(matches!(out.status.code(), Some(0..=2)), "{cmd:?}: {err}");
+        assert!(!dest.join("first-huge.bin").exists(), "{cmd:?}");
+        if cmd[0] == "unpack" {
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            assert!(err.contains("first-huge.bin"), "{err}");
+        }
+    }
+}

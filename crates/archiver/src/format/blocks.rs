@@ -54,7 +54,7 @@ impl BlockInflater {
     /// Inflates `input` into `out` (up to `out`'s spare capacity, which is not grown) if, and
     /// only if, `input` is exactly a run of complete non-final deflate blocks. Returns whether it
     /// was; `out` is then its whole output. On `false`, `out` holds something undefined.
-    pub(crate) fn whole_blocks(self, input: &[u8], out: &mut Vec<u8>) -> bool {
+    pub(crate) fn whole_blocks(mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
         if input.is_empty() {
             return true; // no blocks at all: nothing to inflate, and no boundary crossed
         }
@@ -62,11 +62,32 @@ impl BlockInflater {
         matches!(end, Some(state) if state & AT_BOUNDARY != 0 && state & (LAST_BLOCK | UNUSED_BITS) == 0)
     }
 
+    /// Inflates `input` as the continuation of what this inflater was given before (all of it
+    /// starting at a block boundary, with no dictionary), into `out` (up to its spare capacity).
+    /// `Some(true)` when everything so far is exactly whole non-final blocks (as
+    /// [`Self::whole_blocks`] would say of it all at once), `Some(false)` when it stopped where
+    /// more input may still make it so (inside a block, or at a boundary inside a byte), `None`
+    /// when nothing can: damaged, a final block seen, or the output full.
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<bool> {
+        let state = if input.is_empty() {
+            if self.strm.total_in == 0 {
+                return Some(true);
+            }
+            self.strm.data_type
+        } else {
+            self.walk(input, out, |_, last| !last)?
+        };
+        if state & LAST_BLOCK != 0 {
+            return None;
+        }
+        Some(state & AT_BOUNDARY != 0 && state & UNUSED_BITS == 0)
+    }
+
     /// For a complete raw deflate stream (as libdeflate writes one): inflates it into `out` (up
     /// to its spare capacity) and returns the bit positions where its final block starts (its
     /// `BFINAL` bit) and where the stream ends. `None` if `input` is anything else, or has bytes
     /// after the stream's last.
-    pub(crate) fn final_block(self, input: &[u8], out: &mut Vec<u8>) -> Option<(u64, u64)> {
+    pub(crate) fn final_block(mut self, input: &[u8], out: &mut Vec<u8>) -> Option<(u64, u64)> {
         let (mut start, mut found) = (0, None);
         let end = self.walk(input, out, |bit, last| {
             if last {
@@ -85,7 +106,7 @@ impl BlockInflater {
     /// `boundary` says no, on an error, when the output is full, or when the input is used up.
     /// Returns the final `data_type` when all input was used (`None` otherwise).
     fn walk(
-        mut self,
+        &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
         mut boundary: impl FnMut(u64, bool) -> bool,
@@ -222,6 +243,40 @@ mod tests {
         // Output past the room given.
         let mut small = Vec::with_capacity(1000);
         assert!(!BlockInflater::new().whole_blocks(&blocks, &mut small));
+    }
+
+    #[test]
+    fn fed_in_parts_it_says_what_whole_blocks_says_of_the_whole() {
+        let a = text(200 << 10, 5);
+        let b = noise(100 << 10, 6);
+        let blocks = deflate(&[&a, &b], false);
+        let whole_at = deflate(&[&a], false).len(); // the sync flush after `a`: a boundary
+        let mut both = a.clone();
+        both.extend_from_slice(&b);
+        for cut in [1, 9, whole_at / 2, whole_at, whole_at + 3, blocks.len() - 1] {
+            let mut f = BlockInflater::new();
+            let mut out = Vec::with_capacity(1 << 20);
+            let first = f.feed(&blocks[..cut], &mut out);
+            assert_eq!(first, Some(cut == whole_at), "cut at {cut}");
+            assert_eq!(f.feed(&[], &mut out), first, "nothing more, cut at {cut}");
+            assert_eq!(f.feed(&blocks[cut..], &mut out), Some(true), "cut at {cut}");
+            assert_eq!(out, both, "cut at {cut}");
+        }
+        // A final block, damage or a full output can never become whole blocks.
+        let fin = deflate(&[&a], true);
+        assert_eq!(
+            BlockInflater::new().feed(&fin, &mut Vec::with_capacity(1 << 20)),
+            None
+        );
+        assert_eq!(
+            BlockInflater::new().feed(&[0xff; 64], &mut Vec::with_capacity(1 << 20)),
+            None
+        );
+        assert_eq!(
+            BlockInflater::new().feed(&blocks, &mut Vec::with_capacity(1000)),
+            None
+        );
+        assert_eq!(BlockInflater::new().feed(&[], &mut Vec::new()), Some(true));
     }
 
     /// The review's attack on a check that only inflates to the end: a final stored block

@@ -7,8 +7,11 @@
 //!
 //! A mark is only a guess (the same bytes can occur inside compressed data, or a hostile stream
 //! can place them anywhere), so every piece is checked, and a piece that fails the check is never
-//! an error by itself: the stream from that piece on is handed to a sequential inflater (with the
-//! 32 KiB of output before the piece as its dictionary), which decides as any inflater would.
+//! an error by itself. It is first joined with the pieces after it (a false mark inside a piece,
+//! as a tar.gz stored in the archive carries, then costs one more inflation of that piece, not
+//! the parallelism of the rest); a run that cannot be made whole within 4 MiB is handed, with the
+//! stream after it, to a sequential inflater (with the 32 KiB of output before it as its
+//! dictionary), which decides as any inflater would.
 //! The check (`blocks.rs`): the piece must be exactly a run of complete, non-final deflate blocks
 //! (zlib's `Z_BLOCK` state after its last byte: at a block boundary, no bits left over, no last
 //! block seen), inflated with no dictionary. The first piece starts at a block boundary (right
@@ -88,6 +91,7 @@ impl<'a> ParGzReader<'a> {
             len: 0,
             window: Vec::new(),
             after: None,
+            taken_over: false,
         })
     }
 }
@@ -100,12 +104,14 @@ struct Piece {
     out: Vec<u8>,
 }
 
-/// A piece back from the pool: its bytes (for a sequential take-over), its output if it passed
-/// the check, and for the last piece how many bytes the deflate stream used.
+/// A piece back from the pool: its bytes (for a sequential take-over), whether it passed the
+/// check, its output (its buffer, when it did not), and for the last piece how many bytes the
+/// deflate stream used.
 struct Inflated {
     bytes: Vec<u8>,
     last: bool,
-    out: Option<Vec<u8>>,
+    passed: bool,
+    out: Vec<u8>,
     crc: crc32fast::Hasher,
     used: usize,
 }
@@ -133,7 +139,8 @@ fn inflate_piece(mut p: Piece) -> Inflated {
     Inflated {
         bytes: p.bytes,
         last: p.last,
-        out: passed.then_some(out),
+        passed,
+        out,
         crc,
         used,
     }
@@ -164,6 +171,8 @@ struct ParGzReader<'a> {
     window: Vec<u8>,
     /// Where reading continues once the parallel part has ended.
     after: Option<Box<dyn Read + 'a>>,
+    /// The sequential reader took over before the stream's end.
+    taken_over: bool,
 }
 
 impl<'a> ParGzReader<'a> {
@@ -212,13 +221,15 @@ impl<'a> ParGzReader<'a> {
         }
     }
 
-    /// Takes a piece back in order: hands its output out, or on a failed check (or a last piece
-    /// whose trailer does not match) hands the stream from this piece on to a sequential reader.
+    /// Takes a piece back in order: hands its output out, or on a failed check tries it joined
+    /// with the pieces after it; a last piece whose trailer does not match hands the stream from
+    /// this piece on to a sequential reader.
     fn accept(&mut self, done: Result<Inflated, String>) -> io::Result<()> {
         let done = done.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
-        let Some(out) = done.out else {
-            return self.take_over(done.bytes);
-        };
+        if !done.passed {
+            return self.join(done);
+        }
+        let Inflated { out, .. } = done;
         let was_last = done.last;
         let mut crc = self.crc.clone();
         crc.combine(&done.crc);
@@ -258,6 +269,66 @@ impl<'a> ParGzReader<'a> {
         Ok(())
     }
 
+    /// A piece that failed its check may only have been cut at a false mark: the mark's bytes
+    /// inside compressed data (a tar.gz stored in the archive carries ours). Inflates it again
+    /// from its start (a proven block boundary), continuing into the pieces after it, until
+    /// the run ends at whole non-final blocks: then it goes out as one piece, and the pieces
+    /// after it (cut where the run ends) stay valid. A run that can never be whole (damage, a
+    /// final block, a back-reference before its start), reaches the last piece, or grows past
+    /// the limit goes to the sequential reader. Each byte is inflated once more at most.
+    fn join(&mut self, failed: Inflated) -> io::Result<()> {
+        let Inflated {
+            mut bytes,
+            last,
+            mut out,
+            ..
+        } = failed;
+        if last {
+            return self.take_over(bytes);
+        }
+        let mut inflater = BlockInflater::new();
+        out.clear();
+        out.reserve(MAX_PIECE);
+        let mut whole = inflater.feed(&bytes, &mut out);
+        while whole == Some(false) {
+            let next = match self.pool.next(true) {
+                Some(next) => {
+                    next.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?
+                }
+                None if self.scanning => {
+                    self.cut_piece()?;
+                    continue;
+                }
+                None => break,
+            };
+            let from = bytes.len();
+            bytes.extend_from_slice(&next.bytes);
+            if next.out.capacity() > 0 {
+                self.spare.push(next.out);
+            }
+            self.spare_bytes(next.bytes);
+            if next.last || bytes.len() > MAX_PIECE {
+                break;
+            }
+            whole = inflater.feed(&bytes[from..], &mut out);
+        }
+        if whole != Some(true) {
+            return self.take_over(bytes);
+        }
+        tracing::trace!(len = bytes.len(), "gzip: pieces joined across a false mark");
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&out);
+        let used = bytes.len();
+        self.accept(Ok(Inflated {
+            bytes,
+            last: false,
+            passed: true,
+            out,
+            crc,
+            used,
+        }))
+    }
+
     fn spare_bytes(&mut self, bytes: Vec<u8>) {
         // At most one per piece in flight: the pool bounds them.
         self.spare_in.push(bytes);
@@ -271,6 +342,7 @@ impl<'a> ParGzReader<'a> {
             after = self.len,
             "gzip: no (more) independent pieces; inflating the rest sequentially"
         );
+        self.taken_over = true;
         while let Some(later) = self.pool.next(true) {
             let later =
                 later.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
@@ -541,6 +613,34 @@ mod tests {
         plain.write_all(&mixed).unwrap();
         plain.finish().unwrap();
         assert_eq!(read(&raw, 2).unwrap(), mixed);
+    }
+
+    /// Our tar.gz of a tree holding our own tar.gz: the inner one is stored (incompressible), so
+    /// its marks are false marks inside the outer pieces. Pieces are joined across them, and
+    /// the rest still inflates in parallel: no sequential take-over.
+    #[test]
+    fn false_marks_inside_pieces_are_joined_over_and_parallel_inflation_goes_on() {
+        let inner = ours(&noise(3 << 20, 41));
+        assert!(
+            find(&inner, &PIECE_END).is_some(),
+            "the inner stream has marks"
+        );
+        let mut data = sample(2 << 20, 42);
+        data.extend_from_slice(&inner);
+        data.extend(sample(3 << 20, 43));
+        let gz = ours(&data);
+        let mut header = gz[..10].to_vec();
+        let mut reader =
+            ParGzReader::new(Box::new(&gz[10..]), std::mem::take(&mut header), 2).unwrap();
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert!(got == data, "same bytes");
+        assert!(!reader.taken_over, "inflated in parallel to the end");
+        // Damage still ends in an error, not in other bytes.
+        let mut bad = gz.clone();
+        let at = 10 + find(&gz[10..], &PIECE_END).unwrap() + 2000;
+        bad[at] ^= 0x55;
+        assert!(read(&bad, 2).is_err());
     }
 
     /// A segment of a test member: data, level, the previous 32 KiB as dictionary, a piece mark

@@ -1225,10 +1225,11 @@ impl Ctx<'_> {
         let streamed = matches!(job.data, JobData::Chunks(..));
         // A zip entry costs the budget nothing (its writer reads it), but its size still
         // counts here: a batch holding several large entries would leave the other writers idle.
-        self.batch_bytes += match &job.data {
+        // Saturating: a zip entry's size is what its header claims, up to u64::MAX.
+        self.batch_bytes = self.batch_bytes.saturating_add(match &job.data {
             JobData::Zip(_, e) => e.usize,
             _ => job.cost,
-        };
+        });
         self.batch.push(job);
         if streamed || self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
             self.flush()?;
@@ -1498,7 +1499,8 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
     let entries = zip_read::read_directory(file)?;
     let shared = Arc::new(file.try_clone().map_err(Error::Input)?);
     ctx.progress.entries_total = entries.len() as u64;
-    ctx.progress.bytes_total = entries.iter().map(|e| e.usize).sum();
+    // Saturating: the sizes are what the directory claims (zip64: up to u64::MAX each).
+    ctx.progress.bytes_total = entries.iter().fold(0u64, |t, e| t.saturating_add(e.usize));
     ctx.progress.totals_final = true;
     for e in entries {
         ctx.check_cancel()?;
