@@ -6,6 +6,7 @@ mod faults;
 mod group;
 mod interop;
 mod list;
+mod numbers;
 mod stress;
 mod tarparity;
 mod truncated;

@@ -616,6 +616,9 @@ impl<R: Read> TarReader<R> {
         if let Some(map) = &sparse {
             e.typeflag = b'0';
             size = real_size.unwrap_or(stored);
+            if size > MAX_SIZE {
+                return Err(err(format!("sparse file size {size} is out of range")));
+            }
             check_sparse_map(map, size, self.left)?;
         }
         if !is_file_type(e.typeflag) {
@@ -947,7 +950,8 @@ fn signed_number(field: &[u8]) -> io::Result<i64> {
         for &b in &field[1..] {
             v = v.checked_mul(256).ok_or_else(|| err("number too large"))? | i64::from(b);
         }
-        return Ok(v);
+        // i64::MIN has no positive counterpart: times are negated downstream.
+        return Ok(v.max(-i64::MAX));
     }
     number(field).map(|v| v.min(i64::MAX as u64) as i64)
 }

@@ -118,7 +118,8 @@ impl<'a> RangeReader<'a> {
 
 impl Read for RangeReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min((self.end - self.pos) as usize);
+        // In u64 first: on 32-bit targets an entry may be larger than usize.
+        let n = (buf.len() as u64).min(self.end - self.pos) as usize;
         if n == 0 {
             return Ok(0);
         }
@@ -195,7 +196,7 @@ fn locate_directory(file: &File) -> Result<Directory> {
         if u32le(&loc, 0) == record::ZIP64_LOCATOR {
             let at = u64le(&loc, 8);
             let mut rec = [0u8; 56];
-            if at + 56 > len {
+            if at.checked_add(56).is_none_or(|end| end > len) {
                 return Err(bad("ZIP64 end record points past the end of the file"));
             }
             read_at(file, &mut rec, at).map_err(Error::Input)?;
@@ -218,7 +219,7 @@ fn locate_directory(file: &File) -> Result<Directory> {
         return Err(bad("central directory overlaps its end record"));
     };
     let cd_start = cd_offset + shift;
-    if cd_size > 1 << 32 {
+    if cd_size >= 1 << 32 {
         return Err(bad("central directory larger than 4 GiB"));
     }
     Ok(Directory {
@@ -276,6 +277,12 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
     let unix_mode = (made_by >> 8 == 3)
         .then_some(external >> 16)
         .filter(|&m| m != 0);
+    let Some(data_offset) = local.checked_add(shift) else {
+        return Err(bad(format!(
+            "{}: local header offset {local} is out of range",
+            crate::list::escape_name(&name)
+        )));
+    };
     let entry = ZipEntry {
         name,
         flags,
@@ -283,7 +290,7 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
         crc,
         csize,
         usize,
-        data_offset: local + shift, // fixed up below, after the local header is read
+        data_offset, // fixed up below, after the local header is read
         unix_mode,
         mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
         unicode_field,

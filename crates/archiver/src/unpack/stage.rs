@@ -498,12 +498,13 @@ fn process_umask() -> Option<u32> {
 fn timestamps(mtime: std::time::SystemTime) -> rustix::fs::Timestamps {
     let t = match mtime.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => rustix::fs::Timespec {
-            tv_sec: d.as_secs() as i64,
+            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: d.subsec_nanos() as _,
         },
         Err(e) => {
             let d = e.duration();
-            let (mut sec, mut nsec) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+            let sec = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            let (mut sec, mut nsec) = (-sec, -i64::from(d.subsec_nanos()));
             if nsec < 0 {
                 sec -= 1;
                 nsec += 1_000_000_000;
