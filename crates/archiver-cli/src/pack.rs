@@ -212,13 +212,19 @@ pub fn render_stats(report: &PackReport) -> String {
 
 /// The per-stage table of `--stats` (pack and unpack alike).
 pub(crate) fn stage_table(stages: &[archiver::StageStats]) -> String {
+    let w = stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     let mut out = format!(
-        "{:<6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "{:<w$} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "stage", "threads", "items", "busy s", "busy", "starved", "blocked"
     );
     for st in stages {
         out.push_str(&format!(
-            "{:<6} {:>7} {:>9} {:>9.3} {:>8.0}% {:>8.0}% {:>8.0}%\n",
+            "{:<w$} {:>7} {:>9} {:>9.3} {:>8.0}% {:>8.0}% {:>8.0}%\n",
             st.name,
             st.threads,
             st.items,

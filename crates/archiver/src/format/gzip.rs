@@ -111,6 +111,11 @@ impl<W: Write> ParGzWriter<W> {
         Ok(true)
     }
 
+    /// The compressing threads' time accounting (for `--stats`).
+    pub(crate) fn times(&self) -> std::sync::Arc<super::pool::PoolTimes> {
+        self.pool.times()
+    }
+
     /// Compresses what is buffered, writes the trailer, stops the pool and returns the output.
     pub fn finish(self) -> io::Result<W> {
         let (mut out, crc, len) = self.finish_raw()?;

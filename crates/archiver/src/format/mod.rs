@@ -180,6 +180,15 @@ impl<W: Write> Codec<W> {
         })
     }
 
+    /// The compressing pool's time accounting (none for plain tar).
+    pub fn times(&self) -> Option<std::sync::Arc<pool::PoolTimes>> {
+        match self {
+            Codec::Plain(_) => None,
+            Codec::Gzip(g) => Some(g.times()),
+            Codec::Zstd(z) => Some(z.times()),
+        }
+    }
+
     pub fn finish(self) -> io::Result<W> {
         match self {
             Codec::Plain(mut w) => {

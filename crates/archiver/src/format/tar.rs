@@ -30,6 +30,11 @@ pub(crate) struct TarSink<W: Write> {
 }
 
 impl<W: Write> TarSink<W> {
+    /// The compression layer under the tar stream.
+    pub fn codec(&self) -> &Codec<W> {
+        self.builder.get_ref().get_ref()
+    }
+
     pub fn new(codec: Codec<W>, policy: HeaderPolicy) -> Self {
         TarSink {
             builder: tar::Builder::new(BufWriter::with_capacity(256 << 10, codec)),

@@ -128,6 +128,11 @@ impl<W: Write> ZstdFramesWriter<W> {
         Ok(true)
     }
 
+    /// The compressing threads' time accounting (for `--stats`).
+    pub(crate) fn times(&self) -> std::sync::Arc<super::pool::PoolTimes> {
+        self.pool.times()
+    }
+
     /// Compresses what is buffered, writes the seek table, returns the output.
     pub fn finish(mut self) -> io::Result<W> {
         // An empty stream is still one (empty) frame: a `.zst` of nothing but a skippable frame

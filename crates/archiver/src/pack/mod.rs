@@ -306,6 +306,11 @@ fn report(
         StageStats::from_clock("read", jobs, read_clock),
         StageStats::from_clock("write", 1, write_clock),
     ];
+    if let Some((threads, clock)) = outcome.compress {
+        // After the writer: it hands the tar stream to these threads.
+        let compress = StageStats::from_clock("compress", threads, clock);
+        outcome.stats.stages.push(compress);
+    }
     PackReport {
         stats: outcome.stats,
         warnings: outcome.warnings,
@@ -495,6 +500,8 @@ struct WriteOutcome {
     stats: Stats,
     warnings: Vec<Warning>,
     clock: StageClock,
+    /// The compressing threads of tar.gz and tar.zst: their count and clock.
+    compress: Option<(usize, StageClock)>,
 }
 
 /// Calls the caller's progress hook at a bounded rate, with the walk's totals so far.
@@ -559,21 +566,35 @@ fn write_stage<W: Write>(
         w.write_manifest(&mut sink, opts.reproducible)?;
     }
     abandon.0 = None;
+    let times = sink.compress_times();
     let metered = sink.finish().map_err(Error::Output)?;
+    let pool = times.map(|t| t.read());
     let mut stats = w.stats;
     stats.bytes_out = metered.bytes;
     stats.reorder_peak = held_peak;
     let elapsed = started.elapsed();
+    // Waiting for the compressing threads is waiting for the next stage, as a full pipe is.
+    let blocked = metered.blocked + pool.map_or(Duration::ZERO, |p| p.owner_waited);
     let clock = StageClock {
-        busy: elapsed.saturating_sub(w.starved + metered.blocked),
+        busy: elapsed.saturating_sub(w.starved + blocked),
         starved: w.starved,
-        blocked: metered.blocked,
+        blocked,
         items: w.written,
     };
+    let compress = pool.map(|p| {
+        let clock = StageClock {
+            busy: p.busy,
+            starved: p.starved,
+            blocked: p.blocked,
+            items: p.jobs,
+        };
+        (p.threads, clock)
+    });
     Ok(WriteOutcome {
         stats,
         warnings: w.warnings,
         clock,
+        compress,
     })
 }
 
@@ -986,6 +1007,14 @@ impl<W: Write> Sink<W> {
         match self {
             Sink::Tar(t) => t.hardlink(rel, meta, target),
             Sink::Zip(_) => unreachable!("the walk turns hard links into files for zip"),
+        }
+    }
+
+    /// The time accounting of tar.gz's and tar.zst's compressing threads.
+    fn compress_times(&self) -> Option<std::sync::Arc<crate::format::pool::PoolTimes>> {
+        match self {
+            Sink::Tar(t) => t.codec().times(),
+            Sink::Zip(_) => None,
         }
     }
 

@@ -31,7 +31,8 @@ impl StageClock {
 /// One stage (or worker group) of the pipeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStats {
-    /// Stage name: `walk`, `feed`, `read`, `write`.
+    /// Stage name: `walk`, `feed`, `read`, `write`, and for tar.gz and tar.zst `compress` (the
+    /// threads the writer hands the tar stream to; pack zip compresses in `read`).
     pub name: &'static str,
     /// Threads in the stage.
     pub threads: usize,
