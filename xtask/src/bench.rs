@@ -225,6 +225,7 @@ pub fn run(mut o: BenchArgs) -> Result {
     let tar = if have("gtar") { "gtar" } else { "tar" };
 
     let mut results = Vec::new();
+    let mut commands = Vec::new();
     for ds in &datasets {
         eprintln!(
             "== {} ({} files, {:.1} MiB)",
@@ -249,9 +250,11 @@ pub fn run(mut o: BenchArgs) -> Result {
                 m.peak_rss_kib
             );
             results.push(m);
+            commands.push((w.prepare, w.cmd));
         }
     }
-    let table = render(&results, &datasets, &missing);
+    let mut table = render(&results, &datasets, &missing);
+    table.push_str(&worst_rows(&results, &commands, j)?);
     println!("{table}");
     let json = serde_json::json!({
         "machine": machine(),
@@ -270,6 +273,66 @@ pub fn run(mut o: BenchArgs) -> Result {
     fs::write(bench_dir.join("results.md"), &table).map_err(|e| e.to_string())?;
     eprintln!("wrote {} and results.md", out.display());
     Ok(())
+}
+
+/// The pack row and the unpack row where we are furthest behind the fastest peer (of those taking
+/// 50 ms or more), run once more with `--stats`: the time of every stage, and the bottleneck
+/// verdict.
+fn worst_rows(
+    results: &[Measure],
+    commands: &[(Option<String>, String)],
+    j: usize,
+) -> Result<String> {
+    let ours = format!("archiver -j{j}");
+    let ratio = |m: &Measure| {
+        results
+            .iter()
+            .filter(|p| {
+                p.dataset == m.dataset && p.work == m.work && !p.tool.starts_with("archiver")
+            })
+            .map(|p| (m.median / p.median, p.tool.clone()))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let mut s = String::from("\n## Where the time goes: the worst rows against their peer\n");
+    for unpack in [false, true] {
+        // Rows of a few milliseconds are process start-up, where stage times say nothing; they
+        // count only when there is nothing else (--quick, --only tiny).
+        let rows = |min: f64| {
+            results
+                .iter()
+                .zip(commands)
+                .filter(|(m, _)| m.tool == ours && m.work.starts_with("unpack") == unpack)
+                .filter(move |(m, _)| m.median >= min)
+                .filter_map(|(m, c)| ratio(m).map(|r| (m, c, r)))
+                .max_by(|a, b| a.2 .0.total_cmp(&b.2 .0))
+        };
+        let worst = rows(0.05).or_else(|| rows(0.0));
+        let Some((m, (prepare, cmd), (r, peer))) = worst else {
+            continue;
+        };
+        let with_stats = cmd
+            .replacen("' pack -q ", "' pack -q --stats ", 1)
+            .replacen("' unpack -q ", "' unpack -q --stats ", 1);
+        let script = match prepare {
+            Some(p) => format!("{p} && {with_stats} >/dev/null"),
+            None => format!("{with_stats} >/dev/null"),
+        };
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("{script}: {e}"))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let _ = write!(
+            s,
+            "\n{} of {}: {r:.2}× {peer}\n\n`{with_stats}`\n\n```\n{}```\n",
+            m.work,
+            m.dataset,
+            err.trim_start()
+        );
+        eprintln!("worst {} row ({}, {r:.2}×):\n{err}", m.work, m.dataset);
+    }
+    Ok(s)
 }
 
 fn pipe(work: &str, tool: String, cmd: String) -> Work {
