@@ -20,6 +20,9 @@
 //! inflation gives for those bytes. The last piece (running to the input's end) must end the
 //! deflate stream. The member's CRC-32 and length are checked over all pieces, as always.
 //!
+//! Pieces are cut at the first mark at least [`MIN_PIECE`] into them, so a stream packed with
+//! marks costs a pool job per 2 KiB at most, not per mark.
+//!
 //! Streams without marks in their first 4 MiB (gzip, pigz, any other producer), with a header
 //! that has flags, or that fail on their first piece go to `GzMembers` whole: the path every
 //! gzip took before. Memory: at most `threads + 1` pieces in flight, each at most 4 MiB compressed
@@ -38,6 +41,11 @@ use super::pool::{Handout, OrderedPool};
 
 /// The most compressed bytes searched for a mark, and the most a piece may inflate to.
 const MAX_PIECE: usize = 4 << 20;
+/// The fewest compressed bytes a piece is cut at: marks closer than this to the piece's start
+/// are passed over (the piece then holds several of ours, which is as sound). Bounds the work
+/// per byte of a hostile stream packed with marks; ours cut at 1 MiB of input, which is at least
+/// about 1 KiB compressed, so at most two of ours (2 MiB of output) share a piece.
+const MIN_PIECE: usize = 2 << 10;
 /// Deflate's window: the dictionary a sequential inflater needs when it takes over.
 const WINDOW: usize = 32 << 10;
 
@@ -81,6 +89,7 @@ impl<'a> ParGzReader<'a> {
             input: Some(input),
             pool: OrderedPool::new("ungzip", threads, threads + 1, inflate_piece)?,
             scan: Vec::new(),
+            taken: 0,
             searched: 0,
             scanning: true,
             first: true,
@@ -92,6 +101,8 @@ impl<'a> ParGzReader<'a> {
             window: Vec::new(),
             after: None,
             taken_over: false,
+            pieces: 0,
+            failed: false,
         })
     }
 }
@@ -153,8 +164,11 @@ struct ParGzReader<'a> {
     header: Vec<u8>,
     input: Option<Box<dyn BufRead + 'a>>,
     pool: OrderedPool<Piece, Inflated>,
-    /// Compressed bytes of the next piece; `searched` of them have been searched for a mark.
+    /// Compressed bytes read ahead: `scan[taken..]` is the next piece so far, `searched` bytes
+    /// of which have been searched for a mark. Cut pieces advance `taken` (no copying of the
+    /// rest per piece); the buffer is compacted once what was taken outweighs what is left.
     scan: Vec<u8>,
+    taken: usize,
     searched: usize,
     /// Still cutting pieces (false once the input ended or a piece grew past the limit).
     scanning: bool,
@@ -173,6 +187,11 @@ struct ParGzReader<'a> {
     after: Option<Box<dyn Read + 'a>>,
     /// The sequential reader took over before the stream's end.
     taken_over: bool,
+    /// Pieces cut so far.
+    pieces: u64,
+    /// A read failed: the state may have lost bytes (a run being joined), so every later read
+    /// fails too rather than hand out the stream with a gap.
+    failed: bool,
 }
 
 impl<'a> ParGzReader<'a> {
@@ -181,14 +200,20 @@ impl<'a> ParGzReader<'a> {
     fn cut_piece(&mut self) -> io::Result<()> {
         let input = self.input.as_mut().expect("input while scanning");
         loop {
-            let from = self.searched.saturating_sub(PIECE_END.len() - 1);
-            if let Some(at) = find(&self.scan[from..], &PIECE_END) {
+            let pending = &self.scan[self.taken..];
+            // A mark ending before MIN_PIECE is passed over: search from where one could end.
+            let from = self
+                .searched
+                .saturating_sub(PIECE_END.len() - 1)
+                .max(MIN_PIECE.saturating_sub(PIECE_END.len()));
+            if let Some(at) = pending.get(from..).and_then(|p| find(p, &PIECE_END)) {
                 let end = from + at + PIECE_END.len();
                 let mut bytes = self.spare_in.pop().unwrap_or_default();
                 bytes.clear();
-                bytes.extend_from_slice(&self.scan[..end]);
-                self.scan.drain(..end);
+                bytes.extend_from_slice(&pending[..end]);
+                self.taken += end;
                 self.searched = 0;
+                self.pieces += 1;
                 let out = self.spare.pop().unwrap_or_default();
                 return self.pool.submit(Piece {
                     bytes,
@@ -196,18 +221,19 @@ impl<'a> ParGzReader<'a> {
                     out,
                 });
             }
-            self.searched = self.scan.len();
-            if self.scan.len() > MAX_PIECE {
+            self.searched = pending.len();
+            if pending.len() > MAX_PIECE {
                 self.scanning = false; // not our layout: the rest goes to a sequential inflater
                 return Ok(());
             }
             let buf = input.fill_buf()?;
             if buf.is_empty() {
                 self.scanning = false;
-                if self.scan.is_empty() {
+                let bytes = self.take_scan();
+                if bytes.is_empty() {
                     return Ok(()); // ended right after a mark: the sequential inflater says so
                 }
-                let bytes = std::mem::take(&mut self.scan);
+                self.pieces += 1;
                 let out = self.spare.pop().unwrap_or_default();
                 return self.pool.submit(Piece {
                     bytes,
@@ -215,7 +241,14 @@ impl<'a> ParGzReader<'a> {
                     out,
                 });
             }
-            let n = buf.len().min(MAX_PIECE + 1 - self.scan.len());
+            if self.taken >= self.scan.len() - self.taken {
+                // What was cut off outweighs what is left: moving the rest down is paid for.
+                self.scan.drain(..self.taken);
+                self.taken = 0;
+            }
+            let n = buf
+                .len()
+                .min(MAX_PIECE + 1 - (self.scan.len() - self.taken));
             self.scan.extend_from_slice(&buf[..n]);
             input.consume(n);
         }
@@ -275,7 +308,8 @@ impl<'a> ParGzReader<'a> {
     /// the run ends at whole non-final blocks: then it goes out as one piece, and the pieces
     /// after it (cut where the run ends) stay valid. A run that can never be whole (damage, a
     /// final block, a back-reference before its start), reaches the last piece, or grows past
-    /// the limit goes to the sequential reader. Each byte is inflated once more at most.
+    /// the limit goes to the sequential reader. Each byte is inflated once more at most (and,
+    /// if the join fails, once more by the sequential reader).
     fn join(&mut self, failed: Inflated) -> io::Result<()> {
         let Inflated {
             mut bytes,
@@ -291,16 +325,15 @@ impl<'a> ParGzReader<'a> {
         out.reserve(MAX_PIECE);
         let mut whole = inflater.feed(&bytes, &mut out);
         while whole == Some(false) {
-            let next = match self.pool.next(true) {
-                Some(next) => {
-                    next.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?
-                }
-                None if self.scanning => {
-                    self.cut_piece()?;
-                    continue;
-                }
-                None => break,
+            // Keep the pool busy meanwhile: the pieces after the run are inflated ahead.
+            while self.scanning && self.pool.has_room() {
+                self.cut_piece()?;
+            }
+            let Some(next) = self.pool.next(true) else {
+                break;
             };
+            let next =
+                next.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
             let from = bytes.len();
             bytes.extend_from_slice(&next.bytes);
             if next.out.capacity() > 0 {
@@ -329,6 +362,14 @@ impl<'a> ParGzReader<'a> {
         }))
     }
 
+    /// The bytes read ahead and not yet cut into a piece; the scan buffer is then empty.
+    fn take_scan(&mut self) -> Vec<u8> {
+        let mut rest = std::mem::take(&mut self.scan);
+        rest.drain(..std::mem::take(&mut self.taken));
+        self.searched = 0;
+        rest
+    }
+
     fn spare_bytes(&mut self, bytes: Vec<u8>) {
         // At most one per piece in flight: the pool bounds them.
         self.spare_in.push(bytes);
@@ -348,7 +389,7 @@ impl<'a> ParGzReader<'a> {
                 later.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
             from.extend_from_slice(&later.bytes);
         }
-        from.append(&mut self.scan);
+        from.extend_from_slice(&self.take_scan());
         self.scanning = false;
         let input = self.input.take().expect("input until taken over");
         if self.first && !self.raw {
@@ -383,6 +424,17 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl Read for ParGzReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other("the gzip stream failed to read before"));
+        }
+        let r = self.read_inner(out);
+        self.failed = r.is_err();
+        r
+    }
+}
+
+impl ParGzReader<'_> {
+    fn read_inner(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
             if !self.current.is_empty() {
                 return Ok(self.current.read_to(out));
@@ -400,7 +452,7 @@ impl Read for ParGzReader<'_> {
                 self.accept(done)?;
             } else if self.input.is_some() {
                 // Nothing in flight and no more pieces: what is left was not cut into pieces.
-                let rest = std::mem::take(&mut self.scan);
+                let rest = self.take_scan();
                 self.take_over(rest)?;
             } else {
                 return Ok(0);
@@ -641,6 +693,58 @@ mod tests {
         let at = 10 + find(&gz[10..], &PIECE_END).unwrap() + 2000;
         bad[at] ^= 0x55;
         assert!(read(&bad, 2).is_err());
+    }
+
+    /// The review's attack on joining: stored blocks packed with marks, so that every guess is
+    /// false and pieces are as small as marks allow. The work must stay linear: pieces are at
+    /// least MIN_PIECE long (no pool round trip per 9 bytes), and cutting one does not move
+    /// the rest of the read-ahead (no quadratic copying).
+    #[test]
+    fn a_stream_packed_with_marks_is_cut_into_few_pieces() {
+        let block: Vec<u8> = PIECE_END.repeat(65529 / 9);
+        let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+        let mut data = Vec::new();
+        for _ in 0..24 {
+            gz.extend_from_slice(&[0x00, 0xf9, 0xff, 0x06, 0x00]);
+            gz.extend_from_slice(&block);
+            data.extend_from_slice(&block);
+        }
+        gz.extend_from_slice(&[0x01, 0, 0, 0xff, 0xff]);
+        gz.extend_from_slice(&crc32fast::hash(&data).to_le_bytes());
+        gz.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let mut reader = ParGzReader::new(Box::new(&gz[10..]), gz[..10].to_vec(), 2).unwrap();
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert!(got == data, "same bytes");
+        let most = (gz.len() / 1024) as u64; // pieces of 1 KiB or more
+        assert!(
+            reader.pieces <= most,
+            "{} pieces, at most {most}",
+            reader.pieces
+        );
+        assert!(reader.pieces >= 2, "it was read in pieces at all");
+    }
+
+    /// A read that failed leaves every later read failing: no bytes handed out after a gap.
+    #[test]
+    fn after_an_error_every_read_fails() {
+        let data = sample(3 << 20, 51);
+        let gz = ours(&data);
+        let mut bad = gz.clone();
+        let at = 10 + find(&gz[10..], &PIECE_END).unwrap() + 500;
+        bad[at] ^= 0xff;
+        let mut r = open(&bad[..], 2).unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let failed = loop {
+            match r.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(_) => {}
+                Err(_) => break true,
+            }
+        };
+        if failed {
+            assert!(r.read(&mut buf).is_err(), "a read after the error");
+        }
     }
 
     /// A segment of a test member: data, level, the previous 32 KiB as dictionary, a piece mark
