@@ -20,7 +20,7 @@
 //! inflation gives for those bytes. The last piece (running to the input's end) must end the
 //! deflate stream. The member's CRC-32 and length are checked over all pieces, as always.
 //!
-//! Pieces are cut at the first mark at least [`MIN_PIECE`] into them, so a stream packed with
+//! Pieces are cut at the first mark at least `MIN_PIECE` (2 KiB) into them, so a stream packed with
 //! marks costs a pool job per 2 KiB at most, not per mark.
 //!
 //! Streams without marks in their first 4 MiB (gzip, pigz, any other producer), with a header
