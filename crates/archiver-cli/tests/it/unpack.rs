@@ -1593,6 +1593,46 @@ fn strip_components_keeps_the_manifest_check() {
     );
 }
 
+/// With `--strip-components`, our manifest is checked but not written: stripped it would land as
+/// `MANIFEST.b3` in DEST, over the archive's own file of that name (silently, exit 0, before),
+/// and its unstripped paths would check nothing there.
+#[test]
+fn strip_components_never_writes_the_manifest_over_a_file() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "proj/MANIFEST.b3", b"the user's own file\n", 0o644);
+    file(&src, "proj/main.rs", b"fn main() {}\n", 0o644);
+    for format in ["tar", "tar.zst", "zip"] {
+        let bytes = ok(pack_dir(&src).args(["-f", format, "-o", "-"])).stdout;
+        let archive = work.path().join(format!("a.{format}"));
+        std::fs::write(&archive, &bytes).unwrap();
+        let dest = work.path().join(format!("strip-{format}"));
+        let (code, err) = unpack_within(
+            &archive,
+            &dest,
+            &["--strip-components", "1", "--require-manifest", "--no-sync"],
+        );
+        assert_eq!(code, Some(0), "{format}: {err}");
+        assert_eq!(
+            std::fs::read(dest.join("MANIFEST.b3")).unwrap(),
+            b"the user's own file\n",
+            "{format}"
+        );
+        assert!(dest.join("main.rs").is_file(), "{format}");
+        assert!(!dest.join(".archiver").exists(), "{format}");
+        // Unstripped, the manifest lands where b3sum --check finds it, as always.
+        let plain = work.path().join(format!("plain-{format}"));
+        let (code, err) = unpack_within(&archive, &plain, &["--no-sync"]);
+        assert_eq!(code, Some(0), "{format}: {err}");
+        assert!(plain.join(".archiver/MANIFEST.b3").is_file(), "{format}");
+        assert_eq!(
+            std::fs::read(plain.join("proj/MANIFEST.b3")).unwrap(),
+            b"the user's own file\n",
+            "{format}"
+        );
+    }
+}
+
 /// Unpacking into a tree that already holds part of the archive merges: what the archive does not
 /// hold stays, directories both have are merged at any depth, new subtrees arrive whole, replaced
 /// files take the archive's content, and directory modes are the archive's.

@@ -880,6 +880,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether an entry is written out as far as being the manifest goes: our manifest lands in
+    /// DEST as `.archiver/MANIFEST.b3` (so `b3sum --check` works there), but not when names are
+    /// stripped. Its paths are the unstripped ones, so it would check nothing there, and stripped
+    /// itself it would land as `MANIFEST.b3`, over a user's file of that name from the archive.
+    /// It is read and checked either way.
+    fn manifest_written(&self, is_manifest: bool) -> bool {
+        !is_manifest || self.opts.strip == 0
+    }
+
     /// The checked (and stripped) path of an entry; `None` when it was refused or stripped away.
     /// Reports the entry to the `on_entry` hook.
     fn name(&mut self, raw: &[u8], backslash_sep: bool) -> Option<PathBuf> {
@@ -1297,7 +1306,11 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         }
         ctx.absorb_ready();
         ctx.advance(1, 0);
-        let Some(rel) = ctx.name(&raw, false) else {
+        let Some(rel) = ctx
+            .manifest_written(is_manifest)
+            .then(|| ctx.name(&raw, false))
+            .flatten()
+        else {
             if is_manifest {
                 let mut data = archive.data().take(MANIFEST_LIMIT);
                 copy_to_spill(&mut data, ctx.manifest.as_mut().expect("set above"))
@@ -1514,7 +1527,11 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             ctx.manifest_seq = Some(seq);
             ctx.manifest = Some(zip_manifest(file, &e)?);
         }
-        let Some(rel) = ctx.name(&e.name, sep) else {
+        let Some(rel) = ctx
+            .manifest_written(is_manifest)
+            .then(|| ctx.name(&e.name, sep))
+            .flatten()
+        else {
             continue;
         };
         let mode = e
