@@ -1633,6 +1633,26 @@ fn strip_components_never_writes_the_manifest_over_a_file() {
     }
 }
 
+/// A DEST that is a file is refused with a message that says so (create_dir_all alone says
+/// "File exists"), and the file is left as it was.
+#[test]
+fn a_destination_that_is_a_file_is_refused_clearly() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a.txt", b"a", 0o644);
+    let archive = work.path().join("a.tar");
+    ok(pack_dir(&src).arg("-o").arg(&archive));
+    let dest = work.path().join("not-a-dir");
+    std::fs::write(&dest, b"precious").unwrap();
+    let (code, err) = unpack_within(&archive, &dest, &["--no-sync"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("not-a-dir") && err.contains("not a directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
+}
+
 /// Unpacking into a tree that already holds part of the archive merges: what the archive does not
 /// hold stays, directories both have are merged at any depth, new subtrees arrive whole, replaced
 /// files take the archive's content, and directory modes are the archive's.

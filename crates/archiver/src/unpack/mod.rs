@@ -419,9 +419,22 @@ impl Unpacker {
         let Some(dest) = &self.dest else {
             return Ok((None, None));
         };
-        fs::create_dir_all(dest).map_err(|e| Error::Io {
-            path: dest.clone(),
-            source: e,
+        fs::create_dir_all(dest).map_err(|e| {
+            // create_dir_all says only "File exists" when DEST (or a parent) is not a directory.
+            let not_a_dir = e.kind() == io::ErrorKind::AlreadyExists
+                && fs::metadata(dest).is_ok_and(|m| !m.is_dir());
+            let source = if not_a_dir {
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "the destination exists and is not a directory; give -C a directory",
+                )
+            } else {
+                e
+            };
+            Error::Io {
+                path: dest.clone(),
+                source,
+            }
         })?;
         let staging = commit::Staging::create(dest)?;
         let tree = StageTree::create(&staging.tree_path()).map_err(|e| Error::Io {
