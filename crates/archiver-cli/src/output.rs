@@ -65,8 +65,14 @@ impl Output {
                         });
                     }
                 }
-                let file = archiver::AtomicFile::create(p)
-                    .with_context(|| format!("{}: cannot create the output file", p.display()))?;
+                let file = archiver::AtomicFile::create(p).map_err(|e| {
+                    // The path once, then what the system said (not the temporary name).
+                    let why = match &e {
+                        archiver::Error::Io { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    };
+                    anyhow::anyhow!("{}: cannot create the output file: {why}", p.display())
+                })?;
                 register(file.temp_path());
                 Ok(Output::File(file))
             }

@@ -44,7 +44,8 @@ impl AtomicFile {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
-        let temp = builder.tempfile_in(dir).map_err(io)?;
+        // tempfile's error names the random temporary path; the system's own error is enough.
+        let temp = builder.tempfile_in(dir).map_err(|e| io(system_error(e)))?;
         Ok(AtomicFile {
             temp,
             target: resolved,
@@ -93,6 +94,15 @@ impl AtomicFile {
             }
         }
         Ok(target)
+    }
+}
+
+/// The error without tempfile's ` at path "<temporary name>"`: the caller names the file.
+fn system_error(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((what, _)) => std::io::Error::new(e.kind(), what.to_string()),
+        None => e,
     }
 }
 

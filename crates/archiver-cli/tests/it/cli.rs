@@ -588,3 +588,31 @@ fn max_output_takes_the_usual_size_forms() {
         stderr_of(&out)
     );
 }
+
+/// An output in a directory that does not exist: the path once and what the system said, never
+/// the temporary file's random name.
+#[test]
+fn an_output_that_cannot_be_created_is_named_once() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a.txt", b"a", 0o644);
+    let out = work.path().join("missing-dir/out.tar");
+    let run = archiver()
+        .arg("pack")
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("out.tar: cannot create the output file: No such file or directory"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(".out.tar.") && !err.contains(" at path "),
+        "{err}"
+    );
+    assert_eq!(err.matches("out.tar").count(), 1, "{err}");
+}
