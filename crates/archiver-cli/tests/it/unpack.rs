@@ -1633,6 +1633,61 @@ fn strip_components_never_writes_the_manifest_over_a_file() {
     }
 }
 
+/// A tree we unpacked, repacked by GNU tar with `-C dir .`: every name starts with `./`, the
+/// manifest's lines do not. `--strip-components` counts that `./` as GNU tar does, for the names
+/// and not for the lines, so the check still matches every file (before: every file was
+/// "listed but missing" and "not listed"), and a changed byte is still caught.
+#[test]
+fn strip_components_of_a_dot_prefixed_repack_keeps_the_manifest_check() {
+    let gnu = require("tar");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "top/a/b.txt", b"original content\n", 0o644);
+    file(&src, "top/c.txt", b"c", 0o644);
+    let ours = work.path().join("ours.tar");
+    ok(pack_dir(&src).arg("-o").arg(&ours));
+    let tree = work.path().join("tree");
+    let (code, err) = unpack_within(&ours, &tree, &["--no-sync"]);
+    assert_eq!(code, Some(0), "{err}");
+    let repack = work.path().join("repack.tar");
+    ok(Command::new(&gnu)
+        .arg("-cf")
+        .arg(&repack)
+        .arg("-C")
+        .arg(&tree)
+        .arg("."));
+    for (n, file_at, manifest) in [("1", "top/a/b.txt", true), ("2", "a/b.txt", false)] {
+        let dest = work.path().join(format!("strip{n}"));
+        let args = ["--strip-components", n, "--require-manifest", "--no-sync"];
+        let (code, err) = unpack_within(&repack, &dest, &args);
+        assert_eq!(code, Some(0), "strip {n}: {err}");
+        assert_eq!(
+            std::fs::read(dest.join(file_at)).unwrap(),
+            b"original content\n"
+        );
+        // Stripped of only its `./`, the manifest is where b3sum --check finds it.
+        assert_eq!(
+            dest.join(".archiver/MANIFEST.b3").is_file(),
+            manifest,
+            "strip {n}"
+        );
+    }
+    let mut tampered = std::fs::read(&repack).unwrap();
+    let at = tampered.windows(8).position(|w| w == b"original").unwrap();
+    tampered[at] = b'O';
+    std::fs::write(&repack, &tampered).unwrap();
+    let (code, err) = unpack_within(
+        &repack,
+        &work.path().join("bad"),
+        &["--strip-components", "1"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("top/a/b.txt: content does not match the manifest"),
+        "{err}"
+    );
+}
+
 /// A DEST that is a file is refused with a message that says so (create_dir_all alone says
 /// "File exists"), and the file is left as it was.
 #[test]
@@ -1651,6 +1706,16 @@ fn a_destination_that_is_a_file_is_refused_clearly() {
         "{err}"
     );
     assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
+    // A dangling symlink as DEST: the same, and the link is left alone.
+    let link = work.path().join("dangling");
+    std::os::unix::fs::symlink("nowhere", &link).unwrap();
+    let (code, err) = unpack_within(&archive, &link, &["--no-sync"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("dangling") && err.contains("not a directory"),
+        "{err}"
+    );
+    assert!(!work.path().join("nowhere").exists());
 }
 
 /// Unpacking into a tree that already holds part of the archive merges: what the archive does not

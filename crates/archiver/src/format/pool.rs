@@ -271,9 +271,9 @@ mod tests {
         drop(pool);
         let c = times.read();
         assert_eq!((c.threads, c.jobs), (2, 3));
-        // Sleeps last at least as long as asked: lower bounds only, never a timing race.
+        // Sleeps last at least as long as asked: a lower bound only, never a timing race. (How
+        // long the owner waited depends on when this thread runs: not asserted.)
         assert!(c.busy >= Duration::from_millis(60), "{c:?}");
-        assert!(c.owner_waited >= Duration::from_millis(20), "{c:?}");
     }
 
     #[test]

@@ -370,6 +370,7 @@ impl Unpacker {
             mut differences,
             write_error,
             manifest,
+            manifest_lead,
             mut stats,
             mut progress,
         } = done;
@@ -379,7 +380,7 @@ impl Unpacker {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        self.check(expect, manifest, &mut stats, &mut refused)?;
+        self.check(expect, manifest, manifest_lead, &mut stats, &mut refused)?;
         if let (Some(dest), Some(staging), Some(tree)) = (&self.dest, staging.as_mut(), &tree) {
             let opts = commit::Options {
                 keep_existing: self.keep_existing,
@@ -420,13 +421,15 @@ impl Unpacker {
             return Ok((None, None));
         };
         fs::create_dir_all(dest).map_err(|e| {
-            // create_dir_all says only "File exists" when DEST (or a parent) is not a directory.
+            // create_dir_all says only "File exists" when DEST is not a directory (a file, a
+            // dangling symlink).
             let not_a_dir = e.kind() == io::ErrorKind::AlreadyExists
-                && fs::metadata(dest).is_ok_and(|m| !m.is_dir());
+                && fs::symlink_metadata(dest).is_ok()
+                && !fs::metadata(dest).is_ok_and(|m| m.is_dir());
             let source = if not_a_dir {
                 io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    "the destination exists and is not a directory; give -C a directory",
+                    "the destination exists and is not a directory",
                 )
             } else {
                 e
@@ -449,13 +452,17 @@ impl Unpacker {
         &self,
         expect: Expect,
         manifest: Option<Spill>,
+        manifest_lead: usize,
         stats: &mut UnpackStats,
         refused: &mut Vec<Refused>,
     ) -> Result<()> {
         // Verify has no staging tree that checked hard links as they came: the records do.
         let check_links = self.dest.is_none().then_some(self.allow_outside_links);
         let checking = Instant::now();
-        stats.manifest_checked = expect.finish(manifest, self.strip, check_links, refused)?;
+        // The manifest's lines have no leading `./` when the archive's names do (GNU tar's
+        // `-C dir .` of an extracted tree): those components are stripped from the names only.
+        let strip = self.strip.saturating_sub(manifest_lead);
+        stats.manifest_checked = expect.finish(manifest, strip, check_links, refused)?;
         let check = StageClock {
             busy: checking.elapsed(),
             items: stats.manifest_checked.unwrap_or(0),
@@ -667,6 +674,7 @@ struct ReadDone {
     differences: Vec<(u64, Warning)>,
     write_error: Option<(u64, Error)>,
     manifest: Option<Spill>,
+    manifest_lead: usize,
     stats: UnpackStats,
     progress: crate::Progress,
 }
@@ -743,6 +751,9 @@ struct Ctx<'a> {
     write_error: Option<(u64, Error)>,
     /// The manifest's text.
     manifest: Option<Spill>,
+    /// Leading components of the manifest's own stored name before `.archiver` (see
+    /// [`manifest_lead`]).
+    manifest_lead: usize,
     stats: UnpackStats,
     progress: crate::Progress,
     last_progress: Option<Instant>,
@@ -785,6 +796,7 @@ impl<'a> Ctx<'a> {
             differences: Vec::new(),
             write_error: None,
             manifest: None,
+            manifest_lead: 0,
             stats: UnpackStats::default(),
             progress: crate::Progress::default(),
             last_progress: None,
@@ -827,6 +839,7 @@ impl Ctx<'_> {
             differences: self.differences,
             write_error: self.write_error,
             manifest: self.manifest,
+            manifest_lead: self.manifest_lead,
             stats: self.stats,
             progress: self.progress,
         }
@@ -895,11 +908,11 @@ impl Ctx<'_> {
 
     /// Whether an entry is written out as far as being the manifest goes: our manifest lands in
     /// DEST as `.archiver/MANIFEST.b3` (so `b3sum --check` works there), but not when names are
-    /// stripped. Its paths are the unstripped ones, so it would check nothing there, and stripped
-    /// itself it would land as `MANIFEST.b3`, over a user's file of that name from the archive.
-    /// It is read and checked either way.
+    /// stripped of more than its leading `./`. Its paths are the unstripped ones, so it would
+    /// check nothing there, and stripped itself it would land as `MANIFEST.b3`, over a user's
+    /// file of that name from the archive. It is read and checked either way.
     fn manifest_written(&self, is_manifest: bool) -> bool {
-        !is_manifest || self.opts.strip == 0
+        !is_manifest || self.opts.strip <= self.manifest_lead
     }
 
     /// The checked (and stripped) path of an entry; `None` when it was refused or stripped away.
@@ -1316,6 +1329,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         if is_manifest {
             ctx.manifest = Some(Spill::default());
             ctx.manifest_seq = Some(seq);
+            ctx.manifest_lead = manifest_lead(&raw, false);
         }
         ctx.absorb_ready();
         ctx.advance(1, 0);
@@ -1504,6 +1518,18 @@ fn is_manifest_name(raw: &[u8], backslash_sep: bool) -> bool {
     policy::entry_path(raw, backslash_sep).is_ok_and(|p| p == Path::new(MANIFEST_PATH))
 }
 
+/// How many leading components the manifest's stored name has before `.archiver` (`./`: one).
+/// The archive's other names carry the same (a tree repacked with `tar -C dir .`), the lines
+/// inside the manifest do not, so `--strip-components` takes that many fewer from the lines.
+fn manifest_lead(raw: &[u8], backslash_sep: bool) -> usize {
+    (1..16)
+        .take_while(|&k| {
+            matches!(policy::entry_path_stripped(raw, backslash_sep, k),
+                Ok(Some(p)) if p == Path::new(MANIFEST_PATH))
+        })
+        .count()
+}
+
 /// Appends everything `r` gives to `spill`.
 fn copy_to_spill(r: &mut impl Read, spill: &mut Spill) -> io::Result<()> {
     let mut buf = vec![0u8; 256 << 10];
@@ -1539,6 +1565,7 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         if is_manifest {
             ctx.manifest_seq = Some(seq);
             ctx.manifest = Some(zip_manifest(file, &e)?);
+            ctx.manifest_lead = manifest_lead(&e.name, sep);
         }
         let Some(rel) = ctx
             .manifest_written(is_manifest)
