@@ -275,19 +275,16 @@ fn cross() -> Result {
     // The C library for the target (headers, crt files, and what qemu loads) is a package of its
     // own: the compiler can be there without it.
     let libc = std::path::Path::new("/usr/aarch64-linux-gnu/lib/libc.so.6").exists();
-    let tools = [
-        (
-            "aarch64-linux-gnu-gcc",
-            "gcc-aarch64-linux-gnu",
-            have("aarch64-linux-gnu-gcc"),
-        ),
-        ("qemu-aarch64", "qemu-user", have("qemu-aarch64")),
-        ("the aarch64 C library", "libc6-dev-arm64-cross", libc),
+    // Each package, and whether what it provides is there.
+    let packages = [
+        ("gcc-aarch64-linux-gnu", have("aarch64-linux-gnu-gcc")),
+        ("qemu-user", have("qemu-aarch64")),
+        ("libc6-dev-arm64-cross", libc),
     ];
-    let missing: Vec<&str> = tools
+    let missing: Vec<&str> = packages
         .iter()
-        .filter(|(_, _, there)| !there)
-        .map(|(_, p, _)| *p)
+        .filter(|(_, there)| !there)
+        .map(|(p, _)| *p)
         .collect();
     if !missing.is_empty() {
         if !have("apt-get") {

@@ -258,7 +258,7 @@ impl<'a> ParGzReader<'a> {
     /// with the pieces after it; a last piece whose trailer does not match hands the stream from
     /// this piece on to a sequential reader.
     fn accept(&mut self, done: Result<Inflated, String>) -> io::Result<()> {
-        let done = done.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
+        let done = done.map_err(inflate_panicked)?;
         if !done.passed {
             return self.join(done);
         }
@@ -332,8 +332,7 @@ impl<'a> ParGzReader<'a> {
             let Some(next) = self.pool.next(true) else {
                 break;
             };
-            let next =
-                next.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
+            let next = next.map_err(inflate_panicked)?;
             let from = bytes.len();
             bytes.extend_from_slice(&next.bytes);
             if next.out.capacity() > 0 {
@@ -385,8 +384,7 @@ impl<'a> ParGzReader<'a> {
         );
         self.taken_over = true;
         while let Some(later) = self.pool.next(true) {
-            let later =
-                later.map_err(|panic| io::Error::other(format!("inflate failed: {panic}")))?;
+            let later = later.map_err(inflate_panicked)?;
             from.extend_from_slice(&later.bytes);
         }
         from.extend_from_slice(&self.take_scan());
@@ -416,6 +414,11 @@ impl<'a> ParGzReader<'a> {
         }
         Ok(())
     }
+}
+
+/// A pool thread's panic while inflating a piece, as the reader's error.
+fn inflate_panicked(panic: String) -> io::Error {
+    io::Error::other(format!("inflate failed: {panic}"))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -681,9 +684,7 @@ mod tests {
         data.extend_from_slice(&inner);
         data.extend(sample(3 << 20, 43));
         let gz = ours(&data);
-        let mut header = gz[..10].to_vec();
-        let mut reader =
-            ParGzReader::new(Box::new(&gz[10..]), std::mem::take(&mut header), 2).unwrap();
+        let mut reader = ParGzReader::new(Box::new(&gz[10..]), gz[..10].to_vec(), 2).unwrap();
         let mut got = Vec::new();
         reader.read_to_end(&mut got).unwrap();
         assert!(got == data, "same bytes");

@@ -21,9 +21,8 @@ use crate::reorder::ReorderBuffer;
 /// Where a pool's threads spent their time, summed over them (for `--stats`): running jobs,
 /// waiting for one, waiting to hand a result back. Each thread adds once per job, so counting
 /// costs two clock reads and three relaxed additions per job of a megabyte or more.
-#[derive(Default)]
 pub(crate) struct PoolTimes {
-    threads: AtomicU64,
+    threads: usize,
     jobs: AtomicU64,
     busy_ns: AtomicU64,
     starved_ns: AtomicU64,
@@ -47,7 +46,7 @@ impl PoolTimes {
     pub(crate) fn read(&self) -> PoolClock {
         let d = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
         PoolClock {
-            threads: self.threads.load(Ordering::Relaxed) as usize,
+            threads: self.threads,
             jobs: self.jobs.load(Ordering::Relaxed),
             busy: d(&self.busy_ns),
             starved: d(&self.starved_ns),
@@ -90,8 +89,14 @@ impl<J: Send + 'static, R: Send + 'static> OrderedPool<J, R> {
         let (job_tx, job_rx) = bounded::<(u64, J)>(max_in_flight);
         let (res_tx, res_rx) = bounded(max_in_flight);
         let work = Arc::new(work);
-        let times = Arc::new(PoolTimes::default());
-        times.threads.store(threads as u64, Ordering::Relaxed);
+        let times = Arc::new(PoolTimes {
+            threads,
+            jobs: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            starved_ns: AtomicU64::new(0),
+            blocked_ns: AtomicU64::new(0),
+            owner_waited_ns: AtomicU64::new(0),
+        });
         let mut handles = Vec::with_capacity(threads);
         for _ in 0..threads {
             let (job_rx, res_tx, work) = (job_rx.clone(), res_tx.clone(), work.clone());
