@@ -429,27 +429,71 @@ fn prefix_of(path: &[u8], n: usize) -> &[u8] {
     path
 }
 
-/// Bits of the filters: 4 MiB for every staged path (one in a thousand false alarms at a
-/// million paths, each costing only a slower, reader-side creation), 1 MiB for the files the
-/// writers are creating (emptied whenever they are all done).
-const SEEN_BITS: u32 = 25;
-const PENDING_BITS: u32 = 23;
+/// Largest level of each filter, as log2 of its bits: `seen` stops growing at 2 MiB (4 MiB in
+/// all with its smaller levels: one in a thousand false alarms at a million paths, each costing
+/// only a slower, reader-side creation), `pending` at 512 KiB (it is emptied whenever the writers
+/// are all done).
+const SEEN_BITS: u32 = 24;
+const PENDING_BITS: u32 = 22;
+/// The first level: 8 KiB, so a small archive touches a few pages, not megabytes.
+const FIRST_BITS: u32 = 16;
+/// Paths per level before the next, twice as large, is started: 32 bits per path keeps each
+/// level's false alarms under one in a thousand (3 probes).
+const BITS_PER_PATH: u64 = 32;
 
 /// A Bloom filter of paths: no false negatives; a false positive only costs a slower path.
+///
+/// It grows in levels, each twice the size of the last, inserting into the newest and asking all:
+/// a fixed filter big enough for a million paths costs a small archive a page fault on the
+/// zero page and then a copy-on-write fault (with a TLB flush on every core running our
+/// threads) for each page its paths touch, about 1300 for 2,600 paths, more than the
+/// whole filter's work. Past its largest level it keeps filling that one (more false alarms,
+/// never more memory).
 struct Bloom {
-    bits: Vec<u64>,
-    mask: u64,
+    levels: Vec<Level>,
+    max_log2: u32,
 }
 
-impl Bloom {
-    fn new(log2: u32) -> Bloom {
-        Bloom {
+struct Level {
+    bits: Vec<u64>,
+    mask: u64,
+    /// Paths inserted, and how many it takes before the next level.
+    count: u64,
+    capacity: u64,
+}
+
+impl Level {
+    fn new(log2: u32) -> Level {
+        Level {
             bits: vec![0; 1 << (log2 - 6)],
             mask: (1 << log2) - 1,
+            count: 0,
+            capacity: (1u64 << log2) / BITS_PER_PATH,
         }
     }
 
-    fn probes(&self, path: &[u8]) -> [u64; 3] {
+    fn log2(&self) -> u32 {
+        self.mask.count_ones()
+    }
+
+    /// The word and bit of each probe.
+    fn probe_bits(&self, h: [u64; 3]) -> [(usize, u64); 3] {
+        h.map(|x| {
+            let p = x & self.mask;
+            ((p >> 6) as usize, 1u64 << (p & 63))
+        })
+    }
+}
+
+impl Bloom {
+    fn new(max_log2: u32) -> Bloom {
+        Bloom {
+            levels: vec![Level::new(FIRST_BITS.min(max_log2))],
+            max_log2,
+        }
+    }
+
+    fn hashes(path: &[u8]) -> [u64; 3] {
         // FNV-1a, then double hashing for the other probes.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for &b in path {
@@ -458,23 +502,37 @@ impl Bloom {
         }
         let h2 =
             (h.rotate_left(31) ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xff51_afd7_ed55_8ccd) | 1;
-        [h, h.wrapping_add(h2), h.wrapping_add(h2.wrapping_mul(2))].map(|x| x & self.mask)
+        [h, h.wrapping_add(h2), h.wrapping_add(h2.wrapping_mul(2))]
     }
 
     fn insert(&mut self, path: &[u8]) {
-        for p in self.probes(path) {
-            self.bits[(p >> 6) as usize] |= 1 << (p & 63);
+        let last = self.levels.last().expect("a level");
+        if last.count >= last.capacity && last.log2() < self.max_log2 {
+            let next = Level::new(last.log2() + 1);
+            self.levels.push(next);
+        }
+        let level = self.levels.last_mut().expect("a level");
+        level.count += 1;
+        for (word, bit) in level.probe_bits(Self::hashes(path)) {
+            level.bits[word] |= bit;
         }
     }
 
     fn maybe(&self, path: &[u8]) -> bool {
-        self.probes(path)
-            .iter()
-            .all(|&p| self.bits[(p >> 6) as usize] & (1 << (p & 63)) != 0)
+        let h = Self::hashes(path);
+        self.levels.iter().any(|level| {
+            level
+                .probe_bits(h)
+                .iter()
+                .all(|&(word, bit)| level.bits[word] & bit != 0)
+        })
     }
 
     fn clear(&mut self) {
-        self.bits.fill(0);
+        self.levels.truncate(1);
+        let first = &mut self.levels[0];
+        first.bits.fill(0);
+        first.count = 0;
     }
 }
 
@@ -584,5 +642,39 @@ mod tests {
             Ok(LinkSource::Missing)
         ));
         assert!(!t.path().join("h").exists());
+    }
+
+    #[test]
+    fn the_filter_grows_without_false_negatives_and_empties() {
+        let mut b = Bloom::new(FIRST_BITS + 2);
+        let paths: Vec<Vec<u8>> = (0..20_000).map(|i| format!("d/{i}").into_bytes()).collect();
+        for p in &paths {
+            b.insert(p);
+        }
+        // Grew to its largest level and stopped there.
+        assert_eq!(b.levels.len(), 3);
+        assert!(paths.iter().all(|p| b.maybe(p)));
+        let false_alarms = (0..10_000)
+            .filter(|i| b.maybe(format!("e/{i}").as_bytes()))
+            .count();
+        // Over capacity (20,000 paths in room for 14,336), so more than the design's 1 in
+        // 1000, but still a filter.
+        assert!(false_alarms < 2_000, "{false_alarms}");
+        b.clear();
+        assert_eq!(b.levels.len(), 1);
+        assert!(!b.maybe(b"d/1") || !b.maybe(b"d/2"));
+    }
+
+    #[test]
+    fn within_capacity_false_alarms_are_rare() {
+        let mut b = Bloom::new(SEEN_BITS);
+        for i in 0..100_000 {
+            b.insert(format!("dir/sub/file-{i}.txt").as_bytes());
+        }
+        let false_alarms = (0..100_000)
+            .filter(|i| b.maybe(format!("dir/sub/other-{i}.txt").as_bytes()))
+            .count();
+        // One in a thousand per level, a handful of levels.
+        assert!(false_alarms < 100 * 6, "{false_alarms}");
     }
 }
