@@ -707,10 +707,23 @@ struct WriteJob {
 enum JobData {
     /// Small file, whole.
     Whole(Vec<u8>),
-    /// Large file, in chunks; `size` bytes in all.
-    Chunks(Receiver<Vec<u8>>, u64),
+    /// Large file, in chunks; `size` bytes in all. Chunks written go back through `recycle`.
+    Chunks {
+        rx: Receiver<Piece>,
+        size: u64,
+        recycle: Sender<Vec<u8>>,
+    },
     /// A zip entry the writer reads and inflates itself.
     Zip(Arc<File>, Box<ZipEntry>),
+}
+
+/// A streamed file's data on its way to its writer.
+enum Piece {
+    Data(Vec<u8>),
+    /// Every chunk has been sent; the hash of them all. The reader hashes each chunk right after
+    /// copying it (while it is in the cache), so a large file's writer only writes: the two
+    /// stages of a large file cost about the same instead of the writer doing both halves.
+    End(blake3::Hash),
 }
 
 /// A writer's outcome for one file: its hash and size, and (`verify --against`) how the
@@ -761,6 +774,9 @@ struct Ctx<'a> {
     manifest_seq: Option<u64>,
     /// The reader's time waiting for the writers (busy is the rest).
     clock: StageClock,
+    /// Streamed chunks the writers have written, back for the next one (no allocation and no
+    /// fresh pages per chunk).
+    spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
 
 impl<'a> Ctx<'a> {
@@ -802,6 +818,7 @@ impl<'a> Ctx<'a> {
             last_progress: None,
             manifest_seq: None,
             clock: StageClock::default(),
+            spare: bounded(SPARE_CHUNKS),
         }
     }
 }
@@ -1257,7 +1274,7 @@ impl Ctx<'_> {
     /// Hands a file to the writers: small ones in batches, a streamed one at once (its chunks
     /// follow).
     fn send(&mut self, job: WriteJob) -> Result<()> {
-        let streamed = matches!(job.data, JobData::Chunks(..));
+        let streamed = matches!(job.data, JobData::Chunks { .. });
         // A zip entry costs the budget nothing (its writer reads it), but its size still
         // counts here: a batch holding several large entries would leave the other writers idle.
         // Saturating: a zip entry's size is what its header claims, up to u64::MAX.
@@ -1464,13 +1481,14 @@ fn tar_file<R: Read>(ctx: &mut Ctx<'_>, archive: &mut TarReader<R>, f: TarFile<'
         })?;
     } else {
         let (tx, rx) = bounded(crate::pack::read::STREAM_DEPTH);
+        let recycle = ctx.spare.0.clone();
         ctx.send(WriteJob {
             seq,
             rel,
             mode,
             mtime,
             file,
-            data: JobData::Chunks(rx, size),
+            data: JobData::Chunks { rx, size, recycle },
             cost: 0,
         })?;
         stream_chunks(ctx, &mut data_in, &tx, is_manifest, count)?;
@@ -1478,37 +1496,51 @@ fn tar_file<R: Read>(ctx: &mut Ctx<'_>, archive: &mut TarReader<R>, f: TarFile<'
     Ok(())
 }
 
-/// Hands a large file's data to its writer in chunks (keeping the manifest's text as it goes).
+/// Hands a large file's data to its writer in chunks (keeping the manifest's text as it goes),
+/// hashing each chunk here; the hash goes last.
 fn stream_chunks(
     ctx: &mut Ctx<'_>,
     data_in: &mut dyn Read,
-    tx: &Sender<Vec<u8>>,
+    tx: &Sender<Piece>,
     is_manifest: bool,
     count: u64,
 ) -> Result<()> {
+    let mut hasher = blake3::Hasher::new();
     loop {
-        let mut chunk = Vec::with_capacity(crate::pack::read::CHUNK);
+        let mut chunk = ctx
+            .spare
+            .1
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(crate::pack::read::CHUNK));
+        chunk.clear();
         let n = data_in
             .take(crate::pack::read::CHUNK as u64)
             .read_to_end(&mut chunk)
             .map_err(|e| damaged(count, e))?;
-        if n == 0 {
-            return Ok(());
-        }
-        ctx.check_cancel()?;
-        ctx.advance(0, n as u64);
-        if is_manifest {
-            let spill = ctx.manifest.as_mut().expect("set above");
-            spill.append(&chunk).map_err(Error::Input)?;
-        }
+        let piece = if n == 0 {
+            Piece::End(hasher.finalize())
+        } else {
+            ctx.check_cancel()?;
+            ctx.advance(0, n as u64);
+            if is_manifest {
+                let spill = ctx.manifest.as_mut().expect("set above");
+                spill.append(&chunk).map_err(Error::Input)?;
+            }
+            hasher.update(&chunk);
+            Piece::Data(chunk)
+        };
+        let last = n == 0;
         let waited = Instant::now();
-        let sent = tx.send(chunk);
+        let sent = tx.send(piece);
         ctx.clock.blocked += waited.elapsed();
-        if sent.is_err() {
-            return Ok(()); // the writer failed; its error is reported from its result
+        if sent.is_err() || last {
+            return Ok(()); // a writer that failed reports why from its result
         }
     }
 }
+
+/// Streamed chunks kept for reuse: the ones in flight for one file and the writer's current.
+const SPARE_CHUNKS: usize = crate::pack::read::STREAM_DEPTH + 2;
 
 /// Largest manifest read when its entry is not extracted (about 10 million files).
 const MANIFEST_LIMIT: u64 = 1 << 30;
@@ -1769,13 +1801,22 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
         hasher: blake3::Hasher::new(),
         bytes: 0,
     };
+    let mut hashed = None;
     match job.data {
         JobData::Whole(data) => out.write_all(&data).map_err(io_err)?,
-        JobData::Chunks(rx, size) => {
-            for chunk in rx {
-                out.write_all(&chunk).map_err(io_err)?;
+        JobData::Chunks { rx, size, recycle } => {
+            // Hashed by the reader: written straight to the file.
+            for piece in rx {
+                match piece {
+                    Piece::Data(chunk) => {
+                        out.inner.write_all(&chunk).map_err(io_err)?;
+                        out.bytes += chunk.len() as u64;
+                        let _ = recycle.try_send(chunk);
+                    }
+                    Piece::End(hash) => hashed = Some(hash),
+                }
             }
-            if out.bytes != size {
+            if hashed.is_none() || out.bytes != size {
                 // The reader stopped early: it reports why (damaged archive, cancel).
                 return Err(Error::BadArchive(format!(
                     "{}: data ends early",
@@ -1792,7 +1833,7 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
         }
     }
     out.flush().map_err(io_err)?;
-    let (hash, bytes) = (out.hasher.finalize(), out.bytes);
+    let (hash, bytes) = (hashed.unwrap_or_else(|| out.hasher.finalize()), out.bytes);
     drop(out);
     if let Some(f) = file {
         if !mode_set {
