@@ -275,6 +275,84 @@ open(path, "wb").write(b)
     }
 }
 
+/// A wrong CRC-32 is refused by name for stored and deflated entries, small (read whole) and
+/// large (streamed); so is a stored entry whose declared size is not its stored size. The zips
+/// come from Python without our manifest, so only these checks can tell.
+#[test]
+fn a_wrong_crc_or_stored_size_is_refused_whole_or_streamed() {
+    let python = require("python3");
+    let work = tempfile::tempdir().unwrap();
+    // name, method, size, what to forge, expected message
+    let cases = [
+        ("small-deflated.txt", 8, 5000u32, "crc", "CRC-32 mismatch"),
+        ("large-deflated.txt", 8, 3 << 20, "crc", "CRC-32 mismatch"),
+        ("small-stored.txt", 0, 5000, "crc", "CRC-32 mismatch"),
+        ("large-stored.txt", 0, 3 << 20, "crc", "CRC-32 mismatch"),
+        (
+            "small-stored-less.txt",
+            0,
+            5000,
+            "size+",
+            "before its declared size",
+        ),
+        (
+            "small-stored-more.txt",
+            0,
+            5000,
+            "size-",
+            "more than its declared size",
+        ),
+    ];
+    for (name, method, size, forge, expected) in cases {
+        let zip = work.path().join(format!("{name}.zip"));
+        let script = r#"
+import sys, zipfile, struct
+path, name, method, size, forge = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+data = (b"archiver forged crc test line\n" * (size // 30 + 1))[:size]
+with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if method == 8 else zipfile.ZIP_STORED) as z:
+    z.writestr("first.txt", b"a good entry before the bad one\n")
+    z.writestr(name, data)
+b = bytearray(open(path, "rb").read())
+lh = b.index(b"PK\x03\x04" + b"\x14", b.index(name.encode()) - 40)
+cd = b.index(b"PK\x01\x02", b.index(b"PK\x01\x02") + 1)
+if forge == "crc":
+    struct.pack_into("<I", b, lh + 14, struct.unpack_from("<I", b, lh + 14)[0] ^ 1)
+    struct.pack_into("<I", b, cd + 16, struct.unpack_from("<I", b, cd + 16)[0] ^ 1)
+else:
+    declared = size + 100 if forge == "size+" else size - 100
+    struct.pack_into("<I", b, lh + 22, declared)
+    struct.pack_into("<I", b, cd + 24, declared)
+open(path, "wb").write(b)
+"#;
+        ok(Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(&zip)
+            .arg(name)
+            .arg(method.to_string())
+            .arg(size.to_string())
+            .arg(forge));
+        let dest = work.path().join(format!("out-{name}"));
+        let out = output_within(
+            archiver()
+                .args(["unpack", "--no-sync"])
+                .arg(&zip)
+                .arg("-C")
+                .arg(&dest),
+            60,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(name), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(!dest.join(name).exists(), "{name} was extracted");
+        assert!(
+            !dest.join("first.txt").exists(),
+            "{name}: nothing is extracted"
+        );
+    }
+}
+
 /// Sizes are what a hostile directory claims: zip64 allows u64::MAX per entry, and two claims
 /// of 2^63 bytes add up past u64. That is refused as too large for the destination, with the
 /// entry named, never a panic or a wrapped total.

@@ -583,6 +583,47 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
     })
 }
 
+/// Whether [`read_whole`] reads this entry (small, stored or deflated): then its data is one
+/// buffer, written and hashed in one call each instead of through a copying stream.
+pub(crate) fn is_whole(e: &ZipEntry) -> bool {
+    !e.encrypted()
+        && e.csize <= INFLATE_WHOLE
+        && match e.method {
+            0 => true,
+            8 => e.usize <= INFLATE_WHOLE,
+            _ => false,
+        }
+}
+
+/// The data of an entry for which [`is_whole`] holds, checked as a read to its end through
+/// [`open_entry`] checks it (declared size, CRC-32), with the same messages.
+pub(crate) fn read_whole(file: &File, e: &ZipEntry) -> Result<Vec<u8>> {
+    let data = if e.method == 8 {
+        inflate_whole(file, e)?
+    } else {
+        let mut data = vec![0u8; e.csize as usize];
+        read_at(file, &mut data, e.data_offset).map_err(|err| Error::Entry {
+            entry: e.name_lossy(),
+            reason: format!("cannot read its data: {err}"),
+        })?;
+        data
+    };
+    let reason = match (data.len() as u64).cmp(&e.usize) {
+        std::cmp::Ordering::Less => "data ends before its declared size".to_string(),
+        std::cmp::Ordering::Greater => {
+            "decompresses to more than its declared size (refused)".to_string()
+        }
+        std::cmp::Ordering::Equal => match crc32fast::hash(&data) {
+            crc if crc == e.crc => return Ok(data),
+            crc => format!("CRC-32 mismatch (stored {:08x}, computed {crc:08x})", e.crc),
+        },
+    };
+    Err(Error::Entry {
+        entry: e.name_lossy(),
+        reason,
+    })
+}
+
 /// Threads that inflate one large deflated entry. Each writer may hold one such pool; two
 /// threads let one big entry at the end of a run use a second core without multiplying threads
 /// (and pieces in memory: up to 3 × 8 MiB per pool) by the core count.

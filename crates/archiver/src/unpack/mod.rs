@@ -1762,6 +1762,23 @@ fn write_job(dest: Option<&Path>, against: Option<&Path>, job: WriteJob) -> Writ
     }
 }
 
+/// `io::copy` through a buffer of a streamed chunk's size, not 8 KiB: fewer, larger writes and
+/// hash updates (BLAKE3 hashes up to 16 KiB-wide batches at once).
+fn copy_large(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; crate::pack::read::CHUNK];
+    let mut total = 0;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
 /// Hashes everything written through it.
 struct HashingWriter<W> {
     inner: W,
@@ -1790,7 +1807,11 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
     let mode_set = job.file.as_ref().is_some_and(|f| f.mode_set);
     let mut file = job.file.map(NewFile::open).transpose().map_err(io_err)?;
     // A small file is one write; a large one goes through a buffer.
-    let whole = matches!(job.data, JobData::Whole(_));
+    let whole = match &job.data {
+        JobData::Whole(_) => true,
+        JobData::Zip(_, e) => zip_read::is_whole(e),
+        JobData::Chunks { .. } => false,
+    };
     let sink: Box<dyn Write + '_> = match file.as_mut() {
         Some(f) if whole => Box::new(f),
         Some(f) => Box::new(io::BufWriter::with_capacity(256 << 10, f)),
@@ -1824,9 +1845,13 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
                 )));
             }
         }
+        JobData::Zip(file, entry) if whole => {
+            let data = zip_read::read_whole(&file, &entry)?;
+            out.write_all(&data).map_err(io_err)?;
+        }
         JobData::Zip(file, entry) => {
             let mut r = zip_read::open_entry(&file, &entry)?;
-            io::copy(&mut r, &mut out).map_err(|e| Error::Entry {
+            copy_large(&mut r, &mut out).map_err(|e| Error::Entry {
                 entry: escape_name(&entry.name),
                 reason: e.to_string(),
             })?;
