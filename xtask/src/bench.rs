@@ -3,8 +3,9 @@
 //! Datasets are generated deterministically (no downloads) under `target/bench/data`, scaled by
 //! `--size` so a Raspberry Pi is not swamped; `--files-1m` adds a tree of 1,000,000 tiny files that
 //! is never scaled. Every pack command writes its archive into a pipe that this harness drains and
-//! counts (no tool can skip work because it sees /dev/null). Each workload runs once to warm up,
-//! then `--runs` times; we report the median, min and max wall time, the time to the first output
+//! counts (no tool can skip work because it sees /dev/null). Each tool of a workload runs once to
+//! warm up, then the tools take turns, `--runs` rounds (so a drifting machine moves them together,
+//! not their ratio); we report the median, min and max wall time, the time to the first output
 //! byte (pack rows), throughput, the ratio to the fastest peer measured in the same run, the output
 //! size, and the peak RSS of the pipeline's largest process. Unpack rows run on a tmpfs without
 //! sync (CPU work compared, not the disk) where one exists, and on disk with sync on both sides.
@@ -238,19 +239,22 @@ pub fn run(mut o: BenchArgs) -> Result {
         } else {
             workloads(&bin, ds, tar, j, &bench_dir, tmpfs.as_ref(), !o.no_disk)?
         };
-        for w in work {
-            let m = measure(&ds.name, &w, o.runs)?;
-            eprintln!(
-                "  {:<24} {:<24} {:>8.3} s  first byte {:>8}  {:>12} bytes  {:>7} KiB RSS",
-                w.work,
-                w.tool,
-                m.median,
-                m.first_byte.map_or("-".into(), |t| format!("{t:.3} s")),
-                m.out_bytes.map_or("-".into(), |b| b.to_string()),
-                m.peak_rss_kib
-            );
-            results.push(m);
-            commands.push((w.prepare, w.cmd));
+        // The tools of one workload run in turns (a round of each, `runs` times), so a machine
+        // that slows down or speeds up during the run shifts them all, not the ratio.
+        for group in work.chunk_by(|a, b| a.work == b.work) {
+            for (w, m) in group.iter().zip(measure(&ds.name, group, o.runs)?) {
+                eprintln!(
+                    "  {:<24} {:<24} {:>8.3} s  first byte {:>8}  {:>12} bytes  {:>7} KiB RSS",
+                    w.work,
+                    w.tool,
+                    m.median,
+                    m.first_byte.map_or("-".into(), |t| format!("{t:.3} s")),
+                    m.out_bytes.map_or("-".into(), |b| b.to_string()),
+                    m.peak_rss_kib
+                );
+                results.push(m);
+                commands.push((w.prepare.clone(), w.cmd.clone()));
+            }
         }
     }
     let mut table = render(&results, &datasets, &missing);
@@ -636,43 +640,55 @@ fn machine() -> String {
     )
 }
 
-/// One warm-up run, then `runs` timed runs of `w`.
-fn measure(dataset: &str, w: &Work, runs: u32) -> Result<Measure> {
-    let mut times = Vec::new();
-    let mut first = Vec::new();
-    let mut out_bytes = 0;
-    let mut rss = 0;
-    for i in 0..=runs {
-        if let Some(p) = &w.prepare {
-            run_piped(p)?;
-        }
-        let r = run_piped(&w.cmd)?;
-        if i > 0 {
-            times.push(r.wall);
-            first.extend(r.first_byte);
-        }
-        out_bytes = match &w.out {
-            Out::Pipe => r.bytes,
-            Out::File(f) => fs::metadata(f)
-                .map_err(|e| format!("{}: {e}", f.display()))?
-                .len(),
-            Out::Tree => 0,
-        };
-        rss = rss.max(r.rss_kib);
+/// One warm-up run of each of `works`, then `runs` rounds in which each runs once, in turn.
+fn measure(dataset: &str, works: &[Work], runs: u32) -> Result<Vec<Measure>> {
+    #[derive(Default)]
+    struct Acc {
+        times: Vec<f64>,
+        first: Vec<f64>,
+        out_bytes: u64,
+        rss: u64,
     }
-    times.sort_by(f64::total_cmp);
-    first.sort_by(f64::total_cmp);
-    Ok(Measure {
-        dataset: dataset.into(),
-        work: w.work.clone(),
-        tool: w.tool.clone(),
-        median: times[times.len() / 2],
-        min: times[0],
-        max: times[times.len() - 1],
-        first_byte: first.get(first.len() / 2).copied(),
-        out_bytes: (!matches!(w.out, Out::Tree)).then_some(out_bytes),
-        peak_rss_kib: rss,
-    })
+    let mut acc: Vec<Acc> = works.iter().map(|_| Acc::default()).collect();
+    for i in 0..=runs {
+        for (w, a) in works.iter().zip(&mut acc) {
+            if let Some(p) = &w.prepare {
+                run_piped(p)?;
+            }
+            let r = run_piped(&w.cmd)?;
+            if i > 0 {
+                a.times.push(r.wall);
+                a.first.extend(r.first_byte);
+            }
+            a.out_bytes = match &w.out {
+                Out::Pipe => r.bytes,
+                Out::File(f) => fs::metadata(f)
+                    .map_err(|e| format!("{}: {e}", f.display()))?
+                    .len(),
+                Out::Tree => 0,
+            };
+            a.rss = a.rss.max(r.rss_kib);
+        }
+    }
+    Ok(works
+        .iter()
+        .zip(acc)
+        .map(|(w, mut a)| {
+            a.times.sort_by(f64::total_cmp);
+            a.first.sort_by(f64::total_cmp);
+            Measure {
+                dataset: dataset.into(),
+                work: w.work.clone(),
+                tool: w.tool.clone(),
+                median: a.times[a.times.len() / 2],
+                min: a.times[0],
+                max: a.times[a.times.len() - 1],
+                first_byte: a.first.get(a.first.len() / 2).copied(),
+                out_bytes: (!matches!(w.out, Out::Tree)).then_some(a.out_bytes),
+                peak_rss_kib: a.rss,
+            }
+        })
+        .collect())
 }
 
 /// What one run of a command took.
