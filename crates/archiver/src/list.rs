@@ -105,7 +105,7 @@ fn list_with<R: Read>(
     each: impl FnMut(&EntryInfo) -> Result<()>,
 ) -> Result<u64> {
     match open_tar(input, threads)? {
-        Opened::Tar(tar) => list_tar(tar, each),
+        Opened::Tar(tar, _) => list_tar(tar, each),
         Opened::Zip(mut head) => {
             let mut spool = tempfile::tempfile().map_err(Error::Input)?;
             io::copy(&mut head, &mut spool).map_err(Error::Input)?;
@@ -321,8 +321,8 @@ impl DecodeThreads {
 
 /// An input after format detection.
 pub(crate) enum Opened<'a> {
-    /// The tar stream (decompressed).
-    Tar(Box<dyn Read + 'a>),
+    /// The tar stream (decompressed), and whether it was stored plain (no codec in between).
+    Tar(Box<dyn Read + 'a>, bool),
     /// A zip archive: the whole input, from its first byte.
     Zip(Box<dyn Read + 'a>),
 }
@@ -335,12 +335,12 @@ pub(crate) fn open_tar<'a, R: Read + 'a>(input: R, threads: DecodeThreads) -> Re
         // Even an archive of no entries has its end-of-archive blocks: no bytes at all is a lost
         // or truncated input (GNU tar also refuses it), never an empty success.
         None => Err(Error::BadArchive("empty input: not an archive".into())),
-        Some(Detected::Tar) => Ok(Opened::Tar(input)),
+        Some(Detected::Tar) => Ok(Opened::Tar(input, true)),
         Some(Detected::Gzip) => {
             let gz = crate::format::gzip_read::open(input, threads.gzip).map_err(Error::Input)?;
             let (inner, r) = sniff(gz)?;
             expect_tar(inner, "gzip")?;
-            Ok(Opened::Tar(r))
+            Ok(Opened::Tar(r, false))
         }
         Some(Detected::Zstd) => {
             let dec: Box<dyn Read> = if threads.zstd == 0 {
@@ -350,7 +350,7 @@ pub(crate) fn open_tar<'a, R: Read + 'a>(input: R, threads: DecodeThreads) -> Re
             };
             let (inner, r) = sniff(dec)?;
             expect_tar(inner, "zstd")?;
-            Ok(Opened::Tar(r))
+            Ok(Opened::Tar(r, false))
         }
         Some(Detected::Zip) => Ok(Opened::Zip(input)),
     }

@@ -10,6 +10,9 @@
 //!   gzip stream), the reader gets that error at the point of the stream where it happened, so
 //!   the message names the entry as before;
 //! - buffers go back to the pump once read, so steady state allocates nothing.
+//!
+//! A plain tar skips the pump (nothing to decompress): the reader reads it through
+//! [`TimedInput`], which only measures the time spent reading, for `--stats`.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +116,63 @@ impl Pump {
         }
         clock.busy = started.elapsed().saturating_sub(clock.blocked);
         clock
+    }
+}
+
+/// A plain tar's input, read by the reader itself: counts the time spent in `read` (the input
+/// stage's busy time, and the reader's starved time) and the reads.
+pub(super) struct TimedInput<'i> {
+    inner: Box<dyn Read + 'i>,
+    clock: InputClock,
+}
+
+/// What [`TimedInput`] measured.
+#[derive(Clone, Default)]
+pub(super) struct InputClock {
+    nanos: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+}
+
+impl InputClock {
+    /// The time in `read`, as the reader's starved time.
+    pub(super) fn starved(&self) -> Starved {
+        Starved(Arc::clone(&self.nanos))
+    }
+
+    /// The input stage's clock over the reader's `elapsed` time: busy reading, blocked the rest
+    /// (while the reader does other work, as a pump waits for a reader).
+    pub(super) fn get(&self, elapsed: Duration) -> StageClock {
+        let busy = Duration::from_nanos(self.nanos.load(Ordering::Relaxed));
+        StageClock {
+            busy,
+            blocked: elapsed.saturating_sub(busy),
+            items: self.reads.load(Ordering::Relaxed),
+            ..StageClock::default()
+        }
+    }
+}
+
+impl<'i> TimedInput<'i> {
+    pub(super) fn new(inner: Box<dyn Read + 'i>) -> (Self, InputClock) {
+        let clock = InputClock::default();
+        (
+            TimedInput {
+                inner,
+                clock: clock.clone(),
+            },
+            clock,
+        )
+    }
+}
+
+impl Read for TimedInput<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let started = Instant::now();
+        let r = self.inner.read(buf);
+        let took = started.elapsed().as_nanos() as u64;
+        self.clock.nanos.fetch_add(took, Ordering::Relaxed);
+        self.clock.reads.fetch_add(1, Ordering::Relaxed);
+        r
     }
 }
 

@@ -317,7 +317,7 @@ impl Unpacker {
 
     fn unpack_with<R: Read>(&self, input: R, threads: DecodeThreads) -> Result<UnpackReport> {
         let result = match open_tar(input, threads) {
-            Ok(Opened::Tar(tar)) => self.run(Source::Tar(tar)),
+            Ok(Opened::Tar(tar, plain)) => self.run(Source::Tar(tar, plain)),
             Ok(Opened::Zip(mut all)) => tempfile::tempfile()
                 .and_then(|mut spool| io::copy(&mut all, &mut spool).map(|_| spool))
                 .map_err(Error::Input)
@@ -503,32 +503,48 @@ impl Unpacker {
             drop(res_tx);
             let staging_name = staging.map(|s| s.name().to_owned());
             let ctx = Ctx::new(self, job_tx, res_rx, &budget, staging_name, tree);
-            // The tar stream is read and decompressed here, on the caller's thread (the input
-            // need not be Send); the reader parses it on a thread of its own.
-            let (pump, input, starved) = match source {
-                Source::Tar(tar) => {
-                    let (pump, chunks, starved) = input::channel();
-                    (Some((pump, tar)), Input::Tar(chunks), Some(starved))
+            let (mut ctx, read_result, input_clock) = match source {
+                // A plain tar has nothing to decompress, so an input stage would only add a copy
+                // and a hand-over per 256 KiB: the reader parses it here, on the caller's thread
+                // (the input need not be Send), straight from the input; a large file's chunks
+                // are read into the buffers its writer gets.
+                Source::Tar(tar, true) => {
+                    let (timed, clock) = input::TimedInput::new(tar);
+                    let starved = clock.starved();
+                    let buffered = io::BufReader::with_capacity(input::CHUNK, timed);
+                    let started = Instant::now();
+                    let (ctx, result) = reader_thread(ctx, Input::Plain(buffered), Some(starved));
+                    (ctx, result, Some(clock.get(started.elapsed())))
                 }
-                Source::Zip(file) => (None, Input::Zip(file), None),
-            };
-            let reader = crate::threads::spawn(s, "unpack-read", move || {
-                reader_thread(ctx, input, starved)
-            })?;
-            // A panic while decompressing (in a codec) is an error like any other stage's: the
-            // pump's end drops as it unwinds, so the reader stops too and is joined first.
-            let input = pump.map(|(pump, mut tar)| {
-                crate::threads::catch(
-                    "unpack-input",
-                    || None,
-                    || pump.run(&mut *tar, &self.cancel),
-                )
-            });
-            let (mut ctx, read_result) = crate::threads::join("unpack-read", reader)?;
-            let (input_clock, read_result) = match input {
-                Some(Ok(clock)) => (Some(clock), read_result),
-                Some(Err(e)) => (None, Err(e)),
-                None => (None, read_result),
+                // A compressed one is read and decompressed here, on the caller's thread, and
+                // the reader parses it on a thread of its own.
+                Source::Tar(tar, false) => {
+                    let (pump, chunks, starved) = input::channel();
+                    let reader = crate::threads::spawn(s, "unpack-read", move || {
+                        reader_thread(ctx, Input::Tar(chunks), Some(starved))
+                    })?;
+                    // A panic while decompressing (in a codec) is an error like any other
+                    // stage's: the pump's end drops as it unwinds, so the reader stops too and
+                    // is joined first.
+                    let mut tar = tar;
+                    let input = crate::threads::catch(
+                        "unpack-input",
+                        || None,
+                        || pump.run(&mut *tar, &self.cancel),
+                    );
+                    let (ctx, read_result) = crate::threads::join("unpack-read", reader)?;
+                    match input {
+                        Ok(clock) => (ctx, read_result, Some(clock)),
+                        Err(e) => (ctx, Err(e), None),
+                    }
+                }
+                Source::Zip(file) => {
+                    let reader = crate::threads::spawn(s, "unpack-read", move || {
+                        reader_thread(ctx, Input::Zip(file), None)
+                    })?;
+                    let (ctx, read_result) = crate::threads::join("unpack-read", reader)?;
+                    (ctx, read_result, None)
+                }
             };
             ctx.jobs = None; // workers finish what they have and stop
             if read_result.is_err() {
@@ -565,6 +581,7 @@ fn reader_thread<'a>(
         || None,
         || match input {
             Input::Tar(chunks) => read_tar(&mut ctx, Box::new(chunks)),
+            Input::Plain(input) => read_tar(&mut ctx, Box::new(input)),
             Input::Zip(file) => read_zip(&mut ctx, file),
         },
     )
@@ -681,13 +698,16 @@ struct ReadDone {
 
 /// What `run` reads: a tar stream (decompressed on the caller's thread) or a zip file.
 enum Source<'i> {
-    Tar(Box<dyn Read + 'i>),
+    /// The tar stream, and whether it is stored plain (not decompressed).
+    Tar(Box<dyn Read + 'i>, bool),
     Zip(&'i File),
 }
 
 /// The reader thread's end of a [`Source`].
 enum Input<'i> {
     Tar(input::ChunkReader),
+    /// A plain tar, read directly (see `read_archive`): buffered here, as the input may not be.
+    Plain(io::BufReader<input::TimedInput<'i>>),
     Zip(&'i File),
 }
 
@@ -1518,6 +1538,7 @@ fn stream_chunks(
             .read_to_end(&mut chunk)
             .map_err(|e| damaged(count, e))?;
         let piece = if n == 0 {
+            let _ = ctx.spare.0.try_send(chunk);
             Piece::End(hasher.finalize())
         } else {
             ctx.check_cancel()?;
@@ -1762,9 +1783,15 @@ fn write_job(dest: Option<&Path>, against: Option<&Path>, job: WriteJob) -> Writ
     }
 }
 
+/// Which side of a copy failed: the archive's data, or the file written.
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
 /// `io::copy` through a buffer of a streamed chunk's size, not 8 KiB: fewer, larger writes and
 /// hash updates (BLAKE3 hashes up to 16 KiB-wide batches at once).
-fn copy_large(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
+fn copy_large(r: &mut impl Read, w: &mut impl Write) -> std::result::Result<u64, Copy> {
     let mut buf = vec![0u8; crate::pack::read::CHUNK];
     let mut total = 0;
     loop {
@@ -1772,9 +1799,9 @@ fn copy_large(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(Copy::Read(e)),
         };
-        w.write_all(&buf[..n])?;
+        w.write_all(&buf[..n]).map_err(Copy::Write)?;
         total += n as u64;
     }
 }
@@ -1851,9 +1878,12 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
         }
         JobData::Zip(file, entry) => {
             let mut r = zip_read::open_entry(&file, &entry)?;
-            copy_large(&mut r, &mut out).map_err(|e| Error::Entry {
-                entry: escape_name(&entry.name),
-                reason: e.to_string(),
+            copy_large(&mut r, &mut out).map_err(|e| match e {
+                Copy::Read(e) => Error::Entry {
+                    entry: escape_name(&entry.name),
+                    reason: e.to_string(),
+                },
+                Copy::Write(e) => io_err(e),
             })?;
         }
     }
