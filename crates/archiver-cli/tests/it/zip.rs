@@ -216,6 +216,39 @@ fn zstd_method_round_trips_through_our_reader() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// Our own zip's deflated entries of every read path come back exactly: whole (up to 1 MiB),
+/// streamed by one thread (up to 8 MiB) and inflated piece by piece on a pool (larger), each
+/// also compressible and not, next to Python's reading of the same archive.
+#[test]
+fn every_entry_size_class_round_trips() {
+    let python = require("python3");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let text: Vec<u8> = (0..10u32 << 20)
+        .map(|i| b"piece by piece "[(i % 15) as usize] ^ ((i >> 16) as u8 & 1))
+        .collect();
+    file(&src, "whole.txt", &text[..700 << 10], 0o644);
+    file(&src, "streamed.txt", &text[..(3 << 20) + 5], 0o644);
+    file(&src, "pool.txt", &text, 0o644);
+    file(&src, "pool-noise.bin", &noise(9 << 20, 3), 0o644);
+    let archive = work.path().join("sizes.zip");
+    pack_zip(&src, &archive, &[]);
+    // Python reads every entry and checks its CRC.
+    ok(Command::new(&python)
+        .arg("-c")
+        .arg("import sys, zipfile; assert zipfile.ZipFile(sys.argv[1]).testzip() is None")
+        .arg(&archive));
+    let dest = work.path().join("out");
+    clean(
+        archiver()
+            .args(["unpack", "--no-sync"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest),
+    );
+    assert_same_tree(&snapshot(&src), &snapshot_extracted(&dest));
+}
+
 /// An entry whose deflate data gives more, or less, than the size its headers declare is refused
 /// by name and nothing is extracted, both for small entries (inflated whole) and for large ones
 /// (streamed). The forged sizes agree between local header and central directory, so only the
@@ -275,8 +308,8 @@ open(path, "wb").write(b)
     }
 }
 
-/// A wrong CRC-32 is refused by name for stored and deflated entries, small (read whole) and
-/// large (streamed); so is a stored entry whose declared size is not its stored size. The zips
+/// A wrong CRC-32 is refused by name for stored and deflated entries, small (read whole),
+/// large (streamed) and larger (inflated on a pool); so is a stored entry whose declared size is not its stored size. The zips
 /// come from Python without our manifest, so only these checks can tell.
 #[test]
 fn a_wrong_crc_or_stored_size_is_refused_whole_or_streamed() {
@@ -286,6 +319,7 @@ fn a_wrong_crc_or_stored_size_is_refused_whole_or_streamed() {
     let cases = [
         ("small-deflated.txt", 8, 5000u32, "crc", "CRC-32 mismatch"),
         ("large-deflated.txt", 8, 3 << 20, "crc", "CRC-32 mismatch"),
+        ("pool-deflated.txt", 8, 9 << 20, "crc", "CRC-32 mismatch"),
         ("small-stored.txt", 0, 5000, "crc", "CRC-32 mismatch"),
         ("large-stored.txt", 0, 3 << 20, "crc", "CRC-32 mismatch"),
         (
