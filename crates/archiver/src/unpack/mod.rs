@@ -504,11 +504,14 @@ impl Unpacker {
             let staging_name = staging.map(|s| s.name().to_owned());
             let ctx = Ctx::new(self, job_tx, res_rx, &budget, staging_name, tree);
             let (mut ctx, read_result, input_clock) = match source {
-                // A plain tar has nothing to decompress, so an input stage would only add a copy
-                // and a hand-over per 256 KiB: the reader parses it here, on the caller's thread
-                // (the input need not be Send), straight from the input; a large file's chunks
-                // are read into the buffers its writer gets.
-                Source::Tar(tar, true) => {
+                // A plain tar being unpacked has nothing to decompress, so an input stage would
+                // only add a copy and a hand-over per 256 KiB while the writers do the heavy
+                // work: the reader parses it here, on the caller's thread (the input need not
+                // be Send), straight from the input; a large file's chunks are read into the
+                // buffers its writer gets. When only verifying, the reader hashes and has no
+                // writer work to overlap, so reading on a thread of its own pays (verify of
+                // two 128 MiB files: 0.049 s with it, 0.086 s without).
+                Source::Tar(tar, true) if self.dest.is_some() => {
                     let (timed, clock) = input::TimedInput::new(tar);
                     let starved = clock.starved();
                     let buffered = io::BufReader::with_capacity(input::CHUNK, timed);
@@ -516,9 +519,9 @@ impl Unpacker {
                     let (ctx, result) = reader_thread(ctx, Input::Plain(buffered), Some(starved));
                     (ctx, result, Some(clock.get(started.elapsed())))
                 }
-                // A compressed one is read and decompressed here, on the caller's thread, and
-                // the reader parses it on a thread of its own.
-                Source::Tar(tar, false) => {
+                // Otherwise it is read (and decompressed) here, on the caller's thread, and the
+                // reader parses it on a thread of its own.
+                Source::Tar(tar, _) => {
                     let (pump, chunks, starved) = input::channel();
                     let reader = crate::threads::spawn(s, "unpack-read", move || {
                         reader_thread(ctx, Input::Tar(chunks), Some(starved))
