@@ -617,3 +617,61 @@ fn refusals_carry_their_rule() {
         other => panic!("not refused: {other:?}"),
     }
 }
+
+/// A cancel reaches an unpack while it skips data: here a refused entry (`../`) declaring 1 GiB
+/// that arrives slowly (64 KiB per millisecond: 16 s in all). Skipped data is read too, so the
+/// input must check the flag on every read, not only between entries or streamed chunks.
+#[test]
+fn cancel_stops_an_unpack_that_skips_a_large_entry() {
+    struct Slow {
+        head: io::Cursor<Vec<u8>>,
+        left: u64,
+    }
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.head.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            let n = buf.len().min(64 << 10).min(self.left as usize);
+            std::thread::sleep(Duration::from_millis(1));
+            buf[..n].fill(0);
+            self.left -= n as u64;
+            Ok(n)
+        }
+    }
+    let size: u64 = 1 << 30;
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let dest = tempfile::tempdir().unwrap();
+    let cancel = archiver::Cancel::new();
+    let started = std::time::Instant::now();
+    let result = within(30, {
+        let (dest, cancel) = (dest.path().join("out"), cancel.clone());
+        move || {
+            std::thread::spawn({
+                let cancel = cancel.clone();
+                move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    cancel.cancel();
+                }
+            });
+            archiver::Unpacker::new(dest)
+                .cancel_with(cancel)
+                .unpack(Slow {
+                    head: io::Cursor::new(header.as_bytes().to_vec()),
+                    left: size,
+                })
+        }
+    });
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?} to notice the cancel",
+        started.elapsed()
+    );
+}

@@ -120,10 +120,13 @@ impl Pump {
 }
 
 /// A plain tar's input, read by the reader itself: counts the time spent in `read` (the input
-/// stage's busy time, and the reader's starved time) and the reads.
+/// stage's busy time, and the reader's starved time) and the reads. Like the pump, it checks the
+/// cancel flag before every read (data the reader skips, a refused entry or one `-k` keeps, is
+/// read too, and may be large) and retries a read interrupted by a signal.
 pub(super) struct TimedInput<'i> {
     inner: Box<dyn Read + 'i>,
     clock: InputClock,
+    cancel: Cancel,
 }
 
 /// What [`TimedInput`] measured.
@@ -153,12 +156,13 @@ impl InputClock {
 }
 
 impl<'i> TimedInput<'i> {
-    pub(super) fn new(inner: Box<dyn Read + 'i>) -> (Self, InputClock) {
+    pub(super) fn new(inner: Box<dyn Read + 'i>, cancel: &Cancel) -> (Self, InputClock) {
         let clock = InputClock::default();
         (
             TimedInput {
                 inner,
                 clock: clock.clone(),
+                cancel: cancel.clone(),
             },
             clock,
         )
@@ -167,8 +171,11 @@ impl<'i> TimedInput<'i> {
 
 impl Read for TimedInput<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(io::Error::other("cancelled"));
+        }
         let started = Instant::now();
-        let r = self.inner.read(buf);
+        let r = read_some(&mut *self.inner, buf);
         let took = started.elapsed().as_nanos() as u64;
         self.clock.nanos.fetch_add(took, Ordering::Relaxed);
         self.clock.reads.fetch_add(1, Ordering::Relaxed);
@@ -264,6 +271,29 @@ mod tests {
             pump.run(&mut Failing(1000), &Cancel::new());
             h.join().unwrap();
         });
+    }
+
+    #[test]
+    fn the_direct_input_stops_when_cancelled_and_retries_interruptions() {
+        struct Flaky(bool);
+        impl Read for Flaky {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0 = !self.0;
+                if self.0 {
+                    return Err(io::Error::from(io::ErrorKind::Interrupted));
+                }
+                buf.fill(7);
+                Ok(buf.len())
+            }
+        }
+        let cancel = Cancel::new();
+        let (mut input, clock) = TimedInput::new(Box::new(Flaky(false)), &cancel);
+        let mut buf = [0u8; 64];
+        assert_eq!(input.read(&mut buf).unwrap(), 64);
+        assert_eq!(clock.get(Duration::from_secs(1)).items, 1);
+        cancel.cancel();
+        // An endless input: a reader skipping data in it must still notice the cancel.
+        assert!(input.read(&mut buf).is_err());
     }
 
     #[test]
