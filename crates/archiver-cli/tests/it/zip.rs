@@ -286,26 +286,37 @@ open(path, "wb").write(b)
             .arg(name)
             .arg(real.to_string())
             .arg(declared.to_string()));
-        let dest = work.path().join(format!("out-{name}"));
-        let out = output_within(
-            archiver()
-                .args(["unpack", "--no-sync"])
-                .arg(&zip)
-                .arg("-C")
-                .arg(&dest),
-            60,
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
-        assert!(err.contains(name), "{name}: {err}");
         let expected = if real > declared {
             "more than its declared size"
         } else {
             "before its declared size"
         };
-        assert!(err.contains(expected), "{name}: {err}");
-        assert!(!dest.join(name).exists(), "{name} was extracted");
+        assert_refused(
+            &zip,
+            &work.path().join(format!("out-{name}")),
+            name,
+            expected,
+        );
     }
+}
+
+/// Unpacking `zip` into `dest` fails (exit 2) naming entry `name` and saying `expected`, and
+/// `name` is not extracted. Returns `dest`'s path for further checks.
+fn assert_refused<'a>(zip: &Path, dest: &'a Path, name: &str, expected: &str) -> &'a Path {
+    let out = output_within(
+        archiver()
+            .args(["unpack", "--no-sync"])
+            .arg(zip)
+            .arg("-C")
+            .arg(dest),
+        60,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+    assert!(err.contains(name), "{name}: {err}");
+    assert!(err.contains(expected), "{name}: {err}");
+    assert!(!dest.join(name).exists(), "{name} was extracted");
+    dest
 }
 
 /// A wrong CRC-32 is refused by name for stored and deflated entries, small (read whole),
@@ -367,19 +378,7 @@ open(path, "wb").write(b)
             .arg(size.to_string())
             .arg(forge));
         let dest = work.path().join(format!("out-{name}"));
-        let out = output_within(
-            archiver()
-                .args(["unpack", "--no-sync"])
-                .arg(&zip)
-                .arg("-C")
-                .arg(&dest),
-            60,
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
-        assert!(err.contains(name), "{name}: {err}");
-        assert!(err.contains(expected), "{name}: {err}");
-        assert!(!dest.join(name).exists(), "{name} was extracted");
+        let dest = assert_refused(&zip, &dest, name, expected);
         assert!(
             !dest.join("first.txt").exists(),
             "{name}: nothing is extracted"

@@ -184,7 +184,7 @@ impl Read for TimedInput<'_> {
 }
 
 /// `read`, retried when interrupted by a signal.
-fn read_some(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_some(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match input.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

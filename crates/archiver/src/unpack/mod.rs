@@ -1590,13 +1590,12 @@ fn manifest_lead(raw: &[u8], backslash_sep: bool) -> usize {
 fn copy_to_spill(r: &mut impl Read, spill: &mut Spill) -> io::Result<()> {
     let mut buf = vec![0u8; 256 << 10];
     loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        spill.append(&buf[..n])?;
+        match input::read_some(r, &mut buf)? {
+            0 => return Ok(()),
+            n => {
+                spill.append(&buf[..n])?;
+            }
+        }
     }
 }
 
@@ -1796,18 +1795,13 @@ enum Copy {
 
 /// `io::copy` through a buffer of a streamed chunk's size, not 8 KiB: fewer, larger writes and
 /// hash updates (BLAKE3 hashes up to 16 KiB-wide batches at once).
-fn copy_large(r: &mut impl Read, w: &mut impl Write) -> std::result::Result<u64, Copy> {
+fn copy_large(r: &mut impl Read, w: &mut impl Write) -> std::result::Result<(), Copy> {
     let mut buf = vec![0u8; crate::pack::read::CHUNK];
-    let mut total = 0;
     loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Copy::Read(e)),
-        };
-        w.write_all(&buf[..n]).map_err(Copy::Write)?;
-        total += n as u64;
+        match input::read_some(r, &mut buf).map_err(Copy::Read)? {
+            0 => return Ok(()),
+            n => w.write_all(&buf[..n]).map_err(Copy::Write)?,
+        }
     }
 }
 
