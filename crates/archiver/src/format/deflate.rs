@@ -22,6 +22,13 @@ use super::gzip::PIECE_END;
 
 /// Raw deflate of `data` as one complete stream (its last block final).
 pub(crate) fn whole(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    whole_into(data, level, &mut out)?;
+    Ok(out)
+}
+
+/// [`whole`] into `out` (replacing what it held), reusing its memory.
+fn whole_into(data: &[u8], level: u32, out: &mut Vec<u8>) -> io::Result<()> {
     thread_local! {
         /// One compressor per level and thread: allocating one costs more than compressing a
         /// small file.
@@ -43,29 +50,44 @@ pub(crate) fn whole(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
             }
         };
         let c = &mut cs[at].1;
-        let mut out = vec![0u8; c.deflate_compress_bound(data.len())];
+        out.clear();
+        out.resize(c.deflate_compress_bound(data.len()), 0);
         let n = c
-            .deflate_compress(data, &mut out)
+            .deflate_compress(data, out)
             .map_err(|e| io::Error::other(format!("deflate: {e:?}")))?;
         out.truncate(n);
-        Ok(out)
+        Ok(())
     })
 }
 
 /// Raw deflate of one piece of a longer stream: no back-reference before `data`. The `last`
 /// piece ends the stream (its last block final); any other ends, byte-aligned and not final, with
 /// [`PIECE_END`](super::gzip::PIECE_END), so the next piece starts a block there.
-pub(crate) fn piece(data: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
-    let mut out = whole(data, level)?;
-    let mut back = Vec::with_capacity(data.len());
-    let found = BlockInflater::new().final_block(&out, &mut back);
-    let (Some((start, end)), true) = (found, back == data) else {
+pub(crate) fn piece_into(data: &[u8], level: u32, last: bool, out: &mut Vec<u8>) -> io::Result<()> {
+    thread_local! {
+        /// Where each piece is inflated back to be checked: reused, since a fresh megabyte per
+        /// piece is a thousand page faults.
+        static BACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    whole_into(data, level, out)?;
+    let found = BACK.with(|back| {
+        let mut back = back.borrow_mut();
+        back.clear();
+        back.reserve_exact(data.len());
+        let found = BlockInflater::new().final_block(out, &mut back);
+        let same = back.as_slice() == data;
+        if back.capacity() > 2 * super::gzip::PIECE {
+            *back = Vec::new(); // a one-off large input keeps no large buffer
+        }
+        found.filter(|_| same)
+    });
+    let Some((start, end)) = found else {
         return Err(io::Error::other(
             "deflate: libdeflate's output does not inflate back to its input",
         ));
     };
     if last {
-        return Ok(out);
+        return Ok(());
     }
     out[(start / 8) as usize] &= !(1 << (start % 8)); // BFINAL off
     out.truncate(end.div_ceil(8) as usize);
@@ -80,6 +102,14 @@ pub(crate) fn piece(data: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> 
         out.push(0);
     }
     out.extend_from_slice(&PIECE_END); // LEN, NLEN; then the second empty stored block
+    Ok(())
+}
+
+/// [`piece_into`] a new buffer.
+#[cfg(test)]
+pub(crate) fn piece(data: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    piece_into(data, level, last, &mut out)?;
     Ok(out)
 }
 

@@ -269,29 +269,27 @@ fn read_small(entry: &Entry, size: u64, shared: &Shared) -> Payload {
 /// regular files return fewer bytes than asked only there, so the confirming read that would
 /// return 0 is saved, one system call per file (a file growing at that moment is a file
 /// changing while read either way). Any other short read goes on until a read returns 0.
-fn read_expecting(mut file: &File, expected: usize, data: &mut Vec<u8>) -> io::Result<()> {
+fn read_expecting(file: &File, expected: usize, data: &mut Vec<u8>) -> io::Result<()> {
     let limit = expected + 1;
-    data.resize(limit, 0);
-    let mut filled = 0;
-    let result = loop {
-        let want = limit - filled;
+    data.clear();
+    // Read straight into the spare capacity: zero-filling first would write every byte twice.
+    data.reserve_exact(limit);
+    loop {
+        let want = limit.saturating_sub(data.len());
         if want == 0 {
-            break Ok(());
+            return Ok(());
         }
-        match file.read(&mut data[filled..]) {
-            Ok(0) => break Ok(()),
+        match rustix::io::read(file, rustix::buffer::spare_capacity(data)) {
+            Ok(0) => return Ok(()),
             Ok(n) => {
-                filled += n;
-                if filled == expected && n < want {
-                    break Ok(());
+                if data.len() == expected && n < want {
+                    return Ok(());
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
-    };
-    data.truncate(filled);
-    result
+    }
 }
 
 /// Makes `data` exactly `size` bytes long, describing what had to be done.
