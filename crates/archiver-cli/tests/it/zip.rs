@@ -431,3 +431,60 @@ open(path, "wb").write(bytes(body) + bytes(cd) + end)
         }
     }
 }
+
+/// A manifest over 1 MiB (here 4,000 files with 240-byte names, 1.2 MiB of lines) is written as
+/// a large file is: read back from its spill file and deflated in pieces, never held whole.
+/// Every reader still reads it, and unpack checks every file against it.
+#[test]
+fn a_manifest_over_a_mebibyte_is_streamed_and_still_checked() {
+    let python = require("python3");
+    let unzip = require("unzip");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    for i in 0..4000 {
+        let name = format!("{i:05}-{}", "n".repeat(234));
+        file(&src.join("d"), &name, format!("{i}\n").as_bytes(), 0o644);
+    }
+    let archive = work.path().join("names.zip");
+    pack_zip(&src, &archive, &[]);
+    let sizes = clean(Command::new(&python).arg("-c").arg(
+        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\ni = z.getinfo('.archiver/MANIFEST.b3')\nprint(i.compress_type, i.file_size, i.compress_size, len(z.read(i).splitlines()), i.flag_bits & 8)",
+    ).arg(&archive));
+    let sizes = String::from_utf8(sizes.stdout).unwrap();
+    let fields: Vec<u64> = sizes
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(fields[0], 8, "deflated: {sizes}");
+    assert!(fields[1] > 1 << 20, "the manifest is over 1 MiB: {sizes}");
+    assert!(fields[2] < fields[1] / 2, "and compressed: {sizes}");
+    assert_eq!(fields[3], 4000, "one line per file: {sizes}");
+    assert_eq!(
+        fields[4], 8,
+        "streamed (sizes in a data descriptor): {sizes}"
+    );
+    clean(Command::new(&unzip).arg("-tq").arg(&archive));
+    let dest = work.path().join("out");
+    clean(
+        archiver()
+            .args(["unpack", "--no-sync"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest),
+    );
+    assert_same_tree(&snapshot(&src), &snapshot_extracted(&dest));
+    // The same tree packs to the same bytes with one thread: the pieces do not depend on -j.
+    let one = work.path().join("one.zip");
+    clean(
+        archiver()
+            .args(["pack", "-j", "1", "-f", "zip", "-o"])
+            .arg(&one)
+            .arg("-C")
+            .arg(&src)
+            .arg("."),
+    );
+    assert_eq!(
+        std::fs::read(&one).unwrap(),
+        std::fs::read(&archive).unwrap()
+    );
+}

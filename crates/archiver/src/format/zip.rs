@@ -166,6 +166,23 @@ pub(crate) fn encode(data: Vec<u8>, name: &Path, enc: ZipEncoding) -> io::Result
     })
 }
 
+/// The pieces [`ZipSink::streamed_file`] reads its input in (the pack workers' chunk size).
+const STREAMED_CHUNK: usize = 256 << 10;
+
+/// Fills `buf` from `r` unless the input ends first; the number of bytes read.
+fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// How much of an entry's start decides whether it is worth compressing.
 const SAMPLE: usize = 64 << 10;
 
@@ -569,6 +586,39 @@ impl<W: Write> ZipSink<W> {
         self.write(&d)?;
         self.central_record(&p, true);
         Ok(())
+    }
+
+    /// A file of `size` bytes read from `data` and compressed as it is read, exactly as a large
+    /// file from a worker is (the same [`StreamEncoder`], so the same bytes): memory stays at a
+    /// few chunks whatever `size` is, and deflating runs on `enc.threads` threads.
+    pub(crate) fn streamed_file(
+        &mut self,
+        rel: &Path,
+        meta: &Meta,
+        size: u64,
+        mut data: impl io::Read,
+        enc: ZipEncoding,
+    ) -> io::Result<()> {
+        let mut chunk = vec![0u8; STREAMED_CHUNK];
+        let mut got = read_full(&mut data, &mut chunk)?;
+        let (mut encoder, method) = StreamEncoder::new(enc, rel, &chunk[..got])?;
+        self.begin_stream(rel, meta, size, method)?;
+        let mut total = 0u64;
+        while got > 0 {
+            total += got as u64;
+            let out = encoder.update(&chunk[..got])?;
+            self.stream_data(&out)?;
+            got = read_full(&mut data, &mut chunk)?;
+        }
+        if total != size {
+            return Err(io::Error::other(format!(
+                "{}: {total} bytes where {size} were announced",
+                rel.display()
+            )));
+        }
+        let (tail, crc, csize) = encoder.finish()?;
+        self.stream_data(&tail)?;
+        self.end_stream(crc, csize)
     }
 
     /// Writes the central directory and the end records; returns the output.

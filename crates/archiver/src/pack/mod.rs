@@ -703,16 +703,23 @@ impl Writer<'_> {
             Sink::Tar(t) => manifest
                 .into_reader()
                 .and_then(|r| t.file(name, &meta, size, r)),
-            Sink::Zip(z) => manifest
-                .into_bytes()
-                .and_then(|text| {
-                    zip::encode(
-                        text,
-                        name,
-                        self.shared.zip.expect("zip encoding set for zip"),
-                    )
-                })
-                .and_then(|e| z.encoded(name, &meta, &e)),
+            Sink::Zip(z) => {
+                let enc = self.shared.zip.expect("zip encoding set for zip");
+                if size <= SMALL_FILE {
+                    // As a small file is: compressed whole.
+                    manifest
+                        .into_bytes()
+                        .and_then(|text| zip::encode(text, name, enc))
+                        .and_then(|e| z.encoded(name, &meta, &e))
+                } else {
+                    // As a large file is: streamed from the spill file and deflated on all
+                    // threads (100,000 files make a 9 MiB manifest: 85 ms on one thread while
+                    // the others had nothing left to do).
+                    manifest
+                        .into_reader()
+                        .and_then(|r| z.streamed_file(name, &meta, size, r, enc))
+                }
+            }
         }
         .map_err(Error::Output)?;
         if let Some(hook) = self.on_entry {
