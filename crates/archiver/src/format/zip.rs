@@ -596,9 +596,11 @@ impl<W: Write> ZipSink<W> {
         rel: &Path,
         meta: &Meta,
         size: u64,
-        mut data: impl io::Read,
+        data: impl io::Read,
         enc: ZipEncoding,
     ) -> io::Result<()> {
+        // One byte past `size` is enough to tell the input was longer than announced.
+        let mut data = data.take(size.saturating_add(1));
         let mut chunk = vec![0u8; STREAMED_CHUNK];
         let mut got = read_full(&mut data, &mut chunk)?;
         let (mut encoder, method) = StreamEncoder::new(enc, rel, &chunk[..got])?;
@@ -764,6 +766,54 @@ mod tests {
         let e = encode(text_first.clone(), Path::new("tn"), enc).unwrap();
         assert_eq!(e.method, ZipMethod::Deflate);
         assert!(e.data.len() < text_first.len());
+    }
+
+    /// `streamed_file` gives what the zip crate reads back, with ZIP64 forced or not, for every
+    /// method; an input shorter or longer than announced is an error, found at most one byte
+    /// past the announced size.
+    #[test]
+    fn streamed_file_round_trips_and_refuses_a_wrong_length() {
+        let text = crate::testdata::text((3 << 20) + 17, 9);
+        for method in [ZipMethod::Deflate, ZipMethod::Zstd, ZipMethod::Store] {
+            for zip64_at in [u64::from(u32::MAX), 1 << 20] {
+                let enc = ZipEncoding {
+                    method,
+                    level: 6,
+                    threads: 2,
+                };
+                let mut z = ZipSink::new(Vec::new(), None).with_zip64_at(zip64_at);
+                let size = text.len() as u64;
+                z.streamed_file(Path::new("m"), &meta(7), size, &text[..], enc)
+                    .unwrap();
+                let bytes = z.finish().unwrap();
+                let mut a = ::zip::ZipArchive::new(io::Cursor::new(bytes)).unwrap();
+                let mut back = Vec::new();
+                a.by_name("m").unwrap().read_to_end(&mut back).unwrap();
+                assert!(back == text, "{method:?} at {zip64_at}");
+            }
+            let enc = ZipEncoding {
+                method,
+                level: 6,
+                threads: 2,
+            };
+            let short = ZipSink::new(Vec::new(), None).streamed_file(
+                Path::new("m"),
+                &meta(7),
+                text.len() as u64 + 1,
+                &text[..],
+                enc,
+            );
+            assert!(short.unwrap_err().to_string().contains("were announced"));
+            // An endless input: refused, not read to its end.
+            let long = ZipSink::new(Vec::new(), None).streamed_file(
+                Path::new("m"),
+                &meta(7),
+                1000,
+                io::repeat(b'x'),
+                enc,
+            );
+            assert!(long.unwrap_err().to_string().contains("1001 bytes"));
+        }
     }
 
     /// Builds an archive with every entry kind, a streamed entry, and ZIP64 forced by a lowered

@@ -271,9 +271,13 @@ fn read_small(entry: &Entry, size: u64, shared: &Shared) -> Payload {
 /// changing while read either way). Any other short read goes on until a read returns 0.
 fn read_expecting(file: &File, expected: usize, data: &mut Vec<u8>) -> io::Result<()> {
     let limit = expected + 1;
-    data.clear();
-    // Read straight into the spare capacity: zero-filling first would write every byte twice.
-    data.reserve_exact(limit);
+    // Read straight into the spare capacity (zero-filling first would write every byte twice),
+    // which must be exactly `limit`: a read fills all of it.
+    if data.capacity() == limit {
+        data.clear();
+    } else {
+        *data = Vec::with_capacity(limit);
+    }
     loop {
         let want = limit.saturating_sub(data.len());
         if want == 0 {
