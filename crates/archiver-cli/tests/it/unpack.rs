@@ -7,15 +7,17 @@ use std::process::Command;
 
 use crate::util::*;
 
+/// Unpacks under a deadline: a hostile archive that made us hang fails the test, not the suite.
 fn unpack(archive: &Path, dest: &Path, extra: &[&str]) -> std::process::Output {
-    archiver()
-        .arg("unpack")
-        .args(extra)
-        .arg(archive)
-        .arg("-C")
-        .arg(dest)
-        .output()
-        .unwrap()
+    output_within(
+        archiver()
+            .arg("unpack")
+            .args(extra)
+            .arg(archive)
+            .arg("-C")
+            .arg(dest),
+        120,
+    )
 }
 
 /// Everything we write comes back exactly, through a file and through a pipe.
@@ -1085,6 +1087,85 @@ fn a_hard_link_to_a_symlink_is_checked_like_the_symlink() {
 /// `-k` reads and checks every file against the manifest even when DEST already holds
 /// `.archiver/MANIFEST.b3` (the old code then skipped the check and gave a corrupted file its
 /// final name with exit 0).
+/// With `-k`, a hard link whose source was not staged may only name a file of this archive that
+/// `-k` kept, reached without following a link: not a file DEST holds that the archive never
+/// named, and never a file behind a symlink in DEST (which would link a file outside DEST).
+#[test]
+fn keep_existing_hard_links_reach_only_kept_files_inside_dest() {
+    use std::os::unix::fs::MetadataExt;
+    use tar::EntryType as T;
+    let work = tempfile::tempdir().unwrap();
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"outside\n").unwrap();
+    let secret_ino = std::fs::metadata(outside.join("secret")).unwrap().ino();
+    for (entries, rule) in [
+        // Through a symlink DEST holds: the archive names it as an earlier entry, which -k
+        // "keeps" only if the lookup follows `ext`.
+        (
+            vec![
+                ("ext/secret", T::Regular, "", &b"x"[..]),
+                ("h", T::Link, "ext/secret", &b""[..]),
+            ],
+            "",
+        ),
+        // A link straight to the file behind the symlink, never an entry.
+        (
+            vec![("h", T::Link, "ext/secret", &b""[..])],
+            "not an earlier entry of this archive",
+        ),
+        // A file DEST holds that the archive never named.
+        (
+            vec![("h", T::Link, "own", &b""[..])],
+            "not an earlier entry of this archive",
+        ),
+    ] {
+        let run = tempfile::tempdir().unwrap();
+        let file = run.path().join("evil.tar");
+        std::fs::write(&file, hostile_tar(&entries)).unwrap();
+        let dest = run.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("ext")).unwrap();
+        std::fs::write(dest.join("own"), b"mine\n").unwrap();
+        let (code, err) = unpack_within(&file, &dest, &["--no-sync", "-k"]);
+        assert_eq!(code, Some(2), "{entries:?}: {err}");
+        assert!(err.contains(rule), "{entries:?}: {err}");
+        if let Ok(md) = std::fs::symlink_metadata(dest.join("h")) {
+            panic!(
+                "h was created (inode {}, secret {secret_ino}): {err}",
+                md.ino()
+            );
+        }
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"outside\n");
+        assert_eq!(
+            std::fs::metadata(outside.join("secret")).unwrap().nlink(),
+            1
+        );
+        assert_no_debris(&dest);
+    }
+    // What -k is for: the archive's file is kept, and its hard link shares DEST's file.
+    let run = tempfile::tempdir().unwrap();
+    let file = run.path().join("ok.tar");
+    let entries = [
+        ("a", T::Regular, "", &b"archive\n"[..]),
+        ("b", T::Link, "a", &b""[..]),
+    ];
+    std::fs::write(&file, hostile_tar(&entries)).unwrap();
+    let dest = run.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("a"), b"mine\n").unwrap();
+    let (code, err) = unpack_within(&file, &dest, &["--no-sync", "-k"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (a, b) = (
+        std::fs::metadata(dest.join("a")).unwrap(),
+        std::fs::metadata(dest.join("b")).unwrap(),
+    );
+    assert_eq!(
+        (a.ino(), std::fs::read(dest.join("b")).unwrap()),
+        (b.ino(), b"mine\n".to_vec())
+    );
+}
+
 #[test]
 fn keep_existing_still_checks_every_file() {
     let work = tempfile::tempdir().unwrap();

@@ -42,6 +42,7 @@ use crate::unpack::expect::{Expect, Spill};
 use crate::unpack::policy::Makes;
 use crate::unpack::stage::{LinkSource, NewFile, StageError, StageTree};
 use crate::{Cancel, Warning, MANIFEST_PATH};
+use rustix::fs::FileType;
 
 /// Default limit on the total size an archive may expand to.
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 40;
@@ -777,6 +778,11 @@ struct Ctx<'a> {
     staging_name: Option<std::ffi::OsString>,
     /// The mirror tree the entries are created in (`None` when only verifying).
     tree: Option<StageTree>,
+    /// With `-k`: DEST, opened once, where what it holds is looked up without following links.
+    dest_dir: Option<std::os::fd::OwnedFd>,
+    /// With `-k`: the files of the archive DEST held and kept, the only ones a hard link that
+    /// finds no staged source may name (one path per kept file).
+    kept: std::collections::HashSet<PathBuf>,
     dirs: commit::DirMetas,
     /// What the manifest check needs of each entry.
     expect: Expect,
@@ -827,6 +833,17 @@ impl<'a> Ctx<'a> {
                 .and_then(free_space)
                 .unwrap_or(u64::MAX),
             staging_name,
+            dest_dir: opts
+                .dest
+                .as_deref()
+                .filter(|_| opts.keep_existing)
+                .and_then(|d| {
+                    let flags = rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC;
+                    rustix::fs::open(d, flags, rustix::fs::Mode::empty()).ok()
+                }),
+            kept: std::collections::HashSet::new(),
             tree,
             dirs: commit::DirMetas::default(),
             expect: Expect::new(),
@@ -1076,10 +1093,7 @@ impl Ctx<'_> {
             self.refuse(raw, r.rule, r.reason);
             return Ok(None);
         }
-        let dest = self.opts.dest.as_deref();
-        let kept = policy::keeps_file(self.opts.keep_existing, || {
-            dest.and_then(|d| fs::symlink_metadata(d.join(rel)).ok())
-        });
+        let kept = policy::keeps_file(self.opts.keep_existing, || self.held(rel).is_some());
         let mut file = None;
         if self.tree.is_some() && !kept {
             match self.on_tree(|t| t.file(rel, mode))? {
@@ -1091,6 +1105,7 @@ impl Ctx<'_> {
             }
         }
         if kept {
+            self.kept.insert(rel.to_path_buf());
             self.stats.kept_existing += 1;
             tracing::info!("{}: exists; kept", escape_name(raw));
         }
@@ -1235,23 +1250,37 @@ impl Ctx<'_> {
     /// to, and then it links to the file DEST holds.
     fn hardlink_to_kept(&mut self, raw: &[u8], rel: &Path, target: &Path, seq: u64) -> Result<()> {
         let shown = escape_name(&manifest::path_bytes(target));
-        let held = self.opts.dest.as_deref().map(|d| d.join(target));
-        // Looked up only with `-k` (without it the link is refused whatever DEST holds).
-        let held_md = (held.as_deref())
-            .filter(|_| self.opts.keep_existing)
-            .and_then(|h| fs::symlink_metadata(h).ok());
-        if let Err(r) = policy::hardlink_to_kept(&shown, self.opts.keep_existing, held_md.as_ref())
-        {
+        // Only a file of this archive that `-k` kept, looked up without following links: not
+        // any file DEST happens to hold, and never one reached through a symlink in DEST.
+        let held = if self.kept.contains(target) {
+            self.held(target)
+        } else {
+            None
+        };
+        let is_file = held.as_ref().map(|(_, _, t)| *t == FileType::RegularFile);
+        if let Err(r) = policy::hardlink_to_kept(&shown, self.opts.keep_existing, is_file) {
             self.refuse(raw, r.rule, r.reason);
             return Ok(());
         }
-        let held = held.expect("unpacking");
-        let made = self.on_tree(|t| t.hard_link_to(rel, &held))?;
+        let (dir, name, _) = held.expect("checked above");
+        let made = self.on_tree(|t| t.hard_link_to(rel, &dir, &name))?;
         if self.staged(raw, rel, made)? {
             self.stats.hardlinks += 1;
             self.expect.hard_link(seq, rel, target)?;
         }
         Ok(())
+    }
+
+    /// What DEST holds at `rel` (with `-k` only): its directory, name and type, every component
+    /// entered without following a link; `None` when nothing is there or a component on the way
+    /// is a symlink or not a directory (such an entry is then staged, and the commit refuses to
+    /// write through the link).
+    fn held(&self, rel: &Path) -> Option<(std::os::fd::OwnedFd, std::ffi::OsString, FileType)> {
+        let root = self.dest_dir.as_ref()?;
+        let (dir, name) = stage::open_parent_beneath(root, rel).ok()??;
+        let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let name = name.to_os_string();
+        Some((dir, name, FileType::from_raw_mode(st.st_mode)))
     }
 
     /// Devices, FIFOs and sockets are never created; the rest of the archive still is.

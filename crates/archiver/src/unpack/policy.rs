@@ -242,24 +242,20 @@ pub fn via_hardlink(shown: &str, r: Refusal) -> Refusal {
     )
 }
 
-/// A hard link to `shown`, which no earlier entry staged: allowed only when `-k` kept what DEST
-/// holds there (`held`) and that is a regular file.
+/// A hard link to `shown`, which no earlier entry staged: allowed only when `-k` kept an earlier
+/// entry's file there (`held_is_file`: what DEST holds is a regular file, reached without
+/// following a link; `None`: not kept, or not reachable so).
 pub fn hardlink_to_kept(
     shown: &str,
     keep_existing: bool,
-    held: Option<&fs::Metadata>,
+    held_is_file: Option<bool>,
 ) -> Result<(), Refusal> {
-    match held {
-        Some(md) if keep_existing => {
-            if md.is_file() {
-                Ok(())
-            } else {
-                Err(refuse(
-                    Rule::HardLink,
-                    format!("hard link to {shown}, which the destination holds (kept) as something other than a regular file"),
-                ))
-            }
-        }
+    match held_is_file {
+        Some(true) if keep_existing => Ok(()),
+        Some(false) if keep_existing => Err(refuse(
+            Rule::HardLink,
+            format!("hard link to {shown}, which the destination holds (kept) as something other than a regular file"),
+        )),
         _ => Err(not_an_earlier_entry(shown)),
     }
 }
@@ -306,8 +302,8 @@ pub fn keeps(keep_existing: bool, held: impl FnOnce() -> Option<fs::Metadata>) -
 /// With `-k`, is a file of the archive left unstaged because DEST holds something (`held`: what
 /// is there, looked up only with `-k`) at its path? The answer [`merge`] gives for a staged file,
 /// taken before the file is written.
-pub fn keeps_file(keep_existing: bool, held: impl FnOnce() -> Option<fs::Metadata>) -> bool {
-    keep_existing && held().is_some()
+pub fn keeps_file(keep_existing: bool, held: impl FnOnce() -> bool) -> bool {
+    keep_existing && held()
 }
 
 /// What the commit does with a staged entry (`staged_dir`: a directory) where DEST holds

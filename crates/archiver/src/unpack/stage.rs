@@ -343,10 +343,11 @@ impl StageTree {
         Ok(LinkSource::Linked)
     }
 
-    /// Makes `rel` a hard link to `outside`, a file DEST holds that `-k` kept.
-    pub fn hard_link_to(&mut self, rel: &Path, outside: &Path) -> Staged<()> {
+    /// Makes `rel` a hard link to `src_name` in `src_dir`: a file DEST holds that `-k` kept,
+    /// reached without following any link ([`open_parent_beneath`]).
+    pub fn hard_link_to(&mut self, rel: &Path, src_dir: &OwnedFd, src_name: &OsStr) -> Staged<()> {
         self.replace(rel, |dir, name| {
-            rustix::fs::linkat(rustix::fs::CWD, outside, dir, name, AtFlags::empty())
+            rustix::fs::linkat(src_dir, src_name, dir, name, AtFlags::empty())
         })
     }
 
@@ -368,22 +369,32 @@ impl StageTree {
     /// The parent directory of an existing staged path, entered without following links;
     /// `None` when a component is missing or not a directory.
     fn open_existing_parent<'a>(&self, rel: &'a Path) -> Staged<Option<(OwnedFd, &'a OsStr)>> {
-        let mut names: Vec<&OsStr> = rel.iter().collect();
-        let Some(last) = names.pop() else {
-            return Ok(None);
-        };
-        let mut dir = (*self.root).try_clone()?;
-        for name in names {
-            match rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty()) {
-                Ok(fd) => dir = fd,
-                Err(
-                    rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP,
-                ) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(Some((dir, last)))
+        Ok(open_parent_beneath(&*self.root, rel)?)
     }
+}
+
+/// Opens the directory that holds `rel` below `root`, entering every component with
+/// `O_DIRECTORY | O_NOFOLLOW`, and gives it with `rel`'s last component: `None` when a component
+/// is missing, a symlink or not a directory. Nothing on the way is followed or created.
+pub(crate) fn open_parent_beneath<'a>(
+    root: &OwnedFd,
+    rel: &'a Path,
+) -> io::Result<Option<(OwnedFd, &'a OsStr)>> {
+    let mut names: Vec<&OsStr> = rel.iter().collect();
+    let Some(last) = names.pop() else {
+        return Ok(None);
+    };
+    let mut dir = root.try_clone()?;
+    for name in names {
+        match rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => dir = fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some((dir, last)))
 }
 
 /// A regular file entry in the staging tree: created by the reader (`file`), or to be created by
