@@ -369,6 +369,55 @@ fn devices_and_fifos_are_skipped_with_a_warning() {
     }
 }
 
+/// A hostile archive of 3,000 refused entries with 8 KiB names of invalid UTF-8 (each escaped
+/// to 32 KiB): the report lists the first 1,000 with names cut at 4096 bytes and counts the rest,
+/// so neither memory nor the report grows with the entries.
+#[test]
+fn refusals_are_listed_up_to_a_thousand_with_long_names_cut() {
+    let mut archive = Vec::new();
+    for i in 0..3000 {
+        let mut name = vec![0xffu8; 8000];
+        name.extend_from_slice(format!("/../x{i}").as_bytes());
+        name.push(0);
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(name.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        archive.extend_from_slice(h.as_bytes());
+        archive.extend_from_slice(&name);
+        archive.resize(archive.len().div_ceil(512) * 512, 0);
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..1].copy_from_slice(b"x");
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        archive.extend_from_slice(h.as_bytes());
+    }
+    archive.resize(archive.len() + 1024, 0);
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(work.path(), &archive, &["--no-sync"]);
+    assert_eq!(code, Some(2), "{}", &err[..err.len().min(2000)]);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() <= 1010, "{} lines", lines.len());
+    assert!(
+        err.contains("(2000 more entries)"),
+        "{}",
+        lines[lines.len() - 3..].join("\n")
+    );
+    let longest = lines.iter().map(|l| l.len()).max().unwrap();
+    assert!(longest < 4 * 4096 + 500, "a line of {longest} bytes");
+    assert!(
+        err.contains(" bytes in all)"),
+        "{}",
+        &lines[0][..lines[0].len().min(300)]
+    );
+}
+
 #[test]
 fn refuses_foreign_hard_links() {
     use tar::EntryType as T;

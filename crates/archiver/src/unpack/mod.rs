@@ -685,6 +685,26 @@ fn time_of(mtime: i64) -> SystemTime {
     crate::format::tar_read::unix_time(mtime, 0)
 }
 
+/// Refusals, warnings and differences found while reading are listed up to this many of each;
+/// the rest are counted in one last line.
+const MAX_REPORTED: usize = 1000;
+
+/// An entry's name as a report shows it: escaped, and cut after [`REPORTED_NAME`] bytes (a name
+/// that long is refused anyway, and a thousand escaped 64 KiB names would be a quarter gigabyte).
+fn reported_name(raw: &[u8]) -> String {
+    if raw.len() <= REPORTED_NAME {
+        return escape_name(raw);
+    }
+    format!(
+        "{}... ({} bytes in all)",
+        escape_name(&raw[..REPORTED_NAME]),
+        raw.len()
+    )
+}
+
+/// Bytes of a name shown in a report: PATH_MAX, past which no name can be created.
+const REPORTED_NAME: usize = 4096;
+
 /// What the reader collected, handed to the manifest check and the commit.
 struct ReadDone {
     tree: Option<StageTree>,
@@ -786,9 +806,13 @@ struct Ctx<'a> {
     dirs: commit::DirMetas,
     /// What the manifest check needs of each entry.
     expect: Expect,
+    /// Problems found while reading: the first [`MAX_REPORTED`] of each kind, the rest counted
+    /// (a hostile archive of a million refused entries must not grow memory).
     refused: Vec<Refused>,
     warnings: Vec<Warning>,
     differences: Vec<(u64, Warning)>,
+    /// How many of each were not kept: refused, warnings, differences.
+    unreported: [u64; 3],
     /// The first writer error (by entry order).
     write_error: Option<(u64, Error)>,
     /// The manifest's text.
@@ -850,6 +874,7 @@ impl<'a> Ctx<'a> {
             refused: Vec::new(),
             warnings: Vec::new(),
             differences: Vec::new(),
+            unreported: [0; 3],
             write_error: None,
             manifest: None,
             manifest_lead: 0,
@@ -886,7 +911,31 @@ impl Ctx<'_> {
         }
     }
 
-    fn finish(self) -> ReadDone {
+    fn finish(mut self) -> ReadDone {
+        let [refused, warnings, differences] = self.unreported;
+        let more = |n: u64| format!("({n} more entries)");
+        if refused > 0 {
+            self.refused.push(Refused {
+                entry: more(refused),
+                rule: self.refused[0].rule,
+                reason: format!("refused too; only the first {MAX_REPORTED} are listed"),
+            });
+        }
+        if warnings > 0 {
+            self.warnings.push(Warning {
+                path: PathBuf::from(more(warnings)),
+                message: format!("warned about too; only the first {MAX_REPORTED} are listed"),
+            });
+        }
+        if differences > 0 {
+            self.differences.push((
+                u64::MAX,
+                Warning {
+                    path: PathBuf::from(more(differences)),
+                    message: format!("differ too; only the first {MAX_REPORTED} are listed"),
+                },
+            ));
+        }
         ReadDone {
             tree: self.tree,
             dirs: self.dirs,
@@ -921,8 +970,17 @@ impl Ctx<'_> {
                 }
             }
         }
-        self.differences
-            .extend(w.differences.into_iter().map(|d| (w.seq, d)));
+        for d in w.differences {
+            self.push_difference(w.seq, d);
+        }
+    }
+
+    fn push_difference(&mut self, seq: u64, d: Warning) {
+        if self.differences.len() < MAX_REPORTED {
+            self.differences.push((seq, d));
+        } else {
+            self.unreported[2] += 1;
+        }
     }
 
     /// Takes in one batch of results.
@@ -939,27 +997,33 @@ impl Ctx<'_> {
     }
 
     fn refuse(&mut self, entry: &[u8], rule: Rule, reason: impl Into<String>) {
-        self.refused.push(Refused {
-            entry: escape_name(entry),
-            rule,
-            reason: reason.into(),
-        });
+        if self.refused.len() < MAX_REPORTED {
+            self.refused.push(Refused {
+                entry: reported_name(entry),
+                rule,
+                reason: reason.into(),
+            });
+        } else {
+            self.unreported[0] += 1;
+        }
     }
 
     fn warn(&mut self, entry: &[u8], message: impl Into<String>) {
-        let w = Warning {
-            path: PathBuf::from(escape_name(entry)),
-            message: message.into(),
-        };
-        tracing::debug!("{}: {}", w.path.display(), w.message);
-        self.warnings.push(w);
+        let message = message.into();
+        tracing::debug!("{}: {message}", escape_name(entry));
+        if self.warnings.len() < MAX_REPORTED {
+            let path = PathBuf::from(reported_name(entry));
+            self.warnings.push(Warning { path, message });
+        } else {
+            self.unreported[1] += 1;
+        }
     }
 
     /// `verify --against`: one difference of the entry `seq`.
     fn differ(&mut self, seq: u64, rel: &Path, message: String) {
         if let Some(dir) = &self.opts.against {
             let path = dir.join(rel);
-            self.differences.push((seq, Warning { path, message }));
+            self.push_difference(seq, Warning { path, message });
         }
     }
 
