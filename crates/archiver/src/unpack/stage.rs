@@ -369,7 +369,7 @@ impl StageTree {
     /// The parent directory of an existing staged path, entered without following links;
     /// `None` when a component is missing or not a directory.
     fn open_existing_parent<'a>(&self, rel: &'a Path) -> Staged<Option<(OwnedFd, &'a OsStr)>> {
-        Ok(open_parent_beneath(&*self.root, rel)?)
+        Ok(open_parent_beneath(&self.root, rel)?)
     }
 }
 
