@@ -33,15 +33,30 @@ fn main() -> ExitCode {
         // SIGINT, SIGTERM and SIGHUP: ask the run to stop; it cleans up and we exit 130. Every stage
         // watches the flag, but a write blocked on a consumer that reads nothing cannot see it, so a
         // watchdog ends the process after a grace period; a second signal ends it at once. Either way
-        // the temporary output file goes first.
+        // the temporary output file goes first. Neither cuts short a step that must finish (an
+        // unpack moving entries into place or back, removing its staging directory:
+        // `Cancel::is_finishing`): the watchdog waits for it, and so does a second signal; a third
+        // ends the process whatever it leaves.
+        let signals = std::sync::atomic::AtomicUsize::new(0);
         let _ = ctrlc::set_handler(move || {
-            if cancel.is_cancelled() {
+            let n = signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if n >= 3 || (n == 2 && !cancel.is_finishing()) {
                 output::remove_temporaries();
                 std::process::exit(130);
             }
+            if n == 2 {
+                eprintln!(
+                    "archiver: still cleaning up (putting the destination back as it was); interrupt again to stop at once and leave it half done"
+                );
+                return;
+            }
             cancel.cancel();
-            std::thread::spawn(|| {
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_secs(2));
+                while cancel.is_finishing() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 output::remove_temporaries();
                 eprintln!("archiver: interrupted");
                 std::process::exit(130);

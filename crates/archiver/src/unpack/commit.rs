@@ -50,11 +50,26 @@ pub(crate) struct Staging {
     path: PathBuf,
     name: OsString,
     dev: Option<u64>,
+    cancel: Cancel,
+    /// Set once the commit begins: from then until the directory is gone, the run must finish.
+    finishing: Option<crate::cancel::Finishing>,
+}
+
+impl Drop for Staging {
+    /// Removes the directory (unless kept) as a step that must finish: a signal's watchdog
+    /// waits rather than leave half of it behind.
+    fn drop(&mut self) {
+        let _finishing = self
+            .finishing
+            .take()
+            .unwrap_or_else(|| self.cancel.finishing());
+        drop(self.dir.take());
+    }
 }
 
 impl Staging {
     /// Creates `DEST/.archiver-XXXXXX` exclusively (mkdir, never reusing or deleting a name).
-    pub fn create(dest: &Path) -> Result<Staging> {
+    pub fn create(dest: &Path, cancel: &Cancel) -> Result<Staging> {
         let dir = tempfile::Builder::new()
             .prefix(".archiver-")
             .rand_bytes(6)
@@ -74,6 +89,8 @@ impl Staging {
             path,
             name,
             dev,
+            cancel: cancel.clone(),
+            finishing: None,
         })
     }
 
@@ -326,6 +343,9 @@ pub(crate) fn commit(
     if opts.cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
+    // From the first move until the staging directory is gone (on success, failure or cancel),
+    // the run must finish: ending the process half way would strand originals kept aside.
+    staging.finishing = Some(opts.cancel.finishing());
     apply(opts, dest, staging, tree, &ops)?;
     // Success: the originals kept aside go with the staging directory.
     if let Err(e) = staging.close() {
@@ -590,6 +610,7 @@ fn rollback(
     journal: &[Done],
     staging: &mut Staging,
 ) -> Option<String> {
+    injected_delay();
     let mut lost = Vec::new();
     for d in journal.iter().rev() {
         let rel = ops.get(d.op).0;
@@ -625,20 +646,37 @@ fn rollback(
 
 /// Fault injection for the test suite (debug builds only): `ARCHIVER_TEST_FAIL_COMMIT_AT=N` makes
 /// the N-th move into place fail with ENOSPC, after the entry it replaces was set aside.
+/// `ARCHIVER_TEST_SIGNAL_AT_COMMIT=N` sends this process SIGINT at the N-th move instead (the
+/// signal lands mid-commit at a known point).
 fn injected_fault() -> Option<io::Error> {
     #[cfg(all(debug_assertions, unix))]
     {
         use std::sync::atomic::AtomicU64;
         static PLACED: AtomicU64 = AtomicU64::new(0);
-        let at: u64 = std::env::var("ARCHIVER_TEST_FAIL_COMMIT_AT")
-            .ok()?
-            .parse()
-            .ok()?;
-        if PLACED.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        let n = PLACED.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = |var: &str| std::env::var(var).ok()?.parse::<u64>().ok();
+        if at("ARCHIVER_TEST_SIGNAL_AT_COMMIT") == Some(n) {
+            // SAFETY: signalling our own process; the handler only sets flags.
+            unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if at("ARCHIVER_TEST_FAIL_COMMIT_AT") == Some(n) {
             return Some(io::Error::from_raw_os_error(libc::ENOSPC));
         }
     }
     None
+}
+
+/// Test hook (debug builds only): `ARCHIVER_TEST_SLOW_ROLLBACK_MS=M` starts the rollback M ms
+/// late, as a slow disk would, so a test sees whether a signal's watchdog waits for it.
+fn injected_delay() {
+    #[cfg(all(debug_assertions, unix))]
+    if let Some(ms) = std::env::var("ARCHIVER_TEST_SLOW_ROLLBACK_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 #[cfg(unix)]

@@ -440,7 +440,7 @@ impl Unpacker {
                 source,
             }
         })?;
-        let staging = commit::Staging::create(dest)?;
+        let staging = commit::Staging::create(dest, &self.cancel)?;
         let tree = StageTree::create(&staging.tree_path()).map_err(|e| Error::Io {
             path: staging.path().to_path_buf(),
             source: e,
