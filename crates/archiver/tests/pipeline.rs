@@ -417,6 +417,9 @@ fn files_changing_while_read_keep_the_archive_valid() {
     file(t.path(), "shrinks", &vec![b's'; 5000]);
     file(t.path(), "grows", &vec![b'g'; 5000]);
     file(t.path(), "large-shrinks", &vec![b'L'; 3 << 20]);
+    // Rewritten at the same size: only the status-change time tells (as GNU tar checks).
+    file(t.path(), "same", &vec![b'a'; 5000]);
+    file(t.path(), "large-same", &vec![b'A'; 3 << 20]);
     let root = t.path().to_path_buf();
     let hook: archiver::FaultHook = Arc::new(move |stage: &str, rel: &Path| {
         if stage != "read" {
@@ -427,6 +430,8 @@ fn files_changing_while_read_keep_the_archive_valid() {
             Some("shrinks") => std::fs::write(&p, b"short").unwrap(),
             Some("grows") => std::fs::write(&p, vec![b'G'; 9000]).unwrap(),
             Some("large-shrinks") => std::fs::write(&p, vec![b'l'; 1 << 20]).unwrap(),
+            Some("same") => std::fs::write(&p, vec![b'b'; 5000]).unwrap(),
+            Some("large-same") => std::fs::write(&p, vec![b'B'; 3 << 20]).unwrap(),
             _ => {}
         }
     });
@@ -447,21 +452,27 @@ fn files_changing_while_read_keep_the_archive_valid() {
             )
         })
         .collect();
-    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert_eq!(msgs.len(), 5, "{msgs:?}");
     assert_eq!(msgs[0].0, "grows");
     assert!(msgs[0].1.contains("grew"), "{msgs:?}");
-    assert_eq!(msgs[1].0, "large-shrinks");
-    assert!(msgs[1].1.contains("shrank"), "{msgs:?}");
-    assert_eq!(msgs[2].0, "shrinks");
+    assert_eq!(msgs[1].0, "large-same");
+    assert!(msgs[1].1.contains("changed as we read it"), "{msgs:?}");
+    assert_eq!(msgs[2].0, "large-shrinks");
+    assert!(msgs[2].1.contains("shrank"), "{msgs:?}");
+    assert_eq!(msgs[3].0, "same");
+    assert!(msgs[3].1.contains("changed as we read it"), "{msgs:?}");
+    assert_eq!(msgs[4].0, "shrinks");
     let files: std::collections::BTreeMap<String, Vec<u8>> = read_back(&out).into_iter().collect();
     assert_eq!(files["shrinks"].len(), 5000);
     assert_eq!(&files["shrinks"][..5], b"short");
     assert!(files["shrinks"][5..].iter().all(|&b| b == 0));
     assert_eq!(files["grows"], vec![b'G'; 5000]);
     assert_eq!(files["large-shrinks"].len(), 3 << 20);
+    assert_eq!(files["same"], vec![b'b'; 5000]);
+    assert_eq!(files["large-same"], vec![b'B'; 3 << 20]);
     // The manifest describes the bytes stored, so verification of this archive passes.
     let report = archiver::Unpacker::verify_only().unpack(&out[..]).unwrap();
-    assert_eq!(report.stats.manifest_checked, Some(3));
+    assert_eq!(report.stats.manifest_checked, Some(5));
 }
 
 /// Warnings come out in entry order, whatever order the workers hit them in.

@@ -200,7 +200,12 @@ fn prepare(entry: &Entry, shared: &Shared) -> Prepared {
             Prepared::Payload(read_small(entry, size, shared))
         }
         Kind::File { size, .. } => match open(entry, shared) {
-            Ok(file) => Prepared::Stream(Box::new(start_stream(file, size, &entry.path, shared))),
+            Ok(o) => {
+                // A large file takes time to read: looked at again once read (ChunkSource::finish).
+                let ctime = if o.changed { None } else { Some(entry.ctime) };
+                let started = start_stream(o.file, size, ctime, &entry.path, shared);
+                Prepared::Stream(Box::new(started))
+            }
             Err(e) => Prepared::Payload(open_failure(&e)),
         },
         Kind::Symlink => Prepared::Payload(match read_link(entry) {
@@ -230,7 +235,7 @@ fn read_link(entry: &Entry) -> io::Result<PathBuf> {
 
 fn read_small(entry: &Entry, size: u64, shared: &Shared) -> Payload {
     let rel = entry.path.as_path();
-    let file = match open(entry, shared) {
+    let Opened { file, changed } = match open(entry, shared) {
         Ok(f) => f,
         Err(e) => return open_failure(&e),
     };
@@ -242,6 +247,10 @@ fn read_small(entry: &Entry, size: u64, shared: &Shared) -> Payload {
     };
     if let Some(w) = fit(&mut data, size) {
         warning.get_or_insert(w);
+    }
+    // Changed between the walk and the open (a small file is read in one call: no second look).
+    if changed {
+        warning.get_or_insert_with(|| CHANGED.to_string());
     }
     let hash = blake3::hash(&data);
     match shared.zip {
@@ -321,15 +330,18 @@ struct ChunkSource {
     size: u64,
     remaining: u64,
     warning: Option<String>,
+    /// The walk's status-change time, checked again at the end; `None`: it had already moved.
+    ctime: Option<(i64, i64)>,
 }
 
 impl ChunkSource {
-    fn new(file: File, size: u64) -> Self {
+    fn new(file: File, size: u64, ctime: Option<(i64, i64)>) -> Self {
         ChunkSource {
             file,
             size,
             remaining: size,
             warning: None,
+            ctime,
         }
     }
 
@@ -367,14 +379,23 @@ impl ChunkSource {
                 ));
             }
         }
+        if self.warning.is_none() && self.ctime.is_none_or(|c| changed_since(&self.file, c)) {
+            self.warning = Some(CHANGED.to_string());
+        }
         self.warning
     }
 }
 
 /// Sets up streaming of a large file: raw chunks for tar, compressed chunks for zip (compression
 /// happens on the worker). Reads the first chunk to choose the zip method.
-fn start_stream(file: File, size: u64, rel: &Path, shared: &Shared) -> Started {
-    let mut source = ChunkSource::new(file, size);
+fn start_stream(
+    file: File,
+    size: u64,
+    ctime: Option<(i64, i64)>,
+    rel: &Path,
+    shared: &Shared,
+) -> Started {
+    let mut source = ChunkSource::new(file, size, ctime);
     let first = source.next_chunk();
     let mut encoder = None;
     let mut method = None;
@@ -472,7 +493,7 @@ impl StreamFeed {
 /// Opens an entry for reading exactly as the walk saw it: relative to its directory's handle,
 /// never following a symlink, non-blocking (a file swapped for a FIFO cannot hang us), and only if
 /// it is still the same file (device and inode) the walk found.
-fn open(entry: &Entry, shared: &Shared) -> io::Result<File> {
+fn open(entry: &Entry, shared: &Shared) -> io::Result<Opened> {
     let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
     if !shared.follow_symlinks {
         flags |= OFlags::NOFOLLOW;
@@ -482,10 +503,28 @@ fn open(entry: &Entry, shared: &Shared) -> io::Result<File> {
         Source::Path(p) => rustix::fs::open(p, flags, Mode::empty())?,
         Source::None => return Err(io::ErrorKind::NotFound.into()),
     };
-    if crate::pack::walk::fstat_id(&fd)? != entry.id {
+    let (id, ctime) = crate::pack::walk::fstat_id(&fd)?;
+    if id != entry.id {
         return Err(io::Error::other(REPLACED));
     }
-    Ok(File::from(fd))
+    Ok(Opened {
+        file: File::from(fd),
+        changed: ctime != entry.ctime,
+    })
+}
+
+/// A file opened for reading, and whether it changed since the walk saw it (its status-change
+/// time moved: written, truncated, chmod-ed; what GNU tar calls "file changed as we read it").
+struct Opened {
+    file: File,
+    changed: bool,
+}
+
+const CHANGED: &str = "file changed as we read it; stored as read";
+
+/// Whether `file` changed since the walk (its status-change time is not `ctime` any more).
+fn changed_since(file: &File, ctime: (i64, i64)) -> bool {
+    crate::pack::walk::fstat_id(file).is_ok_and(|(_, now)| now != ctime)
 }
 
 const REPLACED: &str = "was replaced by another file since the walk; skipped";

@@ -72,6 +72,9 @@ pub(crate) struct Entry {
     pub source: Source,
     /// (device, inode) at walk time, so a reader can tell that it opened the same file.
     pub id: (u64, u64),
+    /// Status-change time (seconds, nanoseconds) at walk time: if it moved by the time the file
+    /// is opened or read to its end, the file changed while being archived (GNU tar's test).
+    pub ctime: (i64, i64),
 }
 
 impl Entry {
@@ -233,6 +236,7 @@ struct Stat {
     dev: u64,
     ino: u64,
     nlink: u64,
+    ctime: (i64, i64),
 }
 
 #[allow(clippy::unnecessary_cast)] // field widths differ between Linux and macOS
@@ -249,12 +253,14 @@ fn stat_of(st: &rustix::fs::Stat) -> Stat {
         dev: st.st_dev as u64,
         ino: st.st_ino as u64,
         nlink: st.st_nlink as u64,
+        ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
     }
 }
 
-pub(crate) fn fstat_id(fd: impl AsFd) -> std::io::Result<(u64, u64)> {
+/// An open file's (device, inode) and status-change time, to compare with the walk's.
+pub(crate) fn fstat_id(fd: impl AsFd) -> std::io::Result<((u64, u64), (i64, i64))> {
     let st = stat_of(&rustix::fs::fstat(fd)?);
-    Ok((st.dev, st.ino))
+    Ok(((st.dev, st.ino), st.ctime))
 }
 
 /// One child in a sorted listing.
@@ -835,7 +841,7 @@ impl Sequencer<'_> {
     fn emit(&mut self, root: &Root, rel: &Path, child: &Listed, source: Source) -> Result<()> {
         let path = stored_path(root, rel);
         let disk = disk_path(root, rel);
-        let (kind, meta, id) = match &child.stat {
+        let (kind, meta, id, ctime) = match &child.stat {
             Err(e) => (
                 Kind::Warning {
                     message: match e.kind() {
@@ -846,6 +852,7 @@ impl Sequencer<'_> {
                     },
                 },
                 Meta::default(),
+                (0, 0),
                 (0, 0),
             ),
             Ok(st) => {
@@ -879,7 +886,7 @@ impl Sequencer<'_> {
                         message: format!("{}; not archived", special_kind(other)),
                     },
                 };
-                (kind, st.meta, (st.dev, st.ino))
+                (kind, st.meta, (st.dev, st.ino), st.ctime)
             }
         };
         if let Kind::File { size, .. } = kind {
@@ -893,6 +900,7 @@ impl Sequencer<'_> {
             meta,
             source,
             id,
+            ctime,
         })
     }
 
@@ -904,6 +912,7 @@ impl Sequencer<'_> {
             meta: Meta::default(),
             source: Source::None,
             id: (0, 0),
+            ctime: (0, 0),
         })
     }
 
