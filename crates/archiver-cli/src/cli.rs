@@ -222,7 +222,8 @@ pub struct PackArgs {
     /// Store what symbolic links point to instead of the links
     #[arg(long)]
     pub follow_symlinks: bool,
-    /// Every mtime = SOURCE_DATE_EPOCH (or 0), uid/gid 0, no user/group names
+    /// Mtimes clamped to SOURCE_DATE_EPOCH (or 0): later ones become it; uid/gid 0, no
+    /// user/group names
     #[arg(long)]
     pub reproducible: bool,
     /// Do not append the BLAKE3 manifest .archiver/MANIFEST.b3

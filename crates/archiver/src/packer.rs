@@ -164,7 +164,8 @@ impl Packer {
         self
     }
 
-    /// Reproducible mode: every mtime is `mtime` (SOURCE_DATE_EPOCH), owners 0 without names.
+    /// Reproducible mode: every mtime later than `mtime` (SOURCE_DATE_EPOCH) becomes `mtime`
+    /// (clamped, as GNU tar's `--clamp-mtime`), owners 0 without names.
     pub fn reproducible(mut self, mtime: Option<u64>) -> Self {
         self.opts.reproducible = mtime;
         self

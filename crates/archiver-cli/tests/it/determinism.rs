@@ -36,13 +36,24 @@ fn byte_identical_for_any_jobs_and_runs() {
     }
 }
 
-/// --reproducible: mtimes become SOURCE_DATE_EPOCH, owners 0 without names, so touching every file
-/// does not change a byte.
+/// --reproducible: mtimes later than SOURCE_DATE_EPOCH become it (clamped), owners 0 without
+/// names, so touching every file does not change a byte; a file older than SOURCE_DATE_EPOCH
+/// keeps its own mtime (clamped, not set).
 #[test]
 fn reproducible_ignores_mtimes_and_owners() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     gnarly_tree(&src, 100, 9);
+    file(&src, "old.txt", b"from 2020\n", 0o644);
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    let set_old = || {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(src.join("old.txt"))
+            .unwrap();
+        f.set_modified(old).unwrap();
+    };
+    set_old();
     let run = || {
         ok(archiver()
             .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -61,6 +72,7 @@ fn reproducible_ignores_mtimes_and_owners() {
         let f = std::fs::File::options().write(true).open(&e).unwrap();
         f.set_modified(later).unwrap();
     }
+    set_old();
     assert!(
         before == run(),
         "touching files changed a reproducible archive"
@@ -75,7 +87,12 @@ fn reproducible_ignores_mtimes_and_owners() {
     let entries: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
     assert!(entries.len() > 100);
     for e in &entries {
-        assert_eq!(e["mtime"], 1_700_000_000, "{e}");
+        let expected = if e["path"] == "old.txt" {
+            1_600_000_000
+        } else {
+            1_700_000_000
+        };
+        assert_eq!(e["mtime"], expected, "{e}");
         assert_eq!(e["uid"], 0);
         assert_eq!(e["user"], serde_json::Value::Null);
     }

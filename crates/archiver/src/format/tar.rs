@@ -50,7 +50,9 @@ impl<W: Write> TarSink<W> {
         h.set_mode(meta.mode & 0o7777);
         match self.policy.reproducible {
             Some(t) => {
-                h.set_mtime(t);
+                // Clamped (reproducible-builds.org, GNU tar's --clamp-mtime): newer times become
+                // SOURCE_DATE_EPOCH, older ones stay.
+                h.set_mtime(u64::try_from(meta.mtime).unwrap_or(0).min(t));
                 h.set_uid(0);
                 h.set_gid(0);
             }

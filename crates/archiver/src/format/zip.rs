@@ -407,7 +407,7 @@ impl<W: Write> ZipSink<W> {
         let utf8 = std::str::from_utf8(&name).is_ok();
         let mtime = self
             .reproducible
-            .map_or(meta.mtime, |t| t as i64)
+            .map_or(meta.mtime, |t| meta.mtime.min(t as i64))
             .clamp(0, i64::from(u32::MAX)) as u32;
         Pending {
             name,

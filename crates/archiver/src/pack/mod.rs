@@ -684,7 +684,7 @@ impl Writer<'_> {
         Ok(held_peak)
     }
 
-    /// Appends the manifest, dated by the newest entry (or the reproducible time).
+    /// Appends the manifest, dated by the newest entry (clamped like the others when reproducible).
     fn write_manifest<W: Write>(
         &mut self,
         sink: &mut Sink<W>,
@@ -692,7 +692,7 @@ impl Writer<'_> {
     ) -> Result<(), Stop> {
         let meta = Meta {
             mode: 0o644,
-            mtime: reproducible.map_or(self.newest, |t| t as i64),
+            mtime: reproducible.map_or(self.newest, |t| self.newest.min(t as i64)),
             uid: 0,
             gid: 0,
         };
