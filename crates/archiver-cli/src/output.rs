@@ -59,6 +59,13 @@ impl Output {
                             .write(true)
                             .open(p)
                             .with_context(|| format!("{}: cannot open for writing", p.display()))?;
+                        // `-o /dev/tty` (or /dev/stdout on a terminal) is still a terminal.
+                        if file.is_terminal() {
+                            bail!(
+                                "{}: refusing to write an archive to a terminal; use -o FILE or redirect stdout (| or >)",
+                                p.display()
+                            );
+                        }
                         return Ok(Output::Special {
                             file,
                             path: p.to_path_buf(),

@@ -101,7 +101,9 @@ fn write_stats(args: &PackArgs, report: &PackReport) -> anyhow::Result<()> {
         eprint!("{}", crate::pack::render_stats(report));
     }
     if let Some(path) = &args.stats_json {
-        let json = serde_json::to_vec_pretty(&report.stats)?;
+        let mut value = serde_json::to_value(&report.stats)?;
+        value["verdict"] = report.stats.verdict().into();
+        let json = serde_json::to_vec_pretty(&value)?;
         std::fs::write(path, json)
             .with_context(|| format!("{}: cannot write statistics", path.display()))?;
     }

@@ -507,8 +507,28 @@ fn pack_and_unpack_counts_agree() {
     };
     for format in ["tar", "tar.zst", "zip"] {
         let archive = work.path().join(format!("a.{format}"));
-        let packed = ok(pack_dir(&src).arg("--stats").arg("-o").arg(&archive));
+        let json_path = work.path().join(format!("stats-{format}.json"));
+        let packed = ok(pack_dir(&src)
+            .arg("--stats")
+            .arg("--stats-json")
+            .arg(&json_path)
+            .arg("-o")
+            .arg(&archive));
         let want = counts(&packed);
+        // The JSON says what the table says, the bottleneck verdict included (CLI.md).
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+        let verdict = json["verdict"].as_str().unwrap_or_default();
+        assert!(
+            verdict.starts_with("bottleneck: ") && stderr_of(&packed).contains(verdict),
+            "{format}: {json}"
+        );
+        let files = if format == "zip" { 4 } else { 3 };
+        assert_eq!(json["files"], files, "{format}: {json}");
+        assert!(
+            json["stages"].as_array().is_some_and(|s| s.len() >= 4),
+            "{format}: {json}"
+        );
         // tar.zst's compressing threads are a stage of their own; plain tar and zip have none.
         let compress = stderr_of(&packed)
             .lines()
@@ -615,4 +635,38 @@ fn an_output_that_cannot_be_created_is_named_once() {
         "{err}"
     );
     assert_eq!(err.matches("out.tar").count(), 1, "{err}");
+}
+
+/// pack refuses to write an archive to a terminal: stdout a terminal, or `-o` naming one (a
+/// terminal device is not a file to replace, and `-o /dev/tty` is no way around the rule).
+#[test]
+fn an_archive_is_never_written_to_a_terminal() {
+    let python = require("python3");
+    let script = r#"
+import os, pty, subprocess, sys
+master, slave = pty.openpty()
+args = [a.replace("@TTY@", os.ttyname(slave)) for a in sys.argv[1:]]
+p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, timeout=20)
+sys.stderr.buffer.write(p.stderr)
+sys.exit(p.returncode)
+"#;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a.txt", b"a", 0o644);
+    for extra in [&[][..], &["-o", "@TTY@", "-f", "tar"], &["-o", "-"]] {
+        let out = output_within(
+            Command::new(&python)
+                .arg("-c")
+                .arg(script)
+                .arg(bin())
+                .args(["pack", "-C"])
+                .arg(&src)
+                .arg(".")
+                .args(extra),
+            30,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains("to a terminal"), "{extra:?}: {err}");
+    }
 }
