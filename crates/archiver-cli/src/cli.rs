@@ -257,8 +257,8 @@ pub struct ListArgs {
     /// Type, mode, owner, size, mtime, name and link target, like `tar tv`
     #[arg(short, long)]
     pub long: bool,
-    /// One JSON array of entry objects
-    #[arg(long, conflicts_with = "long")]
+    /// One JSON array of entry objects, with every field (so --long adds nothing to it)
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -24,7 +24,10 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_tracing(&cli.global);
     raise_open_file_limit();
     let cancel = archiver::Cancel::new();
@@ -72,6 +75,25 @@ fn main() -> ExitCode {
                 return ExitCode::from(130);
             }
             eprintln!("archiver: {}", chain(&err));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A command line clap refused: help and version as clap prints them; anything else as every
+/// other diagnostic, `archiver: <what>` on stderr (CLI.md), exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.render().to_string();
+            eprint!(
+                "archiver: {}",
+                text.strip_prefix("error: ").unwrap_or(&text)
+            );
             ExitCode::from(2)
         }
     }

@@ -175,9 +175,10 @@ fn finish(
                     "archiver: {name}: unverified: the archive carries no manifest, so files were checked only against the format's CRCs and checksums (--require-manifest refuses such archives)"
                 );
             }
-            // Skipped entries are diagnostics (stderr); `verify --against` differences are the
-            // command's output (stdout), as with `tar --compare`.
-            for w in &report.warnings {
+            // Skipped entries are diagnostics (stderr; -q: only the exit status says so);
+            // `verify --against` differences are the command's output (stdout), as with
+            // `tar --compare`.
+            for w in report.warnings.iter().filter(|_| !quiet) {
                 eprintln!(
                     "archiver: {}: {}",
                     terminal_safe(&w.path.display().to_string()),

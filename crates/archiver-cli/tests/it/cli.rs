@@ -32,6 +32,12 @@ fn bad_flags_and_values_are_usage_errors() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // Diagnostics read `archiver: <what happened>` (CLI.md), usage errors too.
+    assert!(
+        stderr_of(&out).starts_with("archiver: unexpected argument '--no-such-flag'"),
+        "{}",
+        stderr_of(&out)
+    );
     let out = archiver()
         .args(["pack", "-f", "rar", ".", "-o", "-"])
         .output()

@@ -112,6 +112,9 @@ fn long_and_json_listings() {
     assert_eq!(arr[1]["size"], 5);
     assert_eq!(arr[1]["mode"], 0o640);
     assert_eq!(arr[2]["link_target"], "dir/f.txt");
+    // CLI.md lists --long and --json as independent options: together they give the same JSON.
+    let both = clean(archiver().args(["list", "--long", "--json"]).arg(&archive)).stdout;
+    assert_eq!(both, json);
 }
 
 #[test]

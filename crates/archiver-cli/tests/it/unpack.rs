@@ -367,6 +367,17 @@ fn devices_and_fifos_are_skipped_with_a_warning() {
             "{p} created"
         );
     }
+    // -q prints only errors: the same warnings, told by the exit status alone.
+    let quiet = tempfile::tempdir().unwrap();
+    let (code, err) = attack(
+        quiet.path(),
+        &hostile_tar(&[
+            ("fifo", T::Fifo, "", b""),
+            ("ok.txt", T::Regular, "", b"fine"),
+        ]),
+        &["-q"],
+    );
+    assert_eq!((code, err.as_str()), (Some(1), ""));
 }
 
 /// A hostile archive of 3,000 refused entries with 8 KiB names of invalid UTF-8 (each escaped
