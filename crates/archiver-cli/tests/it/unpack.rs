@@ -594,6 +594,79 @@ fn manifest_and_checksums_are_enforced() {
     assert!(!work.path().join("dest/a.txt").exists());
 }
 
+/// The manifest check is whole whatever the options: a file the manifest lists that the archive
+/// lacks, or a file the archive holds that the manifest does not list (both archives rewritten
+/// by Python's tarfile and zipfile, each member intact), is refused by unpack with no option,
+/// `-k`, `-j 1` and `--strip-components 0`, and by verify; nothing is extracted.
+#[test]
+fn a_file_missing_from_or_added_to_the_archive_is_refused_with_any_options() {
+    let python = require("python3");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a.txt", b"a\n", 0o644);
+    file(&src, "b.txt", b"b\n", 0o644);
+    let script = r#"
+import io, sys, tarfile, zipfile
+src, kind, out = sys.argv[1], sys.argv[2], sys.argv[3]
+if src.endswith(".tar"):
+    with tarfile.open(src) as t, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as o:
+        for m in t.getmembers():
+            if kind == "missing" and m.name == "b.txt":
+                continue
+            if kind == "unlisted" and m.name == ".archiver/MANIFEST.b3":
+                extra = tarfile.TarInfo("c.txt"); extra.size = 2
+                o.addfile(extra, io.BytesIO(b"c\n"))
+            o.addfile(m, t.extractfile(m) if m.isfile() else None)
+else:
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(out, "w") as o:
+        for i in z.infolist():
+            if kind == "missing" and i.filename == "b.txt":
+                continue
+            if kind == "unlisted" and i.filename == ".archiver/MANIFEST.b3":
+                o.writestr("c.txt", b"c\n")
+            o.writestr(i, z.read(i))
+"#;
+    for format in ["tar", "zip"] {
+        let ours = work.path().join(format!("ours.{format}"));
+        ok(archiver()
+            .args(["pack", "-o"])
+            .arg(&ours)
+            .arg("-C")
+            .arg(&src)
+            .arg("."));
+        for (kind, says) in [
+            (
+                "missing",
+                "b.txt: listed in the manifest but missing from the archive",
+            ),
+            ("unlisted", "c.txt: not listed in the manifest"),
+        ] {
+            let bad = work.path().join(format!("{kind}.{format}"));
+            clean(
+                Command::new(&python)
+                    .arg("-c")
+                    .arg(script)
+                    .arg(&ours)
+                    .arg(kind)
+                    .arg(&bad),
+            );
+            let archive = std::fs::read(&bad).unwrap();
+            for extra in [&[][..], &["-k"], &["-j", "1"], &["--strip-components", "0"]] {
+                let run = tempfile::tempdir().unwrap();
+                let (code, err) = attack(run.path(), &archive, extra);
+                assert_eq!(code, Some(2), "{format} {kind} {extra:?}: {err}");
+                assert!(err.contains(says), "{format} {kind} {extra:?}: {err}");
+                let dest = run.path().join("dest");
+                assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0, "{err}");
+            }
+            let out = output_within(archiver().arg("verify").arg(&bad), 60);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{format} {kind} verify: {err}");
+            assert!(err.contains(says), "{format} {kind} verify: {err}");
+        }
+    }
+}
+
 /// `-k` never modifies an existing file; the default replaces it atomically.
 #[test]
 fn keep_existing_and_replace() {
@@ -1450,6 +1523,96 @@ fn unix_zip_backslashes_are_name_bytes() {
         std::fs::read(work.path().join("dest/..\\..\\evil.txt")).unwrap(),
         b"evil"
     );
+}
+
+/// A stored zip entry: local header, name, data.
+fn zip_local(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut z = Vec::new();
+    z.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    z.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
+    z.extend_from_slice(&crc32(data).to_le_bytes());
+    z.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    z.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z.extend_from_slice(name);
+    z.extend_from_slice(data);
+    z
+}
+
+/// A central directory of stored entries (name, data, local header offset) and its end record.
+fn zip_central(entries: &[(&[u8], &[u8], u32)], at: usize) -> Vec<u8> {
+    let mut z = Vec::new();
+    for (name, data, offset) in entries {
+        z.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        z.extend_from_slice(&[0x1e, 3, 10, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
+        z.extend_from_slice(&crc32(data).to_le_bytes());
+        z.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        z.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        z.extend_from_slice(&[0; 8]);
+        z.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+        z.extend_from_slice(&offset.to_le_bytes());
+        z.extend_from_slice(name);
+    }
+    let n = entries.len() as u16;
+    let cd_len = z.len() as u32;
+    z.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    z.extend_from_slice(&[0, 0, 0, 0]);
+    z.extend_from_slice(&n.to_le_bytes());
+    z.extend_from_slice(&n.to_le_bytes());
+    z.extend_from_slice(&cd_len.to_le_bytes());
+    z.extend_from_slice(&(at as u32).to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z
+}
+
+/// Overlapping entries, the construction of the non-recursive zip bombs (one entry's data holds
+/// another entry whole), and two central entries sharing one local entry: both refused by unpack
+/// and verify, naming the overlap, nothing extracted. Each entry alone is valid (names, CRCs and
+/// sizes agree), so only the overlap check can catch them.
+#[test]
+fn overlapping_zip_entries_are_refused() {
+    let inner_data = b"the same bytes counted twice".repeat(40);
+    let inner = zip_local(b"inner.txt", &inner_data);
+    let outer = zip_local(b"outer.bin", &inner);
+    let inner_at = (outer.len() - inner.len()) as u32;
+    let mut nested = outer.clone();
+    nested.extend(zip_central(
+        &[
+            (b"outer.bin", &inner, 0),
+            (b"inner.txt", &inner_data, inner_at),
+        ],
+        outer.len(),
+    ));
+    let once = zip_local(b"twice.txt", &inner_data);
+    let mut shared = once.clone();
+    shared.extend(zip_central(
+        &[
+            (b"twice.txt", &inner_data, 0),
+            (b"twice.txt", &inner_data, 0),
+        ],
+        once.len(),
+    ));
+    for (what, archive) in [("nested", nested), ("shared", shared)] {
+        let work = tempfile::tempdir().unwrap();
+        let (code, err) = attack(work.path(), &archive, &["--no-sync"]);
+        assert_eq!(code, Some(2), "{what}: {err}");
+        assert!(err.contains("overlap"), "{what}: {err}");
+        let dest = work.path().join("dest");
+        assert_eq!(
+            std::fs::read_dir(&dest).unwrap().count(),
+            0,
+            "{what}: {err}"
+        );
+        let out = output_within(
+            archiver().arg("verify").arg(work.path().join("evil.bin")),
+            60,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: verify: {err}");
+        assert!(err.contains("overlap"), "{what}: verify: {err}");
+    }
 }
 
 /// Our own archives round-trip names with backslashes, invalid UTF-8, newlines and other
