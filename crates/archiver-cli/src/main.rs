@@ -36,32 +36,33 @@ fn main() -> ExitCode {
         // SIGINT, SIGTERM and SIGHUP: ask the run to stop; it cleans up and we exit 130. Every stage
         // watches the flag, but a write blocked on a consumer that reads nothing cannot see it, so a
         // watchdog ends the process after a grace period; a second signal ends it at once. Either way
-        // the temporary output file goes first. Neither cuts short a step that must finish (an
-        // unpack moving entries into place or back, removing its staging directory:
-        // `Cancel::is_finishing`): the watchdog waits for it, and so does a second signal; a third
-        // ends the process whatever it leaves.
+        // the temporary output file goes first, and so does an unpack's staging directory if it
+        // holds only what this run made. Neither cuts short a step that must finish (an unpack
+        // moving entries into place or back, removing its staging directory:
+        // `Cancel::abandon` says when it is safe); a third signal ends the process whatever it
+        // leaves. Nothing here may panic or block on stderr (a closed or paused terminal).
         let signals = std::sync::atomic::AtomicUsize::new(0);
         let _ = ctrlc::set_handler(move || {
             let n = signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            if n >= 3 || (n == 2 && !cancel.is_finishing()) {
+            if n >= 3 || (n == 2 && cancel.abandon()) {
                 output::remove_temporaries();
                 std::process::exit(130);
             }
             if n == 2 {
-                eprintln!(
-                    "archiver: still cleaning up (putting the destination back as it was); interrupt again to stop at once and leave it half done"
-                );
+                std::thread::spawn(|| {
+                    say("archiver: still finishing (putting files in place or back as they were, removing the staging directory); interrupt again to stop at once and leave it half done");
+                });
                 return;
             }
             cancel.cancel();
             let cancel = cancel.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_secs(2));
-                while cancel.is_finishing() {
+                while !cancel.abandon() {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 output::remove_temporaries();
-                eprintln!("archiver: interrupted");
+                say("archiver: interrupted");
                 std::process::exit(130);
             });
         });
@@ -71,13 +72,20 @@ fn main() -> ExitCode {
         Ok(Outcome::Warnings) => ExitCode::from(1),
         Err(err) => {
             if let Some(archiver::Error::Cancelled) = err.downcast_ref::<archiver::Error>() {
-                eprintln!("archiver: interrupted");
+                say("archiver: interrupted");
                 return ExitCode::from(130);
             }
-            eprintln!("archiver: {}", chain(&err));
+            say(&format!("archiver: {}", chain(&err)));
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints a line on stderr, ignoring a stderr that is closed or failing: a last message must
+/// not turn an exit status into a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// A command line clap refused: help and version as clap prints them; anything else as every
@@ -90,10 +98,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         _ => {
             let text = e.render().to_string();
-            eprint!(
-                "archiver: {}",
-                text.strip_prefix("error: ").unwrap_or(&text)
-            );
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            // The user's own arguments come back in it: no raw control characters (CLI.md).
+            let shown: Vec<String> = text.lines().map(input::terminal_safe).collect();
+            say(&format!("archiver: {}", shown.join("\n").trim_end()));
             ExitCode::from(2)
         }
     }

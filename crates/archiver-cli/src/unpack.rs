@@ -206,10 +206,10 @@ fn finish(
                     terminal_safe(&r.reason)
                 );
             }
+            let n = archiver::Refused::count(&list);
             bail!(
-                "{name}: {} entr{} refused; {refused_means}",
-                list.len(),
-                if list.len() == 1 { "y" } else { "ies" }
+                "{name}: {n} entr{} refused; {refused_means}",
+                if n == 1 { "y" } else { "ies" }
             )
         }
         Err(e) => Err(anyhow::Error::new(e).context(name)),

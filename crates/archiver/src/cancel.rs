@@ -1,7 +1,8 @@
 //! [`Cancel`]: stopping a run from another thread or a signal handler.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A handle that cancels a running operation from another thread (or a signal handler).
 ///
@@ -11,17 +12,27 @@ use std::sync::Arc;
 /// Some steps must run to their end once begun, cancelled or not, or the destination is left
 /// inconsistent: an unpack moving its entries into place (or, cancelled half way, moving the
 /// originals back), and removing its staging directory. While one runs,
-/// [`is_finishing`](Self::is_finishing) is true: a program that ends the process on a timer after
-/// a signal (as the `archiver` CLI does, for a write blocked on a pipe nobody reads) waits for it
-/// to become false first.
+/// [`is_finishing`](Self::is_finishing) is true. A program that must end the process without
+/// waiting for the run (the `archiver` CLI does, 2 s after a signal, for a write blocked on a
+/// pipe nobody reads) calls [`abandon`](Self::abandon) until it returns true, then exits.
 #[derive(Debug, Clone, Default)]
 pub struct Cancel(Arc<Inner>);
 
 #[derive(Debug, Default)]
 struct Inner {
     cancelled: AtomicBool,
-    /// Steps under way that must finish (see [`Cancel::is_finishing`]).
-    finishing: AtomicUsize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Steps under way that must finish.
+    finishing: usize,
+    /// Set by [`Cancel::abandon`]: the process is about to end; no such step may begin.
+    abandoned: bool,
+    /// Staging directories holding only what their runs created (nothing committed yet):
+    /// [`Cancel::abandon`] removes them.
+    disposable: Vec<PathBuf>,
 }
 
 impl Cancel {
@@ -34,6 +45,7 @@ impl Cancel {
     /// cancelled handle stops at once with [`Error::Cancelled`](crate::Error::Cancelled).)
     pub fn reset(&self) {
         self.0.cancelled.store(false, Ordering::SeqCst);
+        self.state().abandoned = false;
     }
 
     /// Asks the operation to stop.
@@ -50,13 +62,52 @@ impl Cancel {
     /// (moving entries into place or back, removing its staging directory). Ending the process
     /// now would leave DEST half changed or a staging directory behind.
     pub fn is_finishing(&self) -> bool {
-        self.0.finishing.load(Ordering::SeqCst) > 0
+        self.state().finishing > 0
     }
 
-    /// Marks such a step until the returned guard is dropped.
-    pub(crate) fn finishing(&self) -> Finishing {
-        self.0.finishing.fetch_add(1, Ordering::SeqCst);
-        Finishing(Arc::clone(&self.0))
+    /// Prepares for ending the process now, if that is safe: false while a step that must finish
+    /// runs (try again later). Otherwise cancels, removes the staging directories of runs that
+    /// have not begun to commit (they hold only what those runs created), makes sure no run
+    /// begins such a step from here on, and returns true: the caller then exits.
+    pub fn abandon(&self) -> bool {
+        self.cancel();
+        let disposable = {
+            let mut state = self.state();
+            if state.finishing > 0 {
+                return false;
+            }
+            state.abandoned = true;
+            std::mem::take(&mut state.disposable)
+        };
+        for dir in disposable {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        true
+    }
+
+    /// Marks a step that must finish until the returned guard is dropped; `None` once the
+    /// handle was abandoned (the process is ending: do not begin it).
+    pub(crate) fn finishing(&self) -> Option<Finishing> {
+        let mut state = self.state();
+        if state.abandoned {
+            return None;
+        }
+        state.finishing += 1;
+        Some(Finishing(Arc::clone(&self.0)))
+    }
+
+    /// Registers a staging directory that [`abandon`](Self::abandon) may remove.
+    pub(crate) fn disposable(&self, dir: &Path) {
+        self.state().disposable.push(dir.to_path_buf());
+    }
+
+    /// Takes a staging directory off that list (its run begins to commit, or removes it).
+    pub(crate) fn not_disposable(&self, dir: &Path) {
+        self.state().disposable.retain(|d| d != dir);
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -66,7 +117,8 @@ pub(crate) struct Finishing(Arc<Inner>);
 
 impl Drop for Finishing {
     fn drop(&mut self) {
-        self.0.finishing.fetch_sub(1, Ordering::SeqCst);
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.finishing -= 1;
     }
 }
 
@@ -75,14 +127,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finishing_lasts_while_a_guard_lives() {
+    fn finishing_lasts_while_a_guard_lives_and_blocks_abandon() {
         let c = Cancel::new();
         assert!(!c.is_finishing());
-        let a = c.finishing();
-        let b = c.clone().finishing();
+        let a = c.finishing().unwrap();
+        let b = c.clone().finishing().unwrap();
         drop(a);
         assert!(c.is_finishing());
+        assert!(!c.abandon(), "abandoned during a step that must finish");
         drop(b);
         assert!(!c.is_finishing());
+        assert!(c.abandon());
+        assert!(c.is_cancelled());
+        assert!(c.finishing().is_none(), "a step began after abandon");
+    }
+
+    #[test]
+    fn abandon_removes_only_disposable_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        std::fs::create_dir_all(a.join("x")).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let c = Cancel::new();
+        c.disposable(&a);
+        c.disposable(&b);
+        c.not_disposable(&b);
+        assert!(c.abandon());
+        assert!(!a.exists() && b.exists());
     }
 }

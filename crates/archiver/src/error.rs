@@ -61,7 +61,7 @@ pub enum Error {
         archived: String,
     },
     /// Entries refused by the safety policy, or that failed verification; the rest was handled.
-    #[error("{} entr{} refused: {}", .0.len(), if .0.len() == 1 { "y" } else { "ies" }, .0.first().map(|r| format!("{}: {}", r.entry, r.reason)).unwrap_or_default())]
+    #[error("{} entr{} refused: {}", Refused::count(.0), if Refused::count(.0) == 1 { "y" } else { "ies" }, .0.first().map(|r| format!("{}: {}", r.entry, r.reason)).unwrap_or_default())]
     Refused(Vec<Refused>),
     /// `require_manifest` is set and the archive carries no manifest to check its files against.
     // The manifest's path is spelled out (it is `crate::MANIFEST_PATH`; a test keeps them equal) so
@@ -126,6 +126,18 @@ pub struct Refused {
     pub rule: Rule,
     /// The rule, and what to do, in words.
     pub reason: String,
+    /// 0 for an entry; for the line that ends a long list ("(N more entries)"), the N entries it
+    /// stands for. [`Refused::count`] adds them up.
+    pub more: u64,
+}
+
+impl Refused {
+    /// How many entries a list of refusals names, counting those a summary line stands for.
+    pub fn count(list: &[Refused]) -> u64 {
+        list.iter()
+            .map(|r| if r.more > 0 { r.more } else { 1 })
+            .sum()
+    }
 }
 
 /// The kinds of rule an entry can break (docs/SECURITY.md states each).

@@ -420,6 +420,11 @@ fn refusals_are_listed_up_to_a_thousand_with_long_names_cut() {
         "{}",
         lines[lines.len() - 3..].join("\n")
     );
+    assert!(
+        lines.last().unwrap().contains(": 3000 entries refused;"),
+        "{}",
+        lines.last().unwrap()
+    );
     let longest = lines.iter().map(|l| l.len()).max().unwrap();
     assert!(longest < 4 * 4096 + 500, "a line of {longest} bytes");
     assert!(
@@ -427,6 +432,31 @@ fn refusals_are_listed_up_to_a_thousand_with_long_names_cut() {
         "{}",
         &lines[0][..lines[0].len().min(300)]
     );
+}
+
+/// A manifest line longer than any name an archive may hold (here 300 KB) is refused as it is
+/// read, not buffered; so is the whole archive, by unpack and by verify.
+#[test]
+fn a_manifest_line_longer_than_any_name_is_refused() {
+    use tar::EntryType as T;
+    let mut manifest = "0".repeat(64).into_bytes();
+    manifest.extend_from_slice(b"  ");
+    manifest.extend(std::iter::repeat_n(b'x', 300_000));
+    manifest.push(b'\n');
+    let archive = hostile_tar(&[
+        ("a.txt", T::Regular, "", b"a\n"),
+        (".archiver/MANIFEST.b3", T::Regular, "", &manifest),
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(work.path(), &archive, &["--no-sync"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("line 1 is longer than"), "{err}");
+    assert!(err.len() < 2000, "{err}");
+    let out = output_within(
+        archiver().arg("verify").arg(work.path().join("evil.bin")),
+        60,
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -57,13 +57,16 @@ pub(crate) struct Staging {
 
 impl Drop for Staging {
     /// Removes the directory (unless kept) as a step that must finish: a signal's watchdog
-    /// waits rather than leave half of it behind.
+    /// waits rather than leave half of it behind. If the process is being abandoned
+    /// ([`Cancel::abandon`]), that removed the directory already (nothing was committed), or
+    /// the commit is being cut short at the user's third signal: either way, leave it.
     fn drop(&mut self) {
-        let _finishing = self
-            .finishing
-            .take()
-            .unwrap_or_else(|| self.cancel.finishing());
-        drop(self.dir.take());
+        let finishing = self.finishing.take().or_else(|| self.cancel.finishing());
+        self.cancel.not_disposable(&self.path);
+        match finishing {
+            Some(_guard) => drop(self.dir.take()),
+            None => self.keep(),
+        }
     }
 }
 
@@ -84,6 +87,9 @@ impl Staging {
         let path = dir.path().to_path_buf();
         let name = path.file_name().unwrap_or_default().to_owned();
         let dev = fs::symlink_metadata(&path).ok().and_then(|m| dev_of(&m));
+        // Until the commit begins it holds only what this run made: a process that must end
+        // at once may remove it (Cancel::abandon).
+        cancel.disposable(&path);
         Ok(Staging {
             dir: Some(dir),
             path,
@@ -215,6 +221,7 @@ impl Planner<'_> {
                 entry: show(entry),
                 rule: r.rule,
                 reason: r.reason,
+                more: 0,
             });
         } else {
             self.more_refused += 1;
@@ -345,7 +352,9 @@ pub(crate) fn commit(
     }
     // From the first move until the staging directory is gone (on success, failure or cancel),
     // the run must finish: ending the process half way would strand originals kept aside.
-    staging.finishing = Some(opts.cancel.finishing());
+    // A process already being abandoned (its staging directory removed) begins no move.
+    staging.finishing = Some(opts.cancel.finishing().ok_or(Error::Cancelled)?);
+    opts.cancel.not_disposable(&staging.path);
     apply(opts, dest, staging, tree, &ops)?;
     // Success: the originals kept aside go with the staging directory.
     if let Err(e) = staging.close() {
@@ -354,6 +363,7 @@ pub(crate) fn commit(
             message: format!("could not remove this run's staging directory: {e}"),
         });
     }
+    staging.finishing = None;
     apply_dir_metas(dest, dirs, warnings);
     if opts.sync {
         sync_dir(dest).map_err(|e| Error::Io {
@@ -397,6 +407,7 @@ fn plan(opts: &Options<'_>, dest: &Path, dev: Option<u64>, tree: &StageTree) -> 
                 entry: format!("({} more entries)", p.more_refused),
                 rule: refused[0].rule,
                 reason: "refused too; only the first 1000 are listed".into(),
+                more: p.more_refused,
             });
         }
         return Err(Error::Refused(refused));

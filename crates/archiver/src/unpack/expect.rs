@@ -208,10 +208,18 @@ impl Expect {
         let mut n = 0usize;
         loop {
             line.clear();
-            if text.read_until(b'\n', &mut line).map_err(spill_error)? == 0 {
+            let got = std::io::Read::take(&mut text, MAX_LINE)
+                .read_until(b'\n', &mut line)
+                .map_err(spill_error)?;
+            if got == 0 {
                 break;
             }
             n += 1;
+            if got as u64 == MAX_LINE && !line.ends_with(b"\n") {
+                return Err(Error::BadArchive(format!(
+                    "{MANIFEST_PATH}: line {n} is longer than the line of any name an archive may hold"
+                )));
+            }
             let body = line.strip_suffix(b"\n").unwrap_or(&line);
             if body.is_empty() {
                 continue;
@@ -329,6 +337,10 @@ fn spill_error(e: io::Error) -> Error {
     }
 }
 
+/// The longest manifest line read: a hash, two spaces and a name of the longest an archive may
+/// hold (64 KiB), every byte of it escaped. A longer line is refused, not buffered.
+const MAX_LINE: u64 = 2 * (64 << 10) + 128;
+
 /// Problems found, the first [`MAX_LISTED`] by name.
 #[derive(Default)]
 struct Problems {
@@ -340,9 +352,10 @@ impl Problems {
     fn push(&mut self, entry: &[u8], rule: Rule, reason: &str) {
         if self.listed.len() < MAX_LISTED {
             self.listed.push(Refused {
-                entry: escape_name(entry),
+                entry: super::reported_name(entry),
                 rule,
-                reason: reason.into(),
+                reason: super::reported_text(reason.into()),
+                more: 0,
             });
         } else {
             self.more += 1;
@@ -357,6 +370,7 @@ impl Problems {
                 entry: format!("({} more entries)", self.more),
                 rule: Rule::Manifest,
                 reason: "do not match the manifest either; only the first 1000 are listed".into(),
+                more: self.more,
             });
         }
     }

@@ -685,13 +685,22 @@ fn time_of(mtime: i64) -> SystemTime {
     crate::format::tar_read::unix_time(mtime, 0)
 }
 
+/// What DEST holds at a path: its directory (opened without following links), name, type and
+/// (device, inode).
+type Held = (
+    std::os::fd::OwnedFd,
+    std::ffi::OsString,
+    FileType,
+    (u64, u64),
+);
+
 /// Refusals, warnings and differences found while reading are listed up to this many of each;
 /// the rest are counted in one last line.
 const MAX_REPORTED: usize = 1000;
 
 /// An entry's name as a report shows it: escaped, and cut after [`REPORTED_NAME`] bytes (a name
 /// that long is refused anyway, and a thousand escaped 64 KiB names would be a quarter gigabyte).
-fn reported_name(raw: &[u8]) -> String {
+pub(super) fn reported_name(raw: &[u8]) -> String {
     if raw.len() <= REPORTED_NAME {
         return escape_name(raw);
     }
@@ -704,6 +713,23 @@ fn reported_name(raw: &[u8]) -> String {
 
 /// Bytes of a name shown in a report: PATH_MAX, past which no name can be created.
 const REPORTED_NAME: usize = 4096;
+
+/// A reason or message as a report keeps it: cut after [`REPORTED_TEXT`] bytes (it may quote a
+/// link target of 64 KiB, escaped to four times that).
+pub(super) fn reported_text(mut text: String) -> String {
+    if text.len() > REPORTED_TEXT {
+        let mut cut = REPORTED_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+/// Bytes of a reason or message kept in a report.
+const REPORTED_TEXT: usize = 2 * REPORTED_NAME + 512;
 
 /// What the reader collected, handed to the manifest check and the commit.
 struct ReadDone {
@@ -919,6 +945,7 @@ impl Ctx<'_> {
                 entry: more(refused),
                 rule: self.refused[0].rule,
                 reason: format!("refused too; only the first {MAX_REPORTED} are listed"),
+                more: refused,
             });
         }
         if warnings > 0 {
@@ -1001,7 +1028,8 @@ impl Ctx<'_> {
             self.refused.push(Refused {
                 entry: reported_name(entry),
                 rule,
-                reason: reason.into(),
+                reason: reported_text(reason.into()),
+                more: 0,
             });
         } else {
             self.unreported[0] += 1;
@@ -1013,6 +1041,7 @@ impl Ctx<'_> {
         tracing::debug!("{}: {message}", escape_name(entry));
         if self.warnings.len() < MAX_REPORTED {
             let path = PathBuf::from(reported_name(entry));
+            let message = reported_text(message);
             self.warnings.push(Warning { path, message });
         } else {
             self.unreported[1] += 1;
@@ -1023,6 +1052,7 @@ impl Ctx<'_> {
     fn differ(&mut self, seq: u64, rel: &Path, message: String) {
         if let Some(dir) = &self.opts.against {
             let path = dir.join(rel);
+            let message = reported_text(message);
             self.push_difference(seq, Warning { path, message });
         }
     }
@@ -1321,13 +1351,15 @@ impl Ctx<'_> {
         } else {
             None
         };
-        let is_file = held.as_ref().map(|(_, _, t)| *t == FileType::RegularFile);
+        let is_file = held
+            .as_ref()
+            .map(|(_, _, t, _)| *t == FileType::RegularFile);
         if let Err(r) = policy::hardlink_to_kept(&shown, self.opts.keep_existing, is_file) {
             self.refuse(raw, r.rule, r.reason);
             return Ok(());
         }
-        let (dir, name, _) = held.expect("checked above");
-        let made = self.on_tree(|t| t.hard_link_to(rel, &dir, &name))?;
+        let (dir, name, _, id) = held.expect("checked above");
+        let made = self.on_tree(|t| t.hard_link_to(rel, &dir, &name, id))?;
         if self.staged(raw, rel, made)? {
             self.stats.hardlinks += 1;
             self.expect.hard_link(seq, rel, target)?;
@@ -1339,12 +1371,14 @@ impl Ctx<'_> {
     /// entered without following a link; `None` when nothing is there or a component on the way
     /// is a symlink or not a directory (such an entry is then staged, and the commit refuses to
     /// write through the link).
-    fn held(&self, rel: &Path) -> Option<(std::os::fd::OwnedFd, std::ffi::OsString, FileType)> {
+    #[allow(clippy::unnecessary_cast)] // field widths differ between Linux and macOS
+    fn held(&self, rel: &Path) -> Option<Held> {
         let root = self.dest_dir.as_ref()?;
         let (dir, name) = stage::open_parent_beneath(root, rel).ok()??;
         let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
         let name = name.to_os_string();
-        Some((dir, name, FileType::from_raw_mode(st.st_mode)))
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        Some((dir, name, FileType::from_raw_mode(st.st_mode), id))
     }
 
     /// Devices, FIFOs and sockets are never created; the rest of the archive still is.

@@ -260,6 +260,15 @@ pub fn hardlink_to_kept(
     }
 }
 
+/// A hard link to a file `-k` kept that changed between its lookup and the link (someone else
+/// writes in DEST during the run): nothing is linked.
+pub fn kept_file_changed() -> Refusal {
+    refuse(
+        Rule::HardLink,
+        "hard link to a file the destination holds, which changed while it was being linked; nothing was linked",
+    )
+}
+
 /// A hard link to `shown`, which is not an entry before it in the archive.
 pub fn not_an_earlier_entry(shown: &str) -> Refusal {
     refuse(

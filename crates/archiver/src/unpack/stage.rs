@@ -344,11 +344,28 @@ impl StageTree {
     }
 
     /// Makes `rel` a hard link to `src_name` in `src_dir`: a file DEST holds that `-k` kept,
-    /// reached without following any link ([`open_parent_beneath`]).
-    pub fn hard_link_to(&mut self, rel: &Path, src_dir: &OwnedFd, src_name: &OsStr) -> Staged<()> {
+    /// reached without following any link ([`open_parent_beneath`]), which was the regular file
+    /// `id` (device, inode) when looked up. What was linked is checked to be that same file: if
+    /// someone swapped it meanwhile (for a symlink, say), the link is removed and refused.
+    pub fn hard_link_to(
+        &mut self,
+        rel: &Path,
+        src_dir: &OwnedFd,
+        src_name: &OsStr,
+        id: (u64, u64),
+    ) -> Staged<()> {
         self.replace(rel, |dir, name| {
             rustix::fs::linkat(src_dir, src_name, dir, name, AtFlags::empty())
-        })
+        })?;
+        let (dir, name) = self.parent(rel)?;
+        let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+            && (st.st_dev as u64, st.st_ino as u64) == id;
+        if !same {
+            let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+            return Err(policy::kept_file_changed().into());
+        }
+        Ok(())
     }
 
     /// What is staged at `rel` (entered without following links), `None` for nothing.
