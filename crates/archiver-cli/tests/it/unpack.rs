@@ -1645,6 +1645,71 @@ fn overlapping_zip_entries_are_refused() {
     }
 }
 
+/// Compression methods we do not read (bzip2 12, deflate64 9, LZMA 14, an unknown 99) are refused
+/// by unpack and verify naming the entry and the method, not skipped and not misread, whatever
+/// the bytes say; nothing is extracted.
+#[test]
+fn zip_methods_we_do_not_read_are_refused_by_name() {
+    for method in [12u16, 9, 14, 99] {
+        let data = b"not really compressed".to_vec();
+        let mut local = zip_local(b"packed.bin", &data);
+        local[8..10].copy_from_slice(&method.to_le_bytes());
+        let mut central = zip_central(&[(b"packed.bin", &data, 0)], local.len());
+        central[10..12].copy_from_slice(&method.to_le_bytes());
+        let mut archive = local;
+        archive.extend(central);
+        let work = tempfile::tempdir().unwrap();
+        let (code, err) = attack(work.path(), &archive, &["--no-sync"]);
+        assert_eq!(code, Some(2), "method {method}: {err}");
+        assert!(
+            err.contains("packed.bin") && err.contains(&format!("compression method {method}")),
+            "method {method}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(work.path().join("dest")).unwrap().count(),
+            0
+        );
+        let out = output_within(
+            archiver().arg("verify").arg(work.path().join("evil.bin")),
+            60,
+        );
+        assert_eq!(out.status.code(), Some(2), "method {method}: verify");
+    }
+}
+
+/// verify judges names and links by the same rules as unpack: an archive unpack would refuse is
+/// not "verified", even though verify writes nothing.
+#[test]
+fn verify_refuses_what_unpack_refuses() {
+    use tar::EntryType as T;
+    for (entries, rule) in [
+        (
+            vec![("../x", T::Regular, "", &b"x"[..])],
+            "`..` in the path",
+        ),
+        (vec![("/abs", T::Regular, "", &b"x"[..])], "absolute path"),
+        (
+            vec![("l", T::Symlink, "/etc/passwd", &b""[..])],
+            "l: symlink to an absolute path",
+        ),
+        (
+            vec![
+                ("h", T::Link, "later", &b""[..]),
+                ("later", T::Regular, "", &b"x"[..]),
+            ],
+            "not an earlier entry",
+        ),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let file = work.path().join("evil.tar");
+        std::fs::write(&file, hostile_tar(&entries)).unwrap();
+        let out = output_within(archiver().arg("verify").arg(&file), 60);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{entries:?}: {err}");
+        assert!(err.contains(rule), "{entries:?}: {err}");
+    }
+}
+
 /// Our own archives round-trip names with backslashes, invalid UTF-8, newlines and other
 /// control characters, through unpack and verify, in every format.
 #[test]
