@@ -305,6 +305,51 @@ fn a_worker_panic_is_an_error_naming_the_entry() {
     }
 }
 
+/// A panic in unpack's writer (debug-build hook at one file) is exit 2 naming the stage and the
+/// entry, with one writer and with two; DEST keeps exactly what it held (all or nothing, no
+/// staging left); no hang, no abort. (verify hashes on its reader: no writer to break.)
+#[test]
+fn an_unpack_writer_panic_is_an_error_naming_the_entry() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    for i in 0..300 {
+        file(
+            &src,
+            &format!("d/f{i:03}"),
+            format!("data {i}\n").as_bytes(),
+            0o644,
+        );
+    }
+    let archive = work.path().join("a.tar.zst");
+    ok(archiver()
+        .args(["pack", "-o"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
+    for jobs in ["1", "2"] {
+        let dest = work.path().join(format!("dest-{jobs}"));
+        file(&dest, "mine.txt", b"mine\n", 0o644);
+        let before = snapshot(&dest);
+        let out = output_within(
+            archiver()
+                .env("ARCHIVER_TEST_PANIC_AT", "unpack-write:f123")
+                .args(["unpack", "-j", jobs, "--no-sync"])
+                .arg(&archive)
+                .arg("-C")
+                .arg(&dest),
+            60,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "-j {jobs}: {err}");
+        assert!(
+            err.contains("internal error in the unpack-write stage") && err.contains("f123"),
+            "-j {jobs}: {err}"
+        );
+        assert_same_tree(&before, &snapshot(&dest));
+    }
+}
+
 /// An unreadable file and an unreadable directory are skipped with a warning naming them (exit 1);
 /// --strict makes that fatal. Run as an unprivileged user (root reads everything).
 #[test]

@@ -1887,13 +1887,31 @@ fn writer(
     clock
 }
 
+/// Fault injection for the test suite (debug builds only): `ARCHIVER_TEST_PANIC_AT=unpack-write:NAME`
+/// makes the writer panic at the file named NAME, as pack's hook does for its stages.
+fn injected_panic(rel: &Path) {
+    #[cfg(debug_assertions)]
+    if let Ok(spec) = std::env::var("ARCHIVER_TEST_PANIC_AT") {
+        if let Some(("unpack-write", name)) = spec.split_once(':') {
+            if rel.file_name() == Some(std::ffi::OsStr::new(name)) {
+                panic!("injected by ARCHIVER_TEST_PANIC_AT");
+            }
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = rel;
+}
+
 /// Writes one file, guarded: a panic becomes an error naming the entry.
 fn write_job(dest: Option<&Path>, against: Option<&Path>, job: WriteJob) -> Written {
     let (seq, mode) = (job.seq, job.mode);
     let rel = job.rel.clone();
     let named = || Some(rel.display().to_string());
-    let result =
-        crate::threads::catch("unpack-write", named, || write_one(dest, job)).and_then(|r| r);
+    let result = crate::threads::catch("unpack-write", named, || {
+        injected_panic(&rel);
+        write_one(dest, job)
+    })
+    .and_then(|r| r);
     let differences = match (&result, against) {
         (Ok((hash, size)), Some(dir)) if rel != Path::new(MANIFEST_PATH) => {
             let path = dir.join(&rel);
