@@ -52,12 +52,7 @@ fn a_disk_that_fills_while_staging_leaves_dest_as_it_was() {
     }
     for format in ["tar", "tar.gz", "tar.zst", "zip"] {
         let archive = work.path().join(format!("a.{format}"));
-        ok(archiver()
-            .args(["pack", "-o"])
-            .arg(&archive)
-            .arg("-C")
-            .arg(&src)
-            .arg("."));
+        ok(pack_dir(&src).arg("-o").arg(&archive));
         for piped in [false, true] {
             let small = work.path().join(format!("small-{format}-{piped}"));
             std::fs::create_dir(&small).unwrap();
@@ -113,12 +108,7 @@ fn sigint_mid_commit_waits_for_the_rollback() {
         );
     }
     let archive = work.path().join("a.tar");
-    ok(archiver()
-        .args(["pack", "-o"])
-        .arg(&archive)
-        .arg("-C")
-        .arg(&src)
-        .arg("."));
+    ok(pack_dir(&src).arg("-o").arg(&archive));
     let before = snapshot(&dest);
     let started = Instant::now();
     let out = output_within(
@@ -321,12 +311,7 @@ fn an_unpack_writer_panic_is_an_error_naming_the_entry() {
         );
     }
     let archive = work.path().join("a.tar.zst");
-    ok(archiver()
-        .args(["pack", "-o"])
-        .arg(&archive)
-        .arg("-C")
-        .arg(&src)
-        .arg("."));
+    ok(pack_dir(&src).arg("-o").arg(&archive));
     for jobs in ["1", "2"] {
         let dest = work.path().join(format!("dest-{jobs}"));
         file(&dest, "mine.txt", b"mine\n", 0o644);

@@ -452,11 +452,8 @@ fn a_manifest_line_longer_than_any_name_is_refused() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("line 1 is longer than"), "{err}");
     assert!(err.len() < 2000, "{err}");
-    let out = output_within(
-        archiver().arg("verify").arg(work.path().join("evil.bin")),
-        60,
-    );
-    assert_eq!(out.status.code(), Some(2));
+    let (code, err) = verify_within(&work.path().join("evil.bin"));
+    assert_eq!(code, Some(2), "{err}");
 }
 
 #[test]
@@ -658,12 +655,7 @@ else:
 "#;
     for format in ["tar", "zip"] {
         let ours = work.path().join(format!("ours.{format}"));
-        ok(archiver()
-            .args(["pack", "-o"])
-            .arg(&ours)
-            .arg("-C")
-            .arg(&src)
-            .arg("."));
+        ok(pack_dir(&src).arg("-o").arg(&ours));
         for (kind, says) in [
             (
                 "missing",
@@ -689,9 +681,8 @@ else:
                 let dest = run.path().join("dest");
                 assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0, "{err}");
             }
-            let out = output_within(archiver().arg("verify").arg(&bad), 60);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{format} {kind} verify: {err}");
+            let (code, err) = verify_within(&bad);
+            assert_eq!(code, Some(2), "{format} {kind} verify: {err}");
             assert!(err.contains(says), "{format} {kind} verify: {err}");
         }
     }
@@ -951,6 +942,15 @@ fn unpack_within(archive: &Path, dest: &Path, extra: &[&str]) -> (Option<i32>, S
             .arg(dest),
         60,
     );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `archiver verify ARCHIVE` under a deadline: (exit code, stderr).
+fn verify_within(archive: &Path) -> (Option<i32>, String) {
+    let out = output_within(archiver().arg("verify").arg(archive), 60);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -1635,12 +1635,8 @@ fn overlapping_zip_entries_are_refused() {
             0,
             "{what}: {err}"
         );
-        let out = output_within(
-            archiver().arg("verify").arg(work.path().join("evil.bin")),
-            60,
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{what}: verify: {err}");
+        let (code, err) = verify_within(&work.path().join("evil.bin"));
+        assert_eq!(code, Some(2), "{what}: verify: {err}");
         assert!(err.contains("overlap"), "{what}: verify: {err}");
     }
 }
@@ -1669,11 +1665,8 @@ fn zip_methods_we_do_not_read_are_refused_by_name() {
             std::fs::read_dir(work.path().join("dest")).unwrap().count(),
             0
         );
-        let out = output_within(
-            archiver().arg("verify").arg(work.path().join("evil.bin")),
-            60,
-        );
-        assert_eq!(out.status.code(), Some(2), "method {method}: verify");
+        let (code, err) = verify_within(&work.path().join("evil.bin"));
+        assert_eq!(code, Some(2), "method {method}: verify: {err}");
     }
 }
 
@@ -1703,9 +1696,8 @@ fn verify_refuses_what_unpack_refuses() {
         let work = tempfile::tempdir().unwrap();
         let file = work.path().join("evil.tar");
         std::fs::write(&file, hostile_tar(&entries)).unwrap();
-        let out = output_within(archiver().arg("verify").arg(&file), 60);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{entries:?}: {err}");
+        let (code, err) = verify_within(&file);
+        assert_eq!(code, Some(2), "{entries:?}: {err}");
         assert!(err.contains(rule), "{entries:?}: {err}");
     }
 }

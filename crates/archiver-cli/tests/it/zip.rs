@@ -19,6 +19,18 @@ fn pack_zip(src: &Path, out: &Path, extra: &[&str]) {
     );
 }
 
+/// Our unpack of `archive` into `dest` gives exactly the tree `src`.
+fn unpacks_to_the_tree(archive: &Path, src: &Path, dest: &Path) {
+    clean(
+        archiver()
+            .args(["unpack", "--no-sync"])
+            .arg(archive)
+            .arg("-C")
+            .arg(dest),
+    );
+    assert_same_tree(&snapshot(src), &snapshot_extracted(dest));
+}
+
 /// unzip extracts the tree exactly (content, modes, mtimes, symlinks, empty dirs; hard links become
 /// copies), and `unzip -t`, `zipinfo`, Python's `testzip()`, `bsdtar -tf` and `7z t` all accept it.
 #[test]
@@ -238,15 +250,7 @@ fn every_entry_size_class_round_trips() {
         .arg("-c")
         .arg("import sys, zipfile; assert zipfile.ZipFile(sys.argv[1]).testzip() is None")
         .arg(&archive));
-    let dest = work.path().join("out");
-    clean(
-        archiver()
-            .args(["unpack", "--no-sync"])
-            .arg(&archive)
-            .arg("-C")
-            .arg(&dest),
-    );
-    assert_same_tree(&snapshot(&src), &snapshot_extracted(&dest));
+    unpacks_to_the_tree(&archive, &src, &work.path().join("out"));
 }
 
 /// An entry whose deflate data gives more, or less, than the size its headers declare is refused
@@ -464,24 +468,13 @@ fn a_manifest_over_a_mebibyte_is_streamed_and_still_checked() {
         "streamed (sizes in a data descriptor): {sizes}"
     );
     clean(Command::new(&unzip).arg("-tq").arg(&archive));
-    let dest = work.path().join("out");
-    clean(
-        archiver()
-            .args(["unpack", "--no-sync"])
-            .arg(&archive)
-            .arg("-C")
-            .arg(&dest),
-    );
-    assert_same_tree(&snapshot(&src), &snapshot_extracted(&dest));
+    unpacks_to_the_tree(&archive, &src, &work.path().join("out"));
     // The same tree packs to the same bytes with one thread: the pieces do not depend on -j.
     let one = work.path().join("one.zip");
     clean(
-        archiver()
-            .args(["pack", "-j", "1", "-f", "zip", "-o"])
-            .arg(&one)
-            .arg("-C")
-            .arg(&src)
-            .arg("."),
+        pack_dir(&src)
+            .args(["-j", "1", "-f", "zip", "-o"])
+            .arg(&one),
     );
     assert_eq!(
         std::fs::read(&one).unwrap(),
