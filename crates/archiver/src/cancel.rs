@@ -107,7 +107,14 @@ impl Cancel {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.state()
+    }
+}
+
+impl Inner {
+    /// The state; a panic elsewhere while holding it leaves counts that are still right.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -117,8 +124,7 @@ pub(crate) struct Finishing(Arc<Inner>);
 
 impl Drop for Finishing {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.finishing -= 1;
+        self.0.state().finishing -= 1;
     }
 }
 
