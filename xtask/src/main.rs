@@ -317,20 +317,43 @@ fn cross() -> Result {
         run(Command::new("rustup").args(["target", "add", TARGET]))
             .map_err(|e| format!("cross: could not add the {TARGET} target with rustup: {e}"))?;
     }
-    run(Command::new(env!("CARGO"))
-        .args([
-            "test", "-p", "archiver", "--target", TARGET, "--lib", "--test", "golden",
-        ])
-        .current_dir(workspace_root())
-        .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
-        .env(
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-            "aarch64-linux-gnu-gcc",
-        )
-        .env(
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
-            "qemu-aarch64 -L /usr/aarch64-linux-gnu",
-        ))
+    let cargo = |args: &[&str]| {
+        run(Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(workspace_root())
+            .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
+            .env(
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+                "aarch64-linux-gnu-gcc",
+            )
+            .env(
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
+                "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+            ))
+    };
+    cargo(&[
+        "test", "-p", "archiver", "--target", TARGET, "--lib", "--test", "golden",
+    ])?;
+    // The binary too: its allocator (mimalloc, C) and its load-time constructor are its own.
+    // A pack and an unpack through it under qemu.
+    let bin = ["run", "-q", "-p", "archiver-cli", "--target", TARGET, "--"];
+    let pack = [
+        "pack",
+        "-C",
+        "crates/archiver",
+        "src",
+        "-o",
+        "target/cross-smoke.tar.zst",
+    ];
+    cargo(&[&bin[..], &pack].concat())?;
+    let _ = std::fs::remove_dir_all(workspace_root().join("target/cross-smoke"));
+    let unpack = [
+        "unpack",
+        "-C",
+        "target/cross-smoke",
+        "target/cross-smoke.tar.zst",
+    ];
+    cargo(&[&bin[..], &unpack].concat())
 }
 
 /// Installs missing peers, runs the suite, and ends with one summary line over every test binary

@@ -15,6 +15,29 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc 3's `mi_option_e` indices, from its header (`c_src/mimalloc/v3/include/mimalloc.h`
+/// in libmimalloc-sys, whose Rust constants stop short of these): both crates are pinned exactly,
+/// so re-read that enum when bumping them.
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Before the first allocation (a constructor: the Rust runtime allocates before `main`, and
+/// mimalloc reserves its first arena then): commit the allocator's memory as it is used and give freed
+/// pages back at once. mimalloc's defaults keep them (a 10 ms delay, arenas committed eagerly):
+/// pack tar.zst of a 239 MiB tree peaked at 149 MiB against glibc's 39 MiB; with these, 66 MiB.
+#[ctor::ctor]
+unsafe fn tune_allocator() {
+    // SAFETY: plain setters of mimalloc's option table (atomics inside), called at load time
+    // before any thread exists; they allocate nothing.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    }
+}
+
 /// How a command ended, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -230,5 +253,23 @@ where
             event,
         )?;
         writeln!(writer, "{}", input::terminal_safe(&text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The constructor ran (a linker that dropped it would bring back mimalloc's 2-4x peak RSS).
+    #[test]
+    fn allocator_is_tuned_before_main() {
+        // SAFETY: plain getters of mimalloc's option table.
+        let (eager, delay) = unsafe {
+            (
+                libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT),
+                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
+            )
+        };
+        assert_eq!((eager, delay), (0, 0));
     }
 }
