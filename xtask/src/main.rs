@@ -335,7 +335,16 @@ fn cross() -> Result {
         "test", "-p", "archiver", "--target", TARGET, "--lib", "--test", "golden",
     ])?;
     // The binary too: its allocator (mimalloc, C) and its load-time constructor are its own.
-    // A pack and an unpack through it under qemu.
+    // Its unit tests (the allocator's options took), then a pack and an unpack under qemu.
+    cargo(&[
+        "test",
+        "-p",
+        "archiver-cli",
+        "--target",
+        TARGET,
+        "--bin",
+        "archiver",
+    ])?;
     let bin = ["run", "-q", "-p", "archiver-cli", "--target", TARGET, "--"];
     let pack = [
         "pack",
