@@ -7,8 +7,9 @@
 //! 600 MB to verify. Each entry is one fixed-size [`Rec`] instead: a 64-bit keyed hash of its path
 //! (the key is random per run), the first 128 bits of its content's BLAKE3 hash, where its name
 //! is in the name spill (for messages), its sequence number and its kind. After the archive is
-//! read, the records are sorted by path key; the manifest is then streamed line by line, each
-//! line looked up by binary search. The latest entry at a path is the one that counts (tar's
+//! read, the records are sorted by path key; the manifest is then streamed in blocks of lines,
+//! checked on `-j` threads (the writers are done by then), each line looked up by binary search;
+//! blocks are taken in order, so what is reported is what a check line by line reports. The latest entry at a path is the one that counts (tar's
 //! rule), and a hard link takes the content of the entry it names as it was at that point of the
 //! archive.
 //!
@@ -192,6 +193,7 @@ impl Expect {
         manifest: Option<Spill>,
         strip: usize,
         check_links: Option<bool>,
+        threads: usize,
         refused: &mut Vec<Refused>,
     ) -> Result<Option<u64>> {
         let mut problems = Problems::default();
@@ -202,57 +204,11 @@ impl Expect {
             problems.into(refused);
             return Ok(None);
         };
-        let mut count = 0u64;
-        let mut text = manifest.into_reader().map_err(spill_error)?;
-        let mut line = Vec::new();
-        let mut n = 0usize;
-        loop {
-            line.clear();
-            let got = std::io::Read::take(&mut text, MAX_LINE)
-                .read_until(b'\n', &mut line)
-                .map_err(spill_error)?;
-            if got == 0 {
-                break;
-            }
-            n += 1;
-            if got as u64 == MAX_LINE && !line.ends_with(b"\n") {
-                return Err(Error::BadArchive(format!(
-                    "{MANIFEST_PATH}: line {n} is longer than the line of any name an archive may hold"
-                )));
-            }
-            let body = line.strip_suffix(b"\n").unwrap_or(&line);
-            if body.is_empty() {
-                continue;
-            }
-            let entry = manifest::parse_line(n, body)
-                .map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
-            count += 1;
-            let path = if strip > 0 {
-                match policy::entry_path_stripped(&entry.path, false, strip) {
-                    Ok(Some(p)) => path_bytes(&p).into_owned(),
-                    _ => continue,
-                }
-            } else {
-                entry.path
-            };
-            let g = self.group(&index, &self.key_of(&path));
-            let last = g.end.checked_sub(1).filter(|&i| i >= g.start);
-            match last.map(|i| (i, self.recs[i])) {
-                Some((i, r)) if r.kind & KIND == FILE => {
-                    self.recs[i].kind |= MATCHED;
-                    if r.val != entry.hash.as_bytes()[..16] {
-                        problems.push(
-                            &path,
-                            Rule::Manifest,
-                            "content does not match the manifest's BLAKE3 hash",
-                        );
-                    }
-                }
-                _ => problems.push(
-                    &path,
-                    Rule::Manifest,
-                    "listed in the manifest but missing from the archive",
-                ),
+        let matched = Matched::new(self.recs.len());
+        let count = self.check_lines(manifest, strip, threads, &index, &matched, &mut problems)?;
+        for (i, r) in self.recs.iter_mut().enumerate() {
+            if matched.get(i) {
+                r.kind |= MATCHED;
             }
         }
         for (i, r) in self.recs.iter().enumerate() {
@@ -264,6 +220,147 @@ impl Expect {
         }
         problems.into(refused);
         Ok(Some(count))
+    }
+
+    /// Checks every manifest line against the records; returns how many lines list a file.
+    /// Lines go in blocks to `threads` threads (the writers are done by now); results are taken
+    /// in block order, so the problems listed and the error returned are those of a check line
+    /// by line. A manifest of one block is checked here.
+    fn check_lines(
+        &self,
+        manifest: Spill,
+        strip: usize,
+        threads: usize,
+        index: &[[u8; 8]],
+        matched: &Matched,
+        problems: &mut Problems,
+    ) -> Result<u64> {
+        let mut text = manifest.into_reader().map_err(spill_error)?;
+        let mut next_line = 1usize;
+        let first = read_block(&mut text, 0, &mut next_line)?;
+        let Some(first) = first else {
+            return Ok(0);
+        };
+        if first.last || threads < 2 {
+            let mut count = 0;
+            let mut block = Some(first);
+            while let Some(b) = block {
+                let checked = self.check_block(&b, strip, index, matched)?;
+                count += checked.count;
+                problems.absorb(checked.problems);
+                block = if b.last {
+                    None
+                } else {
+                    read_block(&mut text, b.no + 1, &mut next_line)?
+                };
+            }
+            return Ok(count);
+        }
+        std::thread::scope(|s| {
+            let (block_tx, block_rx) = crossbeam_channel::bounded::<Block>(threads);
+            let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Result<Checked>)>();
+            for _ in 0..threads {
+                let (rx, tx) = (block_rx.clone(), done_tx.clone());
+                s.spawn(move || {
+                    for b in rx {
+                        let checked = self.check_block(&b, strip, index, matched);
+                        if tx.send((b.no, checked)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop((block_rx, done_tx));
+            // Results that came back ahead of their turn; at most `2 * threads` blocks are
+            // out at once (sent and not yet taken in order), which bounds the memory.
+            let mut early = std::collections::BTreeMap::new();
+            let (mut sent, mut taken, mut count) = (0usize, 0usize, 0u64);
+            let mut block = Some(first);
+            let mut take = |early: &mut std::collections::BTreeMap<usize, Result<Checked>>,
+                            taken: &mut usize|
+             -> Result<()> {
+                let checked = loop {
+                    if let Some(c) = early.remove(taken) {
+                        break c;
+                    }
+                    let (no, c) = done_rx.recv().expect("a checker answers every block");
+                    early.insert(no, c);
+                };
+                *taken += 1;
+                let checked = checked?;
+                count += checked.count;
+                problems.absorb(checked.problems);
+                Ok(())
+            };
+            while let Some(b) = block {
+                let last = b.last;
+                let no = b.no;
+                if sent - taken >= 2 * threads {
+                    take(&mut early, &mut taken)?;
+                }
+                block_tx.send(b).expect("checkers wait for blocks");
+                sent += 1;
+                block = if last {
+                    None
+                } else {
+                    read_block(&mut text, no + 1, &mut next_line)?
+                };
+            }
+            drop(block_tx);
+            while taken < sent {
+                take(&mut early, &mut taken)?;
+            }
+            Ok(count)
+        })
+    }
+
+    /// Checks one block of manifest lines: each listed path's latest record must be a file
+    /// with that hash (marked matched here); the rest are problems.
+    fn check_block(
+        &self,
+        block: &Block,
+        strip: usize,
+        index: &[[u8; 8]],
+        matched: &Matched,
+    ) -> Result<Checked> {
+        let mut out = Checked::default();
+        for (i, body) in block.text.split(|&b| b == b'\n').enumerate() {
+            if body.is_empty() {
+                continue;
+            }
+            let n = block.first_line + i;
+            let entry = manifest::parse_line(n, body)
+                .map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
+            out.count += 1;
+            let path = if strip > 0 {
+                match policy::entry_path_stripped(&entry.path, false, strip) {
+                    Ok(Some(p)) => path_bytes(&p).into_owned(),
+                    _ => continue,
+                }
+            } else {
+                entry.path
+            };
+            let g = self.group(index, &self.key_of(&path));
+            let last = g.end.checked_sub(1).filter(|&i| i >= g.start);
+            match last.map(|i| (i, self.recs[i])) {
+                Some((i, r)) if r.kind & KIND == FILE => {
+                    matched.set(i);
+                    if r.val != entry.hash.as_bytes()[..16] {
+                        out.problems.push(
+                            &path,
+                            Rule::Manifest,
+                            "content does not match the manifest's BLAKE3 hash",
+                        );
+                    }
+                }
+                _ => out.problems.push(
+                    &path,
+                    Rule::Manifest,
+                    "listed in the manifest but missing from the archive",
+                ),
+            }
+        }
+        Ok(out)
     }
 
     /// Gives each hard link its source's content (in archive order, so a link to a link works).
@@ -348,6 +445,81 @@ struct Problems {
     more: u64,
 }
 
+/// Manifest lines checked together: whole lines, `\n`-separated, numbered from `first_line`.
+struct Block {
+    no: usize,
+    first_line: usize,
+    text: Vec<u8>,
+    /// The manifest ends with this block.
+    last: bool,
+}
+
+/// Lines per block, at most (a block also ends past [`BLOCK_BYTES`]).
+const BLOCK_LINES: usize = 4096;
+const BLOCK_BYTES: usize = 256 << 10;
+
+/// Reads the next block of lines (each at most [`MAX_LINE`] bytes); `None` at the end.
+fn read_block(text: &mut impl BufRead, no: usize, next_line: &mut usize) -> Result<Option<Block>> {
+    let first_line = *next_line;
+    let mut buf = Vec::new();
+    let mut lines = 0;
+    let mut last = false;
+    while lines < BLOCK_LINES && buf.len() < BLOCK_BYTES {
+        let got = std::io::Read::take(&mut *text, MAX_LINE)
+            .read_until(b'\n', &mut buf)
+            .map_err(spill_error)?;
+        if got == 0 {
+            last = true;
+            break;
+        }
+        lines += 1;
+        if got as u64 == MAX_LINE && !buf.ends_with(b"\n") {
+            return Err(Error::BadArchive(format!(
+                "{MANIFEST_PATH}: line {} is longer than the line of any name an archive may hold",
+                first_line + lines - 1
+            )));
+        }
+        if !buf.ends_with(b"\n") {
+            buf.push(b'\n'); // the last line, without its newline
+        }
+    }
+    *next_line = first_line + lines;
+    if lines == 0 {
+        return Ok(None);
+    }
+    buf.pop(); // the separator after the last line: `split` would see one empty line more
+    Ok(Some(Block {
+        no,
+        first_line,
+        text: buf,
+        last,
+    }))
+}
+
+/// What checking a block found.
+#[derive(Default)]
+struct Checked {
+    count: u64,
+    problems: Problems,
+}
+
+/// Which records a manifest line matched, set from any checking thread.
+struct Matched(Vec<std::sync::atomic::AtomicU64>);
+
+impl Matched {
+    fn new(n: usize) -> Self {
+        Matched((0..n.div_ceil(64)).map(|_| Default::default()).collect())
+    }
+
+    fn set(&self, i: usize) {
+        self.0[i / 64].fetch_or(1 << (i % 64), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64].load(std::sync::atomic::Ordering::Relaxed) & (1 << (i % 64)) != 0
+    }
+}
+
 impl Problems {
     fn push(&mut self, entry: &[u8], rule: Rule, reason: &str) {
         if self.listed.len() < MAX_LISTED {
@@ -360,6 +532,18 @@ impl Problems {
         } else {
             self.more += 1;
         }
+    }
+
+    /// Takes a later block's problems: the first [`MAX_LISTED`] in manifest order stay listed.
+    fn absorb(&mut self, later: Problems) {
+        for p in later.listed {
+            if self.listed.len() < MAX_LISTED {
+                self.listed.push(p);
+            } else {
+                self.more += 1;
+            }
+        }
+        self.more += later.more;
     }
 
     fn into(mut self, refused: &mut Vec<Refused>) {
@@ -401,7 +585,7 @@ mod tests {
         let mut refused = Vec::new();
         let m = manifest(&[("a", b"two"), ("h", b"one")]);
         assert_eq!(
-            e.finish(Some(m), 0, Some(false), &mut refused).unwrap(),
+            e.finish(Some(m), 0, Some(false), 1, &mut refused).unwrap(),
             Some(2)
         );
         assert!(refused.is_empty(), "{refused:?}");
@@ -418,7 +602,7 @@ mod tests {
             .unwrap();
         let mut refused = Vec::new();
         let m = manifest(&[("bad", b"other"), ("ok", b"ok"), ("missing", b"")]);
-        e.finish(Some(m), 0, Some(false), &mut refused).unwrap();
+        e.finish(Some(m), 0, Some(false), 1, &mut refused).unwrap();
         let got: Vec<String> = refused
             .iter()
             .map(|r| format!("{}: {}", r.entry, r.reason))
@@ -432,6 +616,74 @@ mod tests {
                 "unlisted: not listed in the manifest",
             ]
         );
+    }
+
+    /// A manifest of many blocks checked on several threads finds what a check line by line
+    /// finds: the same count, the same first 1000 problems in manifest order, the same count of
+    /// the rest, and the first bad line's error.
+    #[test]
+    fn many_blocks_on_many_threads_check_as_one() {
+        let n = 3 * BLOCK_LINES + 17;
+        let run = |threads: usize, bad_line: Option<usize>| {
+            let mut e = Expect::new();
+            let mut text = Vec::new();
+            for i in 0..n {
+                let name = format!("d/f{i:06}");
+                e.file(i as u64 + 1, Path::new(&name)).unwrap();
+                e.file_hash(i as u64 + 1, &blake3::hash(name.as_bytes()));
+                // Every 5th listed with the wrong hash (the 1000th problem is in the second
+                // block: taken out of order, others would be listed; the files not listed come
+                // after, in key order, which is random per run), every 11th not listed, an
+                // empty line now and then, and one listed that the archive lacks.
+                if i % 11 == 0 {
+                    continue;
+                }
+                let data = if i % 5 == 0 { "x" } else { name.as_str() };
+                text.extend_from_slice(
+                    format!("{}  {name}\n", blake3::hash(data.as_bytes()).to_hex()).as_bytes(),
+                );
+                if i % 5000 == 0 {
+                    text.push(b'\n');
+                }
+            }
+            text.extend_from_slice(format!("{}  gone\n", blake3::hash(b"").to_hex()).as_bytes());
+            if let Some(k) = bad_line {
+                let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+                lines[k] = b"not a manifest line";
+                text = lines.join(&b'\n');
+            }
+            let mut m = Spill::default();
+            m.append(&text).unwrap();
+            let mut refused = Vec::new();
+            let r = e.finish(Some(m), 0, Some(false), threads, &mut refused);
+            let got: Vec<String> = refused
+                .iter()
+                .map(|r| format!("{}: {}", r.entry, r.reason))
+                .collect();
+            (r.map_err(|e| e.to_string()), got)
+        };
+        let one = run(1, None);
+        assert!(
+            one.0.is_ok() && one.1.len() == MAX_LISTED + 1,
+            "{:?}",
+            one.0
+        );
+        assert!(one.1[MAX_LISTED].starts_with('('), "{}", one.1[MAX_LISTED]);
+        for threads in [2, 3, 8] {
+            let many = run(threads, None);
+            let first_difference = many.1.iter().zip(&one.1).position(|(a, b)| a != b);
+            assert_eq!(
+                (&many.0, many.1.len(), first_difference),
+                (&one.0, one.1.len(), None),
+                "{threads} threads: {:?}",
+                first_difference.map(|i| (&many.1[i], &one.1[i]))
+            );
+        }
+        let bad = 2 * BLOCK_LINES + 5;
+        let one = run(1, Some(bad));
+        let message = one.0.clone().unwrap_err();
+        assert!(message.contains(&format!("line {}", bad + 1)), "{message}");
+        assert_eq!(run(2, Some(bad)).0, one.0);
     }
 
     #[test]
@@ -453,7 +705,7 @@ mod tests {
             b"dir/a-rather-long-file-name-00150000"
         );
         let mut refused = Vec::new();
-        e.finish(Some(Spill::default()), 0, None, &mut refused)
+        e.finish(Some(Spill::default()), 0, None, 2, &mut refused)
             .unwrap();
         assert_eq!(refused.len(), MAX_LISTED + 1);
         assert!(refused[MAX_LISTED].entry.contains("199000 more"));

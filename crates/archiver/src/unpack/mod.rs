@@ -463,7 +463,7 @@ impl Unpacker {
         // The manifest's lines have no leading `./` when the archive's names do (GNU tar's
         // `-C dir .` of an extracted tree): those components are stripped from the names only.
         let strip = self.strip.saturating_sub(manifest_lead);
-        stats.manifest_checked = expect.finish(manifest, strip, check_links, refused)?;
+        stats.manifest_checked = expect.finish(manifest, strip, check_links, self.jobs, refused)?;
         let check = StageClock {
             busy: checking.elapsed(),
             items: stats.manifest_checked.unwrap_or(0),
