@@ -9,9 +9,9 @@
 //! is in the name spill (for messages), its sequence number and its kind. After the archive is
 //! read, the records are sorted by path key; the manifest is then streamed in blocks of lines,
 //! checked on `-j` threads (the writers are done by then), each line looked up by binary search;
-//! blocks are taken in order, so what is reported is what a check line by line reports. The latest entry at a path is the one that counts (tar's
-//! rule), and a hard link takes the content of the entry it names as it was at that point of the
-//! archive.
+//! blocks are taken in order, so what is reported is what a check line by line reports. The
+//! latest entry at a path is the one that counts (tar's rule), and a hard link takes the content
+//! of the entry it names as it was at that point of the archive.
 //!
 //! The manifest travels inside the archive and is no signature: it catches corruption, not an
 //! attacker who can rewrite the archive. 128 bits of BLAKE3 are ample for that; the 64-bit path
@@ -20,6 +20,7 @@
 
 use std::io::{self, BufRead};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Refused, Result, Rule};
 use crate::list::escape_name;
@@ -195,17 +196,18 @@ impl Expect {
         check_links: Option<bool>,
         threads: usize,
         refused: &mut Vec<Refused>,
-    ) -> Result<Option<u64>> {
+    ) -> Result<(Option<u64>, usize)> {
         let mut problems = Problems::default();
         self.recs.sort_unstable_by_key(|r| (r.key, r.seq()));
         let index = self.index();
         self.resolve_links(&index, check_links, &mut problems)?;
         let Some(manifest) = manifest else {
             problems.into(refused);
-            return Ok(None);
+            return Ok((None, 1));
         };
         let matched = Matched::new(self.recs.len());
-        let count = self.check_lines(manifest, strip, threads, &index, &matched, &mut problems)?;
+        let (count, used) =
+            self.check_lines(manifest, strip, threads, &index, &matched, &mut problems)?;
         for (i, r) in self.recs.iter_mut().enumerate() {
             if matched.get(i) {
                 r.kind |= MATCHED;
@@ -219,13 +221,14 @@ impl Expect {
             }
         }
         problems.into(refused);
-        Ok(Some(count))
+        Ok((Some(count), used))
     }
 
-    /// Checks every manifest line against the records; returns how many lines list a file.
-    /// Lines go in blocks to `threads` threads (the writers are done by now); results are taken
-    /// in block order, so the problems listed and the error returned are those of a check line
-    /// by line. A manifest of one block is checked here.
+    /// Checks every manifest line against the records; returns how many lines list a file
+    /// and on how many threads. Lines go in blocks to `threads` threads (the writers are done
+    /// by now); results are taken in block order, so the problems listed and the error returned
+    /// are those of a check line by line. A manifest read whole with its first block is checked
+    /// here.
     fn check_lines(
         &self,
         manifest: Spill,
@@ -234,48 +237,58 @@ impl Expect {
         index: &[[u8; 8]],
         matched: &Matched,
         problems: &mut Problems,
-    ) -> Result<u64> {
+    ) -> Result<(u64, usize)> {
         let mut text = manifest.into_reader().map_err(spill_error)?;
         let mut next_line = 1usize;
-        let first = read_block(&mut text, 0, &mut next_line)?;
-        let Some(first) = first else {
-            return Ok(0);
+        let full = AtomicBool::new(false);
+        let check = |b: Block| {
+            crate::threads::catch(
+                "check",
+                || None,
+                || self.check_block(b, strip, index, matched, &full),
+            )
+            .and_then(|r| r)
+        };
+        let Some(first) = read_block(&mut text, 0, &mut next_line) else {
+            return Ok((0, 1));
         };
         if first.last || threads < 2 {
             let mut count = 0;
             let mut block = Some(first);
             while let Some(b) = block {
-                let checked = self.check_block(&b, strip, index, matched)?;
+                let (no, last) = (b.no, b.last);
+                let checked = check(b)?;
                 count += checked.count;
                 problems.absorb(checked.problems);
-                block = if b.last {
+                block = if last {
                     None
                 } else {
-                    read_block(&mut text, b.no + 1, &mut next_line)?
+                    read_block(&mut text, no + 1, &mut next_line)
                 };
             }
-            return Ok(count);
+            return Ok((count, 1));
         }
         std::thread::scope(|s| {
             let (block_tx, block_rx) = crossbeam_channel::bounded::<Block>(threads);
             let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Result<Checked>)>();
             for _ in 0..threads {
-                let (rx, tx) = (block_rx.clone(), done_tx.clone());
-                s.spawn(move || {
+                let (rx, tx, check) = (block_rx.clone(), done_tx.clone(), &check);
+                // Every block is answered (a panic as an error): one never answered would
+                // leave this thread waiting for it.
+                crate::threads::spawn(s, "check", move || {
                     for b in rx {
-                        let checked = self.check_block(&b, strip, index, matched);
-                        if tx.send((b.no, checked)).is_err() {
+                        let no = b.no;
+                        if tx.send((no, check(b))).is_err() {
                             break;
                         }
                     }
-                });
+                })?;
             }
             drop((block_rx, done_tx));
             // Results that came back ahead of their turn; at most `2 * threads` blocks are
             // out at once (sent and not yet taken in order), which bounds the memory.
             let mut early = std::collections::BTreeMap::new();
             let (mut sent, mut taken, mut count) = (0usize, 0usize, 0u64);
-            let mut block = Some(first);
             let mut take = |early: &mut std::collections::BTreeMap<usize, Result<Checked>>,
                             taken: &mut usize|
              -> Result<()> {
@@ -290,11 +303,16 @@ impl Expect {
                 let checked = checked?;
                 count += checked.count;
                 problems.absorb(checked.problems);
+                // From here on, later blocks' problems would only be counted: say so, so
+                // that checkers stop building their reports.
+                if problems.listed.len() >= MAX_LISTED {
+                    full.store(true, Ordering::Relaxed);
+                }
                 Ok(())
             };
+            let mut block = Some(first);
             while let Some(b) = block {
-                let last = b.last;
-                let no = b.no;
+                let (no, last) = (b.no, b.last);
                 if sent - taken >= 2 * threads {
                     take(&mut early, &mut taken)?;
                 }
@@ -303,14 +321,14 @@ impl Expect {
                 block = if last {
                     None
                 } else {
-                    read_block(&mut text, no + 1, &mut next_line)?
+                    read_block(&mut text, no + 1, &mut next_line)
                 };
             }
             drop(block_tx);
             while taken < sent {
                 take(&mut early, &mut taken)?;
             }
-            Ok(count)
+            Ok((count, threads))
         })
     }
 
@@ -318,12 +336,21 @@ impl Expect {
     /// with that hash (marked matched here); the rest are problems.
     fn check_block(
         &self,
-        block: &Block,
+        block: Block,
         strip: usize,
         index: &[[u8; 8]],
         matched: &Matched,
+        full: &AtomicBool,
     ) -> Result<Checked> {
-        let mut out = Checked::default();
+        let mut problems = Problems::default();
+        let mut count = 0;
+        let mut problem = |path: &[u8], reason: &str| {
+            if full.load(Ordering::Relaxed) {
+                problems.more += 1;
+            } else {
+                problems.push(path, Rule::Manifest, reason);
+            }
+        };
         for (i, body) in block.text.split(|&b| b == b'\n').enumerate() {
             if body.is_empty() {
                 continue;
@@ -331,7 +358,7 @@ impl Expect {
             let n = block.first_line + i;
             let entry = manifest::parse_line(n, body)
                 .map_err(|e| Error::BadArchive(format!("{MANIFEST_PATH}: {e}")))?;
-            out.count += 1;
+            count += 1;
             let path = if strip > 0 {
                 match policy::entry_path_stripped(&entry.path, false, strip) {
                     Ok(Some(p)) => path_bytes(&p).into_owned(),
@@ -346,21 +373,17 @@ impl Expect {
                 Some((i, r)) if r.kind & KIND == FILE => {
                     matched.set(i);
                     if r.val != entry.hash.as_bytes()[..16] {
-                        out.problems.push(
-                            &path,
-                            Rule::Manifest,
-                            "content does not match the manifest's BLAKE3 hash",
-                        );
+                        problem(&path, "content does not match the manifest's BLAKE3 hash");
                     }
                 }
-                _ => out.problems.push(
-                    &path,
-                    Rule::Manifest,
-                    "listed in the manifest but missing from the archive",
-                ),
+                _ => problem(&path, "listed in the manifest but missing from the archive"),
             }
         }
-        Ok(out)
+        // What ended the block early (a line too long, a read error), after its lines.
+        if let Some(e) = block.error {
+            return Err(e);
+        }
+        Ok(Checked { count, problems })
     }
 
     /// Gives each hard link its source's content (in archive order, so a link to a link works).
@@ -452,48 +475,62 @@ struct Block {
     text: Vec<u8>,
     /// The manifest ends with this block.
     last: bool,
+    /// Why the lines stop here, if not at the end of the manifest.
+    error: Option<Error>,
 }
 
 /// Lines per block, at most (a block also ends past [`BLOCK_BYTES`]).
 const BLOCK_LINES: usize = 4096;
 const BLOCK_BYTES: usize = 256 << 10;
 
-/// Reads the next block of lines (each at most [`MAX_LINE`] bytes); `None` at the end.
-fn read_block(text: &mut impl BufRead, no: usize, next_line: &mut usize) -> Result<Option<Block>> {
+/// Reads the next block of lines (each at most [`MAX_LINE`] bytes); `None` at the end. A line
+/// too long or a failed read ends the manifest: the block carries the error, raised after its
+/// lines are checked (as a check line by line would).
+fn read_block(text: &mut impl BufRead, no: usize, next_line: &mut usize) -> Option<Block> {
     let first_line = *next_line;
     let mut buf = Vec::new();
     let mut lines = 0;
     let mut last = false;
+    let mut error = None;
     while lines < BLOCK_LINES && buf.len() < BLOCK_BYTES {
-        let got = std::io::Read::take(&mut *text, MAX_LINE)
-            .read_until(b'\n', &mut buf)
-            .map_err(spill_error)?;
+        let start = buf.len();
+        let got = match std::io::Read::take(&mut *text, MAX_LINE).read_until(b'\n', &mut buf) {
+            Ok(got) => got,
+            Err(e) => {
+                buf.truncate(start);
+                error = Some(spill_error(e));
+                break;
+            }
+        };
         if got == 0 {
             last = true;
             break;
         }
-        lines += 1;
         if got as u64 == MAX_LINE && !buf.ends_with(b"\n") {
-            return Err(Error::BadArchive(format!(
+            buf.truncate(start);
+            error = Some(Error::BadArchive(format!(
                 "{MANIFEST_PATH}: line {} is longer than the line of any name an archive may hold",
-                first_line + lines - 1
+                first_line + lines
             )));
+            break;
         }
+        lines += 1;
         if !buf.ends_with(b"\n") {
             buf.push(b'\n'); // the last line, without its newline
         }
     }
     *next_line = first_line + lines;
-    if lines == 0 {
-        return Ok(None);
+    if lines == 0 && error.is_none() {
+        return None;
     }
     buf.pop(); // the separator after the last line: `split` would see one empty line more
-    Ok(Some(Block {
+    Some(Block {
         no,
         first_line,
         text: buf,
-        last,
-    }))
+        last: last || error.is_some(),
+        error,
+    })
 }
 
 /// What checking a block found.
@@ -512,11 +549,11 @@ impl Matched {
     }
 
     fn set(&self, i: usize) {
-        self.0[i / 64].fetch_or(1 << (i % 64), std::sync::atomic::Ordering::Relaxed);
+        self.0[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
     }
 
     fn get(&self, i: usize) -> bool {
-        self.0[i / 64].load(std::sync::atomic::Ordering::Relaxed) & (1 << (i % 64)) != 0
+        self.0[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
     }
 }
 
@@ -586,7 +623,7 @@ mod tests {
         let m = manifest(&[("a", b"two"), ("h", b"one")]);
         assert_eq!(
             e.finish(Some(m), 0, Some(false), 1, &mut refused).unwrap(),
-            Some(2)
+            (Some(2), 1)
         );
         assert!(refused.is_empty(), "{refused:?}");
     }
@@ -623,8 +660,8 @@ mod tests {
     /// the rest, and the first bad line's error.
     #[test]
     fn many_blocks_on_many_threads_check_as_one() {
-        let n = 3 * BLOCK_LINES + 17;
-        let run = |threads: usize, bad_line: Option<usize>| {
+        let n = 4 * BLOCK_LINES + 17;
+        let run = |threads: usize, bad_line: Option<usize>, long_line: Option<usize>| {
             let mut e = Expect::new();
             let mut text = Vec::new();
             for i in 0..n {
@@ -647,22 +684,28 @@ mod tests {
                 }
             }
             text.extend_from_slice(format!("{}  gone\n", blake3::hash(b"").to_hex()).as_bytes());
+            let long = vec![b'a'; MAX_LINE as usize];
+            let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
             if let Some(k) = bad_line {
-                let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
                 lines[k] = b"not a manifest line";
-                text = lines.join(&b'\n');
             }
+            if let Some(k) = long_line {
+                lines[k] = &long;
+            }
+            let text = lines.join(&b'\n');
             let mut m = Spill::default();
             m.append(&text).unwrap();
             let mut refused = Vec::new();
-            let r = e.finish(Some(m), 0, Some(false), threads, &mut refused);
+            let r = e
+                .finish(Some(m), 0, Some(false), threads, &mut refused)
+                .map(|(count, _)| count);
             let got: Vec<String> = refused
                 .iter()
                 .map(|r| format!("{}: {}", r.entry, r.reason))
                 .collect();
             (r.map_err(|e| e.to_string()), got)
         };
-        let one = run(1, None);
+        let one = run(1, None, None);
         assert!(
             one.0.is_ok() && one.1.len() == MAX_LISTED + 1,
             "{:?}",
@@ -670,7 +713,7 @@ mod tests {
         );
         assert!(one.1[MAX_LISTED].starts_with('('), "{}", one.1[MAX_LISTED]);
         for threads in [2, 3, 8] {
-            let many = run(threads, None);
+            let many = run(threads, None, None);
             let first_difference = many.1.iter().zip(&one.1).position(|(a, b)| a != b);
             assert_eq!(
                 (&many.0, many.1.len(), first_difference),
@@ -679,11 +722,26 @@ mod tests {
                 first_difference.map(|i| (&many.1[i], &one.1[i]))
             );
         }
-        let bad = 2 * BLOCK_LINES + 5;
-        let one = run(1, Some(bad));
-        let message = one.0.clone().unwrap_err();
-        assert!(message.contains(&format!("line {}", bad + 1)), "{message}");
-        assert_eq!(run(2, Some(bad)).0, one.0);
+        // The first bad line's error, also when a line too long comes later (it ends the
+        // blocks being read ahead of the check), and the line too long's alone.
+        let (bad, long) = (2 * BLOCK_LINES + 5, 3 * BLOCK_LINES + 2);
+        for (bad_line, long_line, named) in [
+            (Some(bad), None, bad),
+            (Some(bad), Some(long), bad),
+            (None, Some(long), long),
+        ] {
+            let one = run(1, bad_line, long_line);
+            let message = one.0.clone().unwrap_err();
+            let at = |sep: &str| message.contains(&format!("line {}{sep}", named + 1));
+            assert!(at(":") || at(" "), "{message}");
+            for threads in [2, 8] {
+                assert_eq!(
+                    run(threads, bad_line, long_line).0,
+                    one.0,
+                    "{threads} threads"
+                );
+            }
+        }
     }
 
     #[test]

@@ -463,13 +463,17 @@ impl Unpacker {
         // The manifest's lines have no leading `./` when the archive's names do (GNU tar's
         // `-C dir .` of an extracted tree): those components are stripped from the names only.
         let strip = self.strip.saturating_sub(manifest_lead);
-        stats.manifest_checked = expect.finish(manifest, strip, check_links, self.jobs, refused)?;
+        let (checked, threads) = expect.finish(manifest, strip, check_links, self.jobs, refused)?;
+        stats.manifest_checked = checked;
+        // Wall time: the check's threads work side by side.
         let check = StageClock {
             busy: checking.elapsed(),
             items: stats.manifest_checked.unwrap_or(0),
             ..StageClock::default()
         };
-        stats.stages.push(StageStats::from_clock("check", 1, check));
+        stats
+            .stages
+            .push(StageStats::from_clock("check", threads, check));
         if !refused.is_empty() {
             return Err(Error::Refused(std::mem::take(refused)));
         }
