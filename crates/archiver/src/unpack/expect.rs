@@ -213,12 +213,27 @@ impl Expect {
                 r.kind |= MATCHED;
             }
         }
+        // Files the manifest does not list: the first in archive order fill what is left of the
+        // report (the records are in key order, random per run; a heap of at most that many
+        // keeps the earliest), the rest are counted, and only the listed names are read back.
+        let room = MAX_LISTED.saturating_sub(problems.listed.len());
+        let mut earliest = std::collections::BinaryHeap::with_capacity(room + 1);
+        let mut unlisted = 0u64;
         for (i, r) in self.recs.iter().enumerate() {
             let last = self.recs.get(i + 1).is_none_or(|next| next.key != r.key);
             if last && r.kind & KIND == FILE && r.kind & MATCHED == 0 {
-                let name = self.name_of(r).map_err(spill_error)?;
-                problems.push(&name, Rule::Manifest, "not listed in the manifest");
+                unlisted += 1;
+                earliest.push((r.seq(), i));
+                if earliest.len() > room {
+                    earliest.pop();
+                }
             }
+        }
+        let earliest = earliest.into_sorted_vec();
+        problems.more += unlisted - earliest.len() as u64;
+        for (_, i) in earliest {
+            let name = self.name_of(&self.recs[i]).map_err(spill_error)?;
+            problems.push(&name, Rule::Manifest, "not listed in the manifest");
         }
         problems.into(refused);
         Ok((Some(count), used))
@@ -767,5 +782,11 @@ mod tests {
             .unwrap();
         assert_eq!(refused.len(), MAX_LISTED + 1);
         assert!(refused[MAX_LISTED].entry.contains("199000 more"));
+        // The files listed are the first in archive order, whatever the run's key.
+        assert_eq!(refused[0].entry, "dir/a-rather-long-file-name-00000000");
+        assert_eq!(
+            refused[MAX_LISTED - 1].entry,
+            "dir/a-rather-long-file-name-00000999"
+        );
     }
 }
