@@ -42,8 +42,6 @@ const DIR: u8 = 4;
 /// A link that was refused: counts as nothing at its path.
 const GONE: u8 = 5;
 const KIND: u8 = 0x0f;
-/// Flag: a manifest line matched this record.
-const MATCHED: u8 = 0x80;
 /// Flag: a FILE's hash has arrived.
 const FILLED: u8 = 0x40;
 
@@ -208,11 +206,6 @@ impl Expect {
         let matched = Matched::new(self.recs.len());
         let (count, used) =
             self.check_lines(manifest, strip, threads, &index, &matched, &mut problems)?;
-        for (i, r) in self.recs.iter_mut().enumerate() {
-            if matched.get(i) {
-                r.kind |= MATCHED;
-            }
-        }
         // Files the manifest does not list: the first in archive order fill what is left of the
         // report (the records are in key order, random per run; a heap of at most that many
         // keeps the earliest), the rest are counted, and only the listed names are read back.
@@ -221,7 +214,7 @@ impl Expect {
         let mut unlisted = 0u64;
         for (i, r) in self.recs.iter().enumerate() {
             let last = self.recs.get(i + 1).is_none_or(|next| next.key != r.key);
-            if last && r.kind & KIND == FILE && r.kind & MATCHED == 0 {
+            if last && r.kind & KIND == FILE && !matched.get(i) {
                 unlisted += 1;
                 earliest.push((r.seq(), i));
                 if earliest.len() > room {
@@ -575,7 +568,7 @@ impl Matched {
 impl Problems {
     fn push(&mut self, entry: &[u8], rule: Rule, reason: &str) {
         if self.listed.len() < MAX_LISTED {
-            self.listed.push(Refused {
+            self.keep(Refused {
                 entry: super::reported_name(entry),
                 rule,
                 reason: super::reported_text(reason.into()),
@@ -586,14 +579,19 @@ impl Problems {
         }
     }
 
+    /// Lists `r` while there is room, else counts it.
+    fn keep(&mut self, r: Refused) {
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(r);
+        } else {
+            self.more += 1;
+        }
+    }
+
     /// Takes a later block's problems: the first [`MAX_LISTED`] in manifest order stay listed.
     fn absorb(&mut self, later: Problems) {
-        for p in later.listed {
-            if self.listed.len() < MAX_LISTED {
-                self.listed.push(p);
-            } else {
-                self.more += 1;
-            }
+        for r in later.listed {
+            self.keep(r);
         }
         self.more += later.more;
     }
