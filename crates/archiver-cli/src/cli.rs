@@ -213,7 +213,8 @@ pub struct PackArgs {
     /// Compression level (gzip/deflate 1-9, default 6; zstd 1-19, default 3)
     #[arg(short, long, value_name = "N")]
     pub level: Option<u32>,
-    /// Leave out paths matching GLOB (gitignore syntax; repeatable)
+    /// Leave out paths matching GLOB (repeatable), matched against the stored path as GNU tar
+    /// does: `*.o`, `build/`, `app/src`; `./x` only at the top
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// Honour .gitignore and .ignore files (default: pack everything, hidden files too)

@@ -4,6 +4,7 @@ use anyhow::Context;
 use archiver::{Format, Packer};
 
 use crate::cli::GroupArgs;
+use crate::input::terminal_safe;
 use crate::Outcome;
 
 pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {
@@ -49,11 +50,12 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
     if cancel.is_cancelled() {
         return Err(archiver::Error::Cancelled.into());
     }
-    let (failed, warned) = print_results(&stems, &results);
+    let (failed, warned) = print_results(&args.dir, &stems, &results);
     eprintln!(
-        "{} stems: {} packed, {} failed",
+        "{} stems: {} packed, {} incomplete, {} failed",
         stems.len(),
-        stems.len() - failed,
+        stems.len() - failed - warned,
+        warned,
         failed
     );
     if failed > 0 {
@@ -66,9 +68,11 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
     })
 }
 
-/// Prints one line per stem (its archive, or why it failed); returns how many failed and how many
-/// packed with warnings.
+/// Prints one line per stem (its archive, or why it failed; a stem whose archive lacks a file it
+/// should hold is INCOMPLETE, naming the first such file); returns how many failed and how many
+/// were packed with warnings. Stems are names from disk: escaped like every name we print.
 fn print_results(
+    dir: &std::path::Path,
     stems: &[archiver::group::Stem],
     results: &[archiver::group::StemResult],
 ) -> (usize, usize) {
@@ -76,27 +80,34 @@ fn print_results(
     let mut warned = 0;
     eprintln!("{:<32} {:>6} {:>12}  result", "stem", "files", "bytes in");
     for (stem, r) in stems.iter().zip(results) {
+        let name = terminal_safe(&stem.stem);
         match &r.result {
             Ok((path, report)) => {
-                if !report.warnings.is_empty() {
+                let mut result = terminal_safe(&path.display().to_string());
+                if let Some(first) = report.warnings.first() {
                     warned += 1;
+                    result = format!(
+                        "INCOMPLETE: {} ({} warning{}; first: {}: {})",
+                        result,
+                        report.warnings.len(),
+                        if report.warnings.len() == 1 { "" } else { "s" },
+                        terminal_safe(&dir.join(&first.path).display().to_string()),
+                        terminal_safe(&first.message)
+                    );
                 }
                 eprintln!(
                     "{:<32} {:>6} {:>12}  {}",
-                    stem.stem,
-                    stem.files.len(),
-                    report.stats.bytes_in,
-                    path.display()
+                    name, report.stats.files, report.stats.bytes_in, result
                 );
             }
             Err(e) => {
                 failed += 1;
                 eprintln!(
-                    "{:<32} {:>6} {:>12}  FAILED: {e}{}",
-                    stem.stem,
+                    "{:<32} {:>6} {:>12}  FAILED: {}",
+                    name,
                     stem.files.len(),
                     "-",
-                    chain_of(e)
+                    terminal_safe(&format!("{e}{}", chain_of(e)))
                 );
             }
         }

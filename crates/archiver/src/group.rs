@@ -286,14 +286,9 @@ fn pack_one(
 ) -> Result<(PathBuf, PackReport)> {
     let format = template.pack_options().format;
     let target = outdir.join(format!("{}.{}", stem.stem, extension(format)));
-    let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", stem.stem))
-        .suffix(".tmp")
-        .tempfile_in(outdir)
-        .map_err(|e| Error::Io {
-            path: target.clone(),
-            source: e,
-        })?;
+    // As `pack -o`: a temporary beside the target (removed if anything fails), 0666 less the
+    // umask for a new archive, a replaced one's permission bits kept, durable before the rename.
+    let mut out = crate::atomic::AtomicFile::create(&target)?;
     // Each file is stored under its own name, as if packed with `-C DIR name...`.
     let names = stem.files.iter().filter_map(|f| f.file_name());
     let mut packer = Packer::new(names).options(template.pack_options().clone());
@@ -304,12 +299,9 @@ fn pack_one(
     let report = crate::threads::catch(
         "group",
         || Some(stem.stem.clone()),
-        || packer.pack(temp.as_file_mut()),
+        || packer.pack(out.file_mut()),
     )??;
-    temp.persist(&target).map_err(|e| Error::Io {
-        path: target.clone(),
-        source: e.error,
-    })?;
+    out.commit()?;
     Ok((target, report))
 }
 

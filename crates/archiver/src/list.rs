@@ -123,13 +123,30 @@ pub fn list_path(
         path: path.to_path_buf(),
         source: e,
     })?;
-    let mut head = [0u8; 4];
-    let n = (&file).read(&mut head).map_err(Error::Input)?;
-    if detect(&head[..n]) == Some(Detected::Zip) {
+    let head = read_head(&file)?;
+    if detect(&head) == Some(Detected::Zip)
+        || crate::format::zip_read::is_prefixed_zip(&file, &head)
+    {
         return list_zip(file, each);
     }
     let file = std::fs::File::open(path).map_err(Error::Input)?;
     list_from_file(io::BufReader::with_capacity(256 << 10, file), each)
+}
+
+/// Up to the first 512 bytes of an archive file, to tell its format.
+pub(crate) fn read_head(file: &std::fs::File) -> Result<Vec<u8>> {
+    let mut head = vec![0u8; 512];
+    let mut len = 0;
+    while len < head.len() {
+        match (&*file).read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Input(e)),
+        }
+    }
+    head.truncate(len);
+    Ok(head)
 }
 
 /// Lists a zip through our own directory reader, so `list` sees exactly the names, types and checks
@@ -221,6 +238,11 @@ fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> 
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| bad_tar(count, e))?;
     Ok(count)
+}
+
+/// A path for messages: [`escape_name`] of its bytes, never raw control characters.
+pub(crate) fn escape_path(p: &std::path::Path) -> String {
+    escape_name(&crate::manifest::path_bytes(p))
 }
 
 /// A name made safe to print on a terminal or in a line-based listing, the way GNU tar quotes names

@@ -146,7 +146,9 @@ impl Packer {
         self
     }
 
-    /// Leaves out paths matching `glob` (gitignore syntax: `*.o`, `build/`, `/top-only`).
+    /// Leaves out paths matching `glob`, matched against the stored path as GNU tar's `--exclude`
+    /// does (gitignore syntax, unanchored: `*.o`, `build/`, `app/src`; `./x` or `/x` only at the
+    /// top).
     pub fn exclude(mut self, glob: impl Into<String>) -> Self {
         self.opts.excludes.push(glob.into());
         self

@@ -25,6 +25,32 @@ fn missing_path_is_fatal_and_named() {
     );
 }
 
+/// `-C DIR` that is missing or not a directory: the error names DIR, not the PATHs inside it.
+#[test]
+fn a_bad_directory_is_named() {
+    let work = tempfile::tempdir().unwrap();
+    file(work.path(), "plain", b"x", 0o644);
+    for (dir, what) in [
+        ("nodir", "no such file or directory"),
+        ("plain", "is not a directory (-C)"),
+    ] {
+        let dir = work.path().join(dir);
+        let out = archiver()
+            .arg("pack")
+            .arg("-C")
+            .arg(&dir)
+            .args([".", "-o", "-"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr_of(&out),
+            format!("archiver: {}: {what}\n", dir.display())
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
 #[test]
 fn bad_flags_and_values_are_usage_errors() {
     let out = archiver()

@@ -830,6 +830,21 @@ fn verify_against_a_directory() {
         lines[2].ends_with("ln: symlink target differs: archive a.txt, disk dir/b.txt"),
         "{report}"
     );
+
+    // A DIR that is not there is a mistake in the command (exit 2, naming it), not a tree that
+    // lacks every file (exit 1 and a line per entry).
+    let gone = work.path().join("no-such-dir");
+    let out = archiver()
+        .arg("verify")
+        .arg(&archive)
+        .arg("--against")
+        .arg(&gone)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}: ", gone.display())), "{err}");
 }
 
 /// The corpus archives marked `ok` extract to the same tree bsdtar extracts (content, modes less
@@ -1595,6 +1610,75 @@ fn zip_central(entries: &[(&[u8], &[u8], u32)], at: usize) -> Vec<u8> {
     z.extend_from_slice(&(at as u32).to_le_bytes());
     z.extend_from_slice(&0u16.to_le_bytes());
     z
+}
+
+/// An Info-ZIP Unicode Path field (0x7075) naming `name`, for a header whose raw name is `raw`.
+fn unicode_path_field(name: &[u8], raw: &[u8]) -> Vec<u8> {
+    let mut f = 0x7075u16.to_le_bytes().to_vec();
+    f.extend_from_slice(&((5 + name.len()) as u16).to_le_bytes());
+    f.push(1);
+    f.extend_from_slice(&crc32(raw).to_le_bytes());
+    f.extend_from_slice(name);
+    f
+}
+
+/// One stored entry whose local and central headers each carry their own raw name and extra
+/// field: the shapes a renaming attack needs.
+fn zip_two_names(local: (&[u8], &[u8]), central: (&[u8], &[u8]), data: &[u8]) -> Vec<u8> {
+    let mut z = zip_local(local.0, data);
+    // zip_local writes no extra field: patch its length in and insert it after the name.
+    z[28..30].copy_from_slice(&(local.1.len() as u16).to_le_bytes());
+    let at = 30 + local.0.len();
+    z.splice(at..at, local.1.iter().copied());
+    let mut cd = zip_central(&[(central.0, data, 0)], z.len());
+    cd[30..32].copy_from_slice(&(central.1.len() as u16).to_le_bytes());
+    let at = 46 + central.0.len();
+    cd.splice(at..at, central.1.iter().copied());
+    let end = cd.len() - 22;
+    let cd_len = end as u32;
+    cd[end + 12..end + 16].copy_from_slice(&cd_len.to_le_bytes());
+    z.extend(cd);
+    z
+}
+
+/// The central directory names an entry, as unzip, 7-Zip and Python's zipfile read it: a Unicode
+/// Path field in the local header alone cannot rename the file written (`.profile` for a
+/// `good.txt` every lister shows), and a local raw name that is not the central header's is
+/// refused even when the central name came from its own Unicode Path field.
+#[test]
+fn the_local_header_cannot_rename_a_zip_entry() {
+    let data = b"payload";
+    let local_rename = zip_two_names(
+        (b"good.txt", &unicode_path_field(b".profile", b"good.txt")),
+        (b"good.txt", b""),
+        data,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(work.path(), &local_rename, &["--no-sync"]);
+    assert_eq!(code, Some(0), "{err}");
+    let dest = work.path().join("dest");
+    assert_eq!(std::fs::read(dest.join("good.txt")).unwrap(), data);
+    assert!(!dest.join(".profile").exists());
+    let listed = archiver()
+        .arg("list")
+        .arg(work.path().join("evil.bin"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "good.txt\n");
+
+    let other_raw = zip_two_names(
+        (b".bashrc", b""),
+        (b"raw-name", &unicode_path_field(b"good.txt", b"raw-name")),
+        data,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(work.path(), &other_raw, &["--no-sync"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("disagree"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(work.path().join("dest")).unwrap().count(),
+        0
+    );
 }
 
 /// Overlapping entries, the construction of the non-recursive zip bombs (one entry's data holds

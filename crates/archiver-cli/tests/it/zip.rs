@@ -481,3 +481,52 @@ fn a_manifest_over_a_mebibyte_is_streamed_and_still_checked() {
         std::fs::read(&archive).unwrap()
     );
 }
+
+/// A zip with bytes before it (a self-extractor's program, padding, a block of zeros that looks
+/// like an empty tar) is read as unzip and bsdtar read it, from its end record: our own archive
+/// so prefixed still passes its manifest check, and the corpus's prefixed zips list the names
+/// bsdtar lists. Through a pipe (no end to read first) a program before it is refused (and zeros
+/// are an empty tar, as GNU tar reads them).
+#[test]
+fn zips_after_a_prefix_are_read_from_their_end_record() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a.txt", b"alpha", 0o644);
+    file(&src, "dir/b.txt", b"beta", 0o600);
+    let plain = work.path().join("plain.zip");
+    pack_zip(&src, &plain, &[]);
+    let zip = std::fs::read(&plain).unwrap();
+    for (what, prefix) in [
+        ("script", b"#!/bin/sh\nexit 0\n".to_vec()),
+        ("zeros", vec![0u8; 512]),
+        ("zeros and more", vec![0u8; 576]),
+    ] {
+        let archive = work.path().join(format!("{}.zip", what.replace(' ', "-")));
+        std::fs::write(&archive, [prefix.clone(), zip.clone()].concat()).unwrap();
+        clean(archiver().arg("verify").arg(&archive));
+        let dest = work.path().join(format!("dest-{}", what.replace(' ', "-")));
+        unpacks_to_the_tree(&archive, &src, &dest);
+        if what == "script" {
+            let piped = archiver()
+                .args(["list", "-"])
+                .stdin_bytes(&std::fs::read(&archive).unwrap())
+                .output()
+                .unwrap();
+            assert_eq!(piped.status.code(), Some(2), "{what} through a pipe");
+        }
+    }
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/libarchive");
+    for (name, expected) in [
+        ("test_compat_zip_4.zip", "foo\nbar\nbaz\n"),
+        ("test_read_format_zip_sfx.zip", "file0\nbuild.sh\n"),
+        ("test_read_format_zip_padded1.zip", "file0\nfile1\n"),
+    ] {
+        let out = archiver()
+            .arg("list")
+            .arg(corpus.join("archives").join(name))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{name}");
+    }
+}

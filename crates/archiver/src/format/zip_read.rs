@@ -31,8 +31,9 @@ pub(crate) struct ZipEntry {
     pub unix_mode: Option<u32>,
     /// mtime: the extended-timestamp field if present, else the DOS time read as UTC.
     pub mtime: i64,
-    /// The central header carried an Info-ZIP Unicode Path field (0x7075).
-    unicode_field: bool,
+    /// When an Info-ZIP Unicode Path field (0x7075) of the central header gave `name`: the CRC-32
+    /// of the name it replaced, which the local header's name must match.
+    raw_name_crc: Option<u32>,
     /// The MS-DOS attribute byte (0x10: directory), set by DOS and Windows tools and Info-ZIP.
     dos_attrs: u8,
     /// The "version made by" host system (0 MS-DOS, 3 Unix, 10 NTFS, 19 OS X, ...).
@@ -127,6 +128,30 @@ impl Read for RangeReader<'_> {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// Whether `file` is a zip whose first bytes do not say so (`head`, up to its first 512 bytes,
+/// is no format we know, or an all-zero block): a self-extracting archive's program, padding or
+/// zeros before the entries, as unzip and bsdtar accept. True when an end record is found and
+/// the central directory it points at (offsets shifted by the prefix) starts with a central
+/// header, or holds no entries.
+pub(crate) fn is_prefixed_zip(file: &File, head: &[u8]) -> bool {
+    let unknown = match crate::detect(head) {
+        None => true,
+        Some(crate::Detected::Tar) => head.len() >= 512 && head[..512].iter().all(|&b| b == 0),
+        Some(_) => false,
+    };
+    if !unknown {
+        return false;
+    }
+    let Ok(dir) = locate_directory(file) else {
+        return false;
+    };
+    if dir.entries == 0 {
+        return dir.size == 0;
+    }
+    let mut sig = [0u8; 4];
+    read_at(file, &mut sig, dir.start).is_ok() && u32::from_le_bytes(sig) == record::CENTRAL
 }
 
 /// Parses and validates the central directory of the zip in `file`.
@@ -253,7 +278,9 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
     let name = cd[p + record::CENTRAL_LEN..p + record::CENTRAL_LEN + n].to_vec();
     let extra = &cd[p + record::CENTRAL_LEN + n..p + record::CENTRAL_LEN + n + m];
     let mut mtime = None;
+    let raw_crc = crc32fast::hash(&name);
     let (name, unicode_field) = unicode_name(name, extra);
+    let raw_name_crc = unicode_field.then_some(raw_crc);
     for (id, data) in extra_fields(extra) {
         match id {
             0x0001 => {
@@ -269,7 +296,8 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
                 take(&mut local);
             }
             0x5455 if !data.is_empty() && data[0] & 1 != 0 && data.len() >= 5 => {
-                mtime = Some(i64::from(u32le(data, 1)));
+                // A signed 32-bit Unix time (APPNOTE 4.5.3): before 1970 is negative.
+                mtime = Some(i64::from(u32le(data, 1) as i32));
             }
             _ => {}
         }
@@ -293,7 +321,7 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
         data_offset, // fixed up below, after the local header is read
         unix_mode,
         mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
-        unicode_field,
+        raw_name_crc,
         dos_attrs: external as u8,
         host: (made_by >> 8) as u8,
     };
@@ -364,14 +392,18 @@ fn check_local(file: &File, e: &mut ZipEntry, cd_start: u64) -> Result<u64> {
     let lflags = u16le(&h, 6);
     let local_zip64 = check_local_sizes(e, &h, &extra)?;
     e.data_offset = at + record::LOCAL_LEN as u64 + n as u64 + m as u64;
+    let overflows = |e: &ZipEntry| Error::Entry {
+        entry: e.name_lossy(),
+        reason: "its compressed size runs past the largest file size (malformed archive)".into(),
+    };
     let mut end = e
         .data_offset
         .checked_add(e.csize)
-        .ok_or_else(|| bad("entry size overflows"))?;
+        .ok_or_else(|| overflows(e))?;
     if lflags & 8 != 0 {
         end = end
             .checked_add(check_descriptor(file, e, end, local_zip64, cd_start)?)
-            .ok_or_else(|| bad("entry size overflows"))?;
+            .ok_or_else(|| overflows(e))?;
     }
     if end > cd_start {
         return Err(Error::Entry {
@@ -406,13 +438,15 @@ fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; record::LOCAL_LEN],
     read_at(file, &mut name, at + record::LOCAL_LEN as u64).map_err(Error::Input)?;
     let mut extra = vec![0u8; m];
     read_at(file, &mut extra, at + record::LOCAL_LEN as u64 + n as u64).map_err(Error::Input)?;
-    let (name, local_unicode) = unicode_name(name, &extra);
-    if name != e.name && (e.unicode_field || local_unicode) {
-        // Names spelled differently through Unicode Path fields (one side's may be stale):
-        // the local header's, as libarchive reads it.
-        e.name = name.clone();
-    }
-    if name != e.name {
+    // The central directory names the entry (as unzip, 7-Zip and Python's zipfile read it); the
+    // local header's raw name must be the central header's raw name. A Unicode Path field in the
+    // local header alone is not read: it would let the local header rename what a reader of the
+    // central directory was shown.
+    let agrees = match e.raw_name_crc {
+        Some(crc) => crc32fast::hash(&name) == crc,
+        None => name == e.name,
+    };
+    if !agrees {
         return Err(Error::Entry {
             entry: e.name_lossy(),
             reason: format!(

@@ -873,8 +873,8 @@ impl Writer<'_> {
             tracing::warn!(
                 "{}: symbolic link to {} leads outside the archive; archiver unpack \
                  refuses it unless --allow-outside-links is given",
-                entry.disk.display(),
-                target.display()
+                crate::list::escape_path(&entry.disk),
+                crate::list::escape_path(target)
             );
         }
         Ok(())
@@ -924,7 +924,7 @@ impl Writer<'_> {
         if self.strict {
             return Err(Error::Strict { path, message });
         }
-        tracing::warn!("{}: {}", path.display(), message);
+        tracing::warn!("{}: {}", crate::list::escape_path(&path), message);
         self.warnings.push(Warning { path, message });
         Ok(())
     }

@@ -158,7 +158,7 @@ pub(crate) fn plan_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
         let note = removed.map(|what| {
             format!(
                 "{}: removing leading '{what}' from member names",
-                given.display()
+                crate::list::escape_path(given)
             )
         });
         roots.push(Root {
@@ -200,6 +200,19 @@ pub(crate) fn check_roots(roots: &[Root], opts: &WalkOptions) -> Result<()> {
 }
 
 fn stat_roots(roots: &[Root], opts: &WalkOptions) -> Result<Vec<Stat>> {
+    // `-C DIR` first, so a missing or wrong DIR is the error, not every PATH inside it.
+    if let Some(d) = &opts.directory {
+        let st = rustix::fs::stat(d).map_err(|e| Error::Source {
+            path: d.clone(),
+            reason: io_reason(&e.into()),
+        })?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Err(Error::Source {
+                path: d.clone(),
+                reason: "is not a directory (-C)".into(),
+            });
+        }
+    }
     let mut stats = Vec::with_capacity(roots.len());
     for r in roots {
         let path = match &opts.directory {
@@ -562,16 +575,32 @@ pub(crate) fn run(
 fn build_excludes(globs: &[String]) -> Result<Gitignore> {
     let mut b = GitignoreBuilder::new(".");
     for glob in globs {
-        let g = glob.strip_prefix("./").unwrap_or(glob);
-        let g = g
-            .strip_suffix("/")
-            .map_or(g.to_string(), |d| format!("{d}/"));
+        // A leading `./` names the top of the tree: GNU tar's member names under `-C dir .` start
+        // with it, so `./build` matches `./build` and not `./lib/build`. Stored names have no
+        // `./`, so it becomes gitignore's anchor, `/build`.
+        let (anchored, g) = match glob.strip_prefix("./") {
+            Some(rest) => (true, rest.trim_start_matches('/')),
+            None => (false, glob.as_str()),
+        };
+        if g.is_empty() {
+            continue;
+        }
+        let g = if anchored && !g.starts_with("**/") {
+            format!("/{g}")
+        } else {
+            g.to_string()
+        };
         // GNU tar matches a pattern with a slash after any `/` (its --no-anchored default); in
-        // gitignore syntax such a pattern is anchored, so add the unanchored form too.
+        // gitignore syntax such a pattern is anchored, so add the unanchored form too. Its `*`
+        // also matches `/`, so `./*.o` reaches `./lib/x.o`: an anchored pattern that starts with
+        // `*` gets the form below any directory as well.
         let inner = g.trim_end_matches('/');
         let mut forms = vec![g.clone()];
         if inner.contains('/') && !g.starts_with('/') && !g.starts_with("**/") {
             forms.push(format!("**/{g}"));
+        }
+        if anchored && g.starts_with("/*") && !g.starts_with("/**") {
+            forms.push(format!("/**{g}"));
         }
         for form in forms {
             b.add_line(None, &form)
@@ -1208,6 +1237,38 @@ mod tests {
     }
 
     #[test]
+    fn a_leading_dot_slash_excludes_only_at_the_top() {
+        // As GNU tar under `-C dir .`, whose names start with `./`: `--exclude ./build` leaves
+        // out `./build`, never `./lib/build`; its `*` matches `/`, so `./*.o` reaches `lib/x.o`.
+        let t = tempfile::tempdir().unwrap();
+        touch(t.path(), "build/out", "x");
+        touch(t.path(), "config", "x");
+        touch(t.path(), "lib/build/keep", "x");
+        touch(t.path(), "lib/config", "x");
+        touch(t.path(), "lib/x.o", "x");
+        touch(t.path(), "y.o", "x");
+        let mut opts = at(t.path(), 2);
+        opts.excludes = vec![
+            "./build".into(),
+            "./config".into(),
+            "./*.o".into(),
+            "./".into(),
+        ];
+        let w = walk_all(&["."], opts).unwrap();
+        assert_eq!(
+            names(&w),
+            ["lib", "lib/build", "lib/build/keep", "lib/config"]
+        );
+        // Packing `app`, no stored name is `x` at the top: `./x` leaves out nothing (tar too).
+        touch(t.path(), "app/x", "x");
+        touch(t.path(), "app/src/x", "x");
+        let mut opts = at(t.path(), 2);
+        opts.excludes = vec!["./x".into()];
+        let w = walk_all(&["app"], opts).unwrap();
+        assert_eq!(names(&w), ["app", "app/src", "app/src/x", "app/x"]);
+    }
+
+    #[test]
     fn hard_links_point_at_the_first_name_in_order() {
         let t = tempfile::tempdir().unwrap();
         touch(t.path(), "b/data", "x");
@@ -1228,6 +1289,18 @@ mod tests {
                 target: PathBuf::from("a")
             }
         );
+    }
+
+    #[test]
+    fn a_missing_or_wrong_directory_is_named_itself() {
+        let t = tempfile::tempdir().unwrap();
+        touch(t.path(), "file", "x");
+        let mut opts = at(&t.path().join("nodir"), 1);
+        let err = walk_all(&["."], opts.clone()).unwrap_err().to_string();
+        assert!(err.ends_with("nodir: no such file or directory"), "{err}");
+        opts.directory = Some(t.path().join("file"));
+        let err = walk_all(&["x"], opts).unwrap_err().to_string();
+        assert!(err.ends_with("file: is not a directory (-C)"), "{err}");
     }
 
     #[test]

@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use crate::error::{Error, Refused, Result};
-use crate::list::escape_name;
 use crate::manifest::path_bytes;
 use crate::unpack::policy::{self, Lookup, Merge, Refusal};
 use crate::unpack::stage::StageTree;
@@ -40,7 +39,7 @@ use crate::{Cancel, Warning};
 
 /// An entry name for messages: escaped, never raw control characters.
 fn show(p: &Path) -> String {
-    escape_name(&path_bytes(p))
+    crate::list::escape_path(p)
 }
 
 /// The per-run staging directory inside DEST. Dropping it removes it with everything inside,

@@ -34,7 +34,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use crate::error::{Error, Refused, Result, Rule};
 use crate::format::tar_read::TarReader;
 use crate::format::zip_read::{self, ZipEntry};
-use crate::list::{escape_name, open_tar, DecodeThreads, Opened};
+use crate::list::{escape_name, open_tar, read_head, DecodeThreads, Opened};
 use crate::manifest;
 use crate::pack::budget::Budget;
 use crate::pack::stats::{StageClock, StageStats};
@@ -334,9 +334,10 @@ impl Unpacker {
             path: path.to_path_buf(),
             source: e,
         })?;
-        let mut head = [0u8; 4];
-        let n = (&file).read(&mut head).map_err(Error::Input)?;
-        if crate::detect(&head[..n]) == Some(crate::Detected::Zip) {
+        let head = read_head(&file)?;
+        if crate::detect(&head) == Some(crate::Detected::Zip)
+            || zip_read::is_prefixed_zip(&file, &head)
+        {
             return self
                 .run(Source::Zip(&file))
                 .map_err(|e| self.or_cancelled(e));
@@ -360,6 +361,25 @@ impl Unpacker {
     /// against its manifest, then commit the staging tree into DEST.
     fn run(&self, source: Source<'_>) -> Result<UnpackReport> {
         let started = Instant::now();
+        if let Some(dir) = &self.against {
+            // A directory that is not there is a mistake in the command, not a tree that lacks
+            // every file (GNU tar --diff: "Cannot open", exit 2).
+            match fs::metadata(dir) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::Source {
+                        path: dir.clone(),
+                        reason: "is not a directory (--against)".into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: dir.clone(),
+                        source: e,
+                    })
+                }
+            }
+        }
         let (mut staging, tree) = self.create_staging()?;
         let done = self.read_archive(source, staging.as_ref(), tree)?;
         let ReadDone {
