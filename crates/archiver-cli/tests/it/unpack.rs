@@ -1681,6 +1681,89 @@ fn the_local_header_cannot_rename_a_zip_entry() {
     );
 }
 
+/// A zip of zstd (method 93) entries, each `data` compressed into the given frames.
+fn zip_zstd(entries: &[(&[u8], Vec<u8>, &[u8])]) -> Vec<u8> {
+    let mut z = Vec::new();
+    let mut cd = Vec::new();
+    for (name, comp, data) in entries {
+        let at = z.len() as u32;
+        let head = |sig: u32, central: bool| {
+            let mut h = sig.to_le_bytes().to_vec();
+            if central {
+                h.extend_from_slice(&[0x3f, 3]);
+            }
+            h.extend_from_slice(&[63, 0, 0, 0, 93, 0, 0, 0, 0x21, 0]);
+            h.extend_from_slice(&crc32(data).to_le_bytes());
+            h.extend_from_slice(&(comp.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes());
+            if central {
+                h.extend_from_slice(&[0; 6]);
+                h.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+                h.extend_from_slice(&at.to_le_bytes());
+            }
+            h.extend_from_slice(name);
+            h
+        };
+        z.extend(head(0x0403_4b50, false));
+        z.extend_from_slice(comp);
+        cd.extend(head(0x0201_4b50, true));
+    }
+    let (cd_at, cd_len, n) = (z.len() as u32, cd.len() as u32, entries.len() as u16);
+    z.extend(cd);
+    z.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    z.extend_from_slice(&[0; 4]);
+    z.extend_from_slice(&n.to_le_bytes());
+    z.extend_from_slice(&n.to_le_bytes());
+    z.extend_from_slice(&cd_len.to_le_bytes());
+    z.extend_from_slice(&cd_at.to_le_bytes());
+    z.extend_from_slice(&0u16.to_le_bytes());
+    z
+}
+
+/// One zstd frame of `data` without a content size, declaring a 2^`log` window.
+fn zstd_frame(data: &[u8], log: u32) -> Vec<u8> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    enc.set_parameter(zstd::zstd_safe::CParameter::WindowLog(log))
+        .unwrap();
+    enc.include_contentsize(false).unwrap();
+    std::io::Write::write_all(&mut enc, data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// zstd entries asking for 128 MiB windows are decoded one at a time (memory does not grow
+/// with -j; measured by hand, see docs/SECURITY.md) and still extract whole, side by side with
+/// small-window ones; an entry whose first frame declares a small window and a later one a large
+/// window is refused naming the entry, never decoded with the larger window.
+#[test]
+fn zstd_zip_entries_with_large_windows_extract_one_at_a_time() {
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let small = b"small window".repeat(100);
+    let mut entries: Vec<(&[u8], Vec<u8>, &[u8])> = Vec::new();
+    let names: Vec<Vec<u8>> = (0..6).map(|i| format!("big{i}").into_bytes()).collect();
+    for name in &names {
+        entries.push((name, zstd_frame(&big, 27), &big));
+    }
+    entries.push((b"small", zstd_frame(&small, 20), &small));
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(work.path(), &zip_zstd(&entries), &["--no-sync", "-j", "4"]);
+    assert_eq!(code, Some(0), "{err}");
+    let dest = work.path().join("dest");
+    for name in &names {
+        assert!(std::fs::read(dest.join(String::from_utf8_lossy(name).as_ref())).unwrap() == big);
+    }
+    assert_eq!(std::fs::read(dest.join("small")).unwrap(), small);
+
+    let both = [&small[..], &big[..]].concat();
+    let frames = [zstd_frame(&small, 20), zstd_frame(&big, 27)].concat();
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(work.path(), &zip_zstd(&[(b"sneaky", frames, &both)]), &["--no-sync"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sneaky"), "{err}");
+    assert_eq!(std::fs::read_dir(work.path().join("dest")).unwrap().count(), 0);
+}
+
 /// Overlapping entries, the construction of the non-recursive zip bombs (one entry's data holds
 /// another entry whole), and two central entries sharing one local entry: both refused by unpack
 /// and verify, naming the overlap, nothing extracted. Each entry alone is valid (names, CRCs and

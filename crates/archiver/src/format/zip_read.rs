@@ -577,6 +577,59 @@ fn check_descriptor(
     })
 }
 
+/// The largest zstd window (log2) that writers decode at the same time: 8 MiB, what zstd's levels
+/// up to 19 use. A frame may ask for up to 128 MiB (libzstd's limit, `--long` and `--ultra`
+/// levels), and every writer decodes its own entries: decoded side by side, such entries would
+/// take 128 MiB per writer, from a few kilobytes of archive. So an entry whose first frame asks
+/// for more (or whose first frame cannot be read) is decoded while holding [`BIG_WINDOW`], one
+/// at a time across the process; the others are held to this window, and a later frame that
+/// asks for more fails with an error naming the entry instead of growing.
+const SHARED_WINDOW_LOG: u32 = 23;
+static BIG_WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+type ZstdEntry<'a> = (Box<dyn Read + 'a>, Option<std::sync::MutexGuard<'static, ()>>);
+
+fn zstd_entry<'a>(file: &'a File, e: &ZipEntry, raw: RangeReader<'a>) -> Result<ZstdEntry<'a>> {
+    let mut head = [0u8; 14];
+    let n = head.len().min(e.csize as usize);
+    let small = read_at(file, &mut head[..n], e.data_offset).is_ok()
+        && zstd_window(&head[..n]).is_some_and(|w| w <= 1 << SHARED_WINDOW_LOG);
+    let guard = (!small).then(|| BIG_WINDOW.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut dec = zstd::stream::read::Decoder::new(raw).map_err(Error::Input)?;
+    if small {
+        dec.window_log_max(SHARED_WINDOW_LOG)
+            .map_err(Error::Input)?;
+    }
+    Ok((Box::new(dec), guard))
+}
+
+/// The window a zstd frame header declares (RFC 8878 3.1.1.1): from the window descriptor, or
+/// the content size for a single-segment frame. `None`: not a zstd frame header (a skippable
+/// frame first, or too short).
+fn zstd_window(h: &[u8]) -> Option<u64> {
+    if h.len() < 6 || u32le(h, 0) != 0xFD2F_B528 {
+        return None;
+    }
+    let fhd = h[4];
+    if fhd & 0x20 == 0 {
+        let wd = h[5];
+        let log = 10 + u64::from(wd >> 3);
+        let base = 1u64 << log;
+        return Some(base + (base / 8) * u64::from(wd & 7));
+    }
+    // Single segment: no window descriptor; the window is the content size, whose field
+    // follows the dictionary id.
+    let did = [0usize, 1, 2, 4][usize::from(fhd & 3)];
+    let fcs = [1usize, 2, 4, 8][usize::from(fhd >> 6)];
+    let at = 5 + did;
+    let field = h.get(at..at + fcs)?;
+    let mut v = 0u64;
+    for (i, b) in field.iter().enumerate() {
+        v |= u64::from(*b) << (8 * i);
+    }
+    Some(if fcs == 2 { v + 256 } else { v })
+}
+
 /// A reader of one entry's uncompressed data, held to the declared size, with the CRC checked at
 /// the end. Errors name the entry.
 pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader<'a>> {
@@ -589,6 +642,7 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
         });
     }
     let raw = RangeReader::new(file, e.data_offset, e.csize);
+    let mut big_window = None;
     let inner: Box<dyn Read + 'a> = match e.method {
         0 => Box::new(raw),
         8 if e.usize <= INFLATE_WHOLE && e.csize <= INFLATE_WHOLE => {
@@ -604,7 +658,11 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
             };
             crate::format::gzip_read::open_raw(raw, threads).map_err(Error::Thread)?
         }
-        93 => Box::new(zstd::stream::read::Decoder::new(raw).map_err(Error::Input)?),
+        93 => {
+            let (dec, guard) = zstd_entry(file, e, raw)?;
+            big_window = guard;
+            dec
+        }
         m => {
             return Err(Error::Entry {
                 entry: e.name_lossy(),
@@ -617,6 +675,7 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
     };
     Ok(EntryReader {
         inner,
+        _big_window: big_window,
         left: e.usize,
         crc: crc32fast::Hasher::new(),
         expected_crc: e.crc,
@@ -731,6 +790,8 @@ fn method_name(m: u16) -> &'static str {
 
 pub(crate) struct EntryReader<'a> {
     inner: Box<dyn Read + 'a>,
+    /// Held while a zstd entry with a large window is decoded (see [`zstd_entry`]).
+    _big_window: Option<std::sync::MutexGuard<'static, ()>>,
     left: u64,
     crc: crc32fast::Hasher,
     expected_crc: u32,
@@ -807,5 +868,24 @@ mod tests {
         assert_eq!(dos_to_unix((1 << 5) | 1, 0), 315_532_800);
         let (t, d) = crate::format::zip::dos_time(1_700_000_000);
         assert_eq!(dos_to_unix(d, t), 1_700_000_000);
+    }
+
+    /// The window each frame header declares, checked against frames libzstd wrote.
+    #[test]
+    fn zstd_windows_from_frame_headers() {
+        let data = vec![7u8; 300_000];
+        // Content size known, small: a single-segment frame, window = content size.
+        let one = zstd::bulk::compress(&data, 3).unwrap();
+        assert_eq!(zstd_window(&one[..14]), Some(300_000));
+        // Streamed (no content size) with a 2^27 window: the window descriptor says so.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.set_parameter(zstd::zstd_safe::CParameter::WindowLog(27))
+            .unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &data).unwrap();
+        let big = enc.finish().unwrap();
+        assert_eq!(zstd_window(&big[..14]), Some(1 << 27));
+        assert_eq!(zstd_window(b"\x50\x2a\x4d\x18skippable"), None);
+        assert_eq!(zstd_window(&big[..5]), None);
     }
 }
