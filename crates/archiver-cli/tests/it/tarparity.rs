@@ -725,3 +725,71 @@ fn lists_every_archive_like_gnu_tar() {
         failures.join("\n")
     );
 }
+
+/// Sparse members extract with their holes as holes, as GNU tar and bsdtar extract them: same
+/// content, a few blocks on disk, in every sparse format GNU tar writes. So a small archive
+/// whose map declares gigabytes of holes cannot fill the disk with zeros.
+#[test]
+fn sparse_members_extract_as_sparse_files() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("disk.img")).unwrap();
+    f.set_len(256 << 20).unwrap();
+    f.write_all_at(&[7u8; 100_000], 64 << 20).unwrap();
+    f.write_all_at(b"tail", (256 << 20) - 4).unwrap();
+    drop(f);
+    let expected = std::fs::read(src.join("disk.img")).unwrap();
+    for (format, version) in [
+        ("gnu", ""),
+        ("posix", "0.0"),
+        ("posix", "0.1"),
+        ("posix", "1.0"),
+    ] {
+        let archive = work.path().join(format!("s-{format}{version}.tar"));
+        let mut c = Command::new(require("tar"));
+        c.arg(format!("--format={format}")).arg("-S");
+        if !version.is_empty() {
+            c.arg(format!("--sparse-version={version}"));
+        }
+        let made = c
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .arg(".")
+            .status();
+        assert!(made.unwrap().success());
+        assert!(
+            std::fs::metadata(&archive).unwrap().len() < 1 << 20,
+            "{format}{version}"
+        );
+        let dest = work.path().join(format!("d-{format}{version}"));
+        let out = archiver()
+            .args(["unpack", "--no-sync"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code() == Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = dest.join("disk.img");
+        let md = std::fs::metadata(&got).unwrap();
+        assert_eq!(md.len(), 256 << 20, "{format}{version}");
+        assert!(
+            md.blocks() * 512 < 4 << 20,
+            "{format}{version}: {} bytes on disk for a file of 100 KB of data",
+            md.blocks() * 512
+        );
+        assert!(
+            std::fs::read(&got).unwrap() == expected,
+            "{format}{version}: content"
+        );
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+}

@@ -1758,10 +1758,17 @@ fn zstd_zip_entries_with_large_windows_extract_one_at_a_time() {
     let both = [&small[..], &big[..]].concat();
     let frames = [zstd_frame(&small, 20), zstd_frame(&big, 27)].concat();
     let work = tempfile::tempdir().unwrap();
-    let (code, err) = attack(work.path(), &zip_zstd(&[(b"sneaky", frames, &both)]), &["--no-sync"]);
+    let (code, err) = attack(
+        work.path(),
+        &zip_zstd(&[(b"sneaky", frames, &both)]),
+        &["--no-sync"],
+    );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("sneaky"), "{err}");
-    assert_eq!(std::fs::read_dir(work.path().join("dest")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(work.path().join("dest")).unwrap().count(),
+        0
+    );
 }
 
 /// Overlapping entries, the construction of the non-recursive zip bombs (one entry's data holds

@@ -68,6 +68,11 @@ impl TarEntry {
     pub fn is_file(&self) -> bool {
         !is_known_special(self.typeflag)
     }
+
+    /// Whether the entry is a sparse file (its data has holes the map declares).
+    pub fn is_sparse(&self) -> bool {
+        self.sparse.is_some()
+    }
 }
 
 /// Types that are not regular files (GNU tar's own types included).

@@ -587,7 +587,10 @@ fn check_descriptor(
 const SHARED_WINDOW_LOG: u32 = 23;
 static BIG_WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-type ZstdEntry<'a> = (Box<dyn Read + 'a>, Option<std::sync::MutexGuard<'static, ()>>);
+type ZstdEntry<'a> = (
+    Box<dyn Read + 'a>,
+    Option<std::sync::MutexGuard<'static, ()>>,
+);
 
 fn zstd_entry<'a>(file: &'a File, e: &ZipEntry, raw: RangeReader<'a>) -> Result<ZstdEntry<'a>> {
     let mut head = [0u8; 14];

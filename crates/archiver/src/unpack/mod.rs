@@ -802,10 +802,12 @@ enum JobData {
     /// Small file, whole.
     Whole(Vec<u8>),
     /// Large file, in chunks; `size` bytes in all. Chunks written go back through `recycle`.
+    /// `sparse`: a sparse tar entry, whose zero blocks are left as holes.
     Chunks {
         rx: Receiver<Piece>,
         size: u64,
         recycle: Sender<Vec<u8>>,
+        sparse: bool,
     },
     /// A zip entry the writer reads and inflates itself.
     Zip(Arc<File>, Box<ZipEntry>),
@@ -1546,7 +1548,7 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
                 "continuation of a file from another volume of a multi-volume archive; cannot extract it alone",
             ),
             _ if entry.is_file() => {
-                let file = TarFile { raw: &raw, rel, typeflag: entry.typeflag, size: entry.size, mode, mtime, seq, is_manifest, count };
+                let file = TarFile { raw: &raw, rel, typeflag: entry.typeflag, size: entry.size, sparse: entry.is_sparse(), mode, mtime, seq, is_manifest, count };
                 tar_file(ctx, &mut archive, file)?;
             }
             b'2' => ctx.symlink(&raw, rel, &entry.link, mtime, seq)?,
@@ -1575,6 +1577,8 @@ struct TarFile<'r> {
     rel: PathBuf,
     typeflag: u8,
     size: u64,
+    /// A sparse file: its holes are made holes again (see [`write_one`]).
+    sparse: bool,
     mode: u32,
     mtime: SystemTime,
     seq: u64,
@@ -1591,6 +1595,7 @@ fn tar_file<R: Read>(ctx: &mut Ctx<'_>, archive: &mut TarReader<R>, f: TarFile<'
         rel,
         typeflag,
         size,
+        sparse,
         mode,
         mtime,
         seq,
@@ -1662,7 +1667,12 @@ fn tar_file<R: Read>(ctx: &mut Ctx<'_>, archive: &mut TarReader<R>, f: TarFile<'
             mode,
             mtime,
             file,
-            data: JobData::Chunks { rx, size, recycle },
+            data: JobData::Chunks {
+                rx,
+                size,
+                recycle,
+                sparse,
+            },
             cost: 0,
         })?;
         stream_chunks(ctx, &mut data_in, &tx, is_manifest, count)?;
@@ -1993,6 +2003,29 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Writes `chunk` at `at`, leaving every all-zero block of it unwritten (a hole once the file's
+/// length is set past it).
+fn write_skipping_zeros(f: &File, chunk: &[u8], at: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 4096;
+    let mut start = 0;
+    while start < chunk.len() {
+        let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
+        let mut end = start;
+        while end < chunk.len() && !zeros(&chunk[end..(end + BLOCK).min(chunk.len())]) {
+            end = (end + BLOCK).min(chunk.len());
+        }
+        if end > start {
+            f.write_all_at(&chunk[start..end], at + start as u64)?;
+        }
+        while end < chunk.len() && zeros(&chunk[end..(end + BLOCK).min(chunk.len())]) {
+            end = (end + BLOCK).min(chunk.len());
+        }
+        start = end;
+    }
+    Ok(())
+}
+
 fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> {
     // Errors name the entry's final place, never the staging name.
     let io_err = |e: io::Error| Error::Io {
@@ -2007,6 +2040,12 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
         JobData::Zip(_, e) => zip_read::is_whole(e),
         JobData::Chunks { .. } => false,
     };
+    // A sparse entry's chunks are written at their offsets (a second handle: the sink below
+    // holds the first).
+    let holes = match (&job.data, file.as_ref()) {
+        (JobData::Chunks { sparse: true, .. }, Some(f)) => Some(f.try_clone().map_err(io_err)?),
+        _ => None,
+    };
     let sink: Box<dyn Write + '_> = match file.as_mut() {
         Some(f) if whole => Box::new(f),
         Some(f) => Box::new(io::BufWriter::with_capacity(256 << 10, f)),
@@ -2020,17 +2059,33 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
     let mut hashed = None;
     match job.data {
         JobData::Whole(data) => out.write_all(&data).map_err(io_err)?,
-        JobData::Chunks { rx, size, recycle } => {
-            // Hashed by the reader: written straight to the file.
+        JobData::Chunks {
+            rx,
+            size,
+            recycle,
+            sparse,
+        } => {
+            // Hashed by the reader: written straight to the file. A sparse entry's holes come
+            // as zeros: blocks of them are skipped and the file's length set at the end, so they
+            // are holes again (as GNU tar and bsdtar extract them), and a map declaring terabytes
+            // of holes costs no disk.
+            debug_assert!(sparse || holes.is_none());
             for piece in rx {
                 match piece {
                     Piece::Data(chunk) => {
-                        out.inner.write_all(&chunk).map_err(io_err)?;
+                        match holes.as_ref() {
+                            Some(f) => write_skipping_zeros(f, &chunk, out.bytes),
+                            None => out.inner.write_all(&chunk),
+                        }
+                        .map_err(io_err)?;
                         out.bytes += chunk.len() as u64;
                         let _ = recycle.try_send(chunk);
                     }
                     Piece::End(hash) => hashed = Some(hash),
                 }
+            }
+            if let Some(f) = holes {
+                f.set_len(out.bytes).map_err(io_err)?;
             }
             if hashed.is_none() || out.bytes != size {
                 // The reader stopped early: it reports why (damaged archive, cancel).
