@@ -73,6 +73,10 @@ pub fn run(args: ListArgs, cancel: &archiver::Cancel) -> anyhow::Result<Outcome>
         },
         // The reader of the listing went away (`| head`): a quiet success, like other Unix tools.
         Err(e) if e.is_broken_pipe() => Ok(Outcome::Success),
+        // Only the listing is written here: say so (the library's variant speaks of archives).
+        Err(archiver::Error::Output(e)) => {
+            Err(anyhow::Error::new(e).context("writing the listing"))
+        }
         Err(e) => Err(anyhow::Error::new(e).context(name)),
     }
 }

@@ -71,16 +71,16 @@ impl Cancel {
     /// begins such a step from here on, and returns true: the caller then exits.
     pub fn abandon(&self) -> bool {
         self.cancel();
-        let disposable = {
-            let mut state = self.state();
-            if state.finishing > 0 {
-                return false;
-            }
-            state.abandoned = true;
-            std::mem::take(&mut state.disposable)
-        };
-        for dir in disposable {
-            let _ = std::fs::remove_dir_all(dir);
+        // The removal happens under the lock: a second caller (the CLI's watchdog and a second
+        // signal race to it) must not return, and end the process, while the first is still
+        // removing a large staging tree.
+        let mut state = self.state();
+        if state.finishing > 0 {
+            return false;
+        }
+        state.abandoned = true;
+        for dir in std::mem::take(&mut state.disposable) {
+            remove_soon(&dir);
         }
         true
     }
@@ -118,6 +118,19 @@ impl Inner {
     }
 }
 
+/// Removes a staging directory its run may still be adding to for a moment (the run was only
+/// just cancelled: two signals back to back): a removal that meets a new entry fails with
+/// "directory not empty", so it is tried again, for up to a second, until the directory is gone.
+fn remove_soon(dir: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 /// A step under way that must finish ([`Cancel::is_finishing`]); it ends when this is dropped.
 #[derive(Debug)]
 pub(crate) struct Finishing(Arc<Inner>);
@@ -146,6 +159,36 @@ mod tests {
         assert!(c.abandon());
         assert!(c.is_cancelled());
         assert!(c.finishing().is_none(), "a step began after abandon");
+    }
+
+    /// Two callers at once (a watchdog and a second signal): whichever returns, the staging
+    /// directory is already gone, however long its removal takes.
+    #[test]
+    fn a_second_abandon_waits_for_the_first_removal() {
+        for _ in 0..5 {
+            let t = tempfile::tempdir().unwrap();
+            let dir = t.path().join("staging");
+            for d in 0..20 {
+                std::fs::create_dir_all(dir.join(format!("d{d}"))).unwrap();
+                for f in 0..400 {
+                    std::fs::write(dir.join(format!("d{d}/f{f}")), b"x").unwrap();
+                }
+            }
+            let c = Cancel::new();
+            c.disposable(&dir);
+            std::thread::scope(|s| {
+                let first = s.spawn(|| c.abandon());
+                while dir.join("d0/f0").exists() && !first.is_finished() {
+                    std::thread::yield_now();
+                }
+                assert!(c.abandon());
+                assert!(
+                    !dir.exists(),
+                    "abandon returned while the directory was still there"
+                );
+                assert!(first.join().unwrap());
+            });
+        }
     }
 
     #[test]

@@ -51,7 +51,11 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// Two inputs map to the same path inside the archive.
-    #[error("{} and {} are both stored as {archived}", first.display(), second.display())]
+    #[error(
+        "{}: would be stored as {archived}, which {} also stores; give only one of them",
+        second.display(),
+        first.display()
+    )]
     Collision {
         /// The first source path.
         first: PathBuf,

@@ -240,6 +240,19 @@ fn list_tar<R: Read>(tar: R, mut each: impl FnMut(&EntryInfo) -> Result<()>) -> 
     Ok(count)
 }
 
+/// Bytes of a name shown in a message: PATH_MAX, past which no name can be created.
+pub(crate) const REPORTED_NAME: usize = 4096;
+
+/// At most the first [`REPORTED_NAME`] bytes of `raw` (a name in a message), and how long it is
+/// when cut: a 20 KB name in an archive must not become a 20 KB line.
+pub(crate) fn cut_name(raw: &[u8]) -> (&[u8], Option<usize>) {
+    if raw.len() <= REPORTED_NAME {
+        (raw, None)
+    } else {
+        (&raw[..REPORTED_NAME], Some(raw.len()))
+    }
+}
+
 /// A path for messages: [`escape_name`] of its bytes, never raw control characters.
 pub(crate) fn escape_path(p: &std::path::Path) -> String {
     escape_name(&crate::manifest::path_bytes(p))
@@ -296,7 +309,26 @@ fn bad_tar(after: u64, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         return Error::Output(e);
     }
-    Error::BadArchive(format!("damaged archive after {after} entries: {e}"))
+    damaged(after, &e)
+}
+
+/// A read of the archive that failed after `after` entries, with a hint where the decoder's own
+/// words need one.
+pub(crate) fn damaged(after: u64, e: &io::Error) -> Error {
+    Error::BadArchive(format!(
+        "damaged archive after {after} entries: {e}{}",
+        decoder_hint(e)
+    ))
+}
+
+/// What to add to a decoder's own words, where they need it.
+fn decoder_hint(e: &io::Error) -> &'static str {
+    if e.to_string().contains("Frame requires too much memory") {
+        " (a zstd window over 128 MiB, made with `zstd --long` above 27: not read, as `zstd -d` \
+         does not read it without --long or --memory)"
+    } else {
+        ""
+    }
 }
 
 /// Threads that decompress our own tar.gz (independent pieces) and tar.zst (frames); 0 means
@@ -404,7 +436,12 @@ fn sniff<'a, R: Read + 'a>(mut input: R) -> Result<(Option<Detected>, Box<dyn Re
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::BadArchive(format!("cannot read the archive: {e}"))),
+            Err(e) => {
+                return Err(Error::BadArchive(format!(
+                    "cannot read the archive: {e}{}",
+                    decoder_hint(&e)
+                )))
+            }
         }
         if len >= 4 && matches!(detect(&head[..len]), Some(d) if d != Detected::Tar) {
             break;

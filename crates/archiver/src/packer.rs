@@ -222,8 +222,9 @@ impl Packer {
         self
     }
 
-    /// Calls `f` with each entry's name inside the archive as it is written, from the writer thread,
-    /// in archive order (the manifest included). It must be quick.
+    /// Calls `f` with each entry's name inside the archive as it is written (a directory's with a
+    /// trailing `/`; a file skipped with a warning is not one), from the writer thread, in archive
+    /// order (the manifest included). It must be quick.
     pub fn on_entry(mut self, f: impl Fn(&Path) + Send + Sync + 'static) -> Self {
         self.on_entry = Some(Arc::new(f));
         self

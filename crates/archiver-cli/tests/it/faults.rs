@@ -393,3 +393,61 @@ fn unreadable_files_are_warnings() {
     set_mode(&src.join("closed"), 0o755);
     assert_eq!(strict.status.code(), Some(2));
 }
+
+/// Two SIGINTs back to back (Ctrl-C twice, or `timeout -s INT`, which signals the child and its
+/// group) at several moments of an unpack into an empty DEST: exit 130 and DEST empty again, its
+/// staging directory removed although the run may still be creating entries in it when the
+/// second signal ends the process. Repeated: the race is between the signal handler's removal
+/// and the run's last creations.
+#[test]
+fn two_quick_signals_during_unpack_leave_dest_empty() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    for i in 0..3000 {
+        file(
+            &src,
+            &format!("d{}/e{}/f{i}", i % 30, i % 7),
+            b"small",
+            0o644,
+        );
+    }
+    let archive = work.path().join("a.tar");
+    ok(pack_dir(&src).arg("-o").arg(&archive));
+    for (round, delay_ms) in [5u64, 20, 40, 60, 90, 120, 5, 20, 40, 60]
+        .iter()
+        .enumerate()
+    {
+        let dest = work.path().join(format!("dest{round}"));
+        let child = archiver()
+            .args(["unpack", "--no-sync", "-j", "1"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay_ms));
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        let started = Instant::now();
+        let out = child.wait_with_output().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20), "did not stop");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(0) {
+            continue; // finished before the signals
+        }
+        assert_eq!(out.status.code(), Some(130), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&dest)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "round {round}: left in DEST: {left:?}; {err}"
+        );
+    }
+}

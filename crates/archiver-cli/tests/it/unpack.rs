@@ -911,7 +911,17 @@ fn corpus_ok_archives_extract_like_bsdtar() {
             }
             s
         };
-        assert_same_tree(&strip(snapshot(&theirs)), &strip(snapshot(&ours)));
+        let mut expected = strip(snapshot(&theirs));
+        if a["file"] == "archives/test_read_format_zip_7075_utf8_paths.zip" {
+            // Its fourth entry's central Unicode Path field checks out against the central name:
+            // we, like Info-ZIP unzip, name it by the central directory (`å`); libarchive takes
+            // the local header's raw name (docs/SECURITY.md: the central directory names entries).
+            let node = expected.nodes.remove(Path::new("File 4 - xx.txt")).unwrap();
+            expected
+                .nodes
+                .insert(PathBuf::from("File 4 - \u{e5}.txt"), node);
+        }
+        assert_same_tree(&expected, &strip(snapshot(&ours)));
         compared += 1;
     }
     assert!(compared >= 20, "only {compared} archives compared");
@@ -2491,4 +2501,84 @@ fn symlinks_keep_their_mtime() {
     let (code, err) = unpack_within(&zip, &dest, &["--no-sync"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(mtime(&dest.join("l")), 1_200_000_000);
+}
+
+/// Symlinks deep in the tree with long targets through directories that exist: checking where
+/// each leads costs a few system calls per step of its target, not a walk from the top per step
+/// (which took about 7 s per link at this depth: a 6 KB tar.gz ran for many minutes). Under a
+/// deadline: a hang guard, not a speed target. The deepest directories' modes and times are
+/// applied too, though their paths are longer than PATH_MAX.
+#[test]
+fn deep_symlinks_with_long_targets_are_checked_promptly() {
+    let work = tempfile::tempdir().unwrap();
+    let base = vec!["d"; 2500].join("/");
+    let xs = vec!["x"; 1000].join("/");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o700);
+    dir.set_mtime(1_000_000_000);
+    b.append_data(&mut dir, format!("{base}/{xs}/"), std::io::empty())
+        .unwrap();
+    for i in 0..100 {
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Symlink);
+        l.set_mtime(1_000_000_000);
+        b.append_link(&mut l, format!("{base}/l{i}"), &xs).unwrap();
+    }
+    let archive = work.path().join("deep.tar");
+    std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+    let dest = work.path().join("dest");
+    let (code, err) = unpack_within(&archive, &dest, &["--no-sync"]);
+    assert_eq!(code, Some(0), "{}", &err[..err.len().min(2000)]);
+    // Paths past PATH_MAX: counted by find(1), which walks with relative opens.
+    let count = |args: &[&str]| {
+        let out = Command::new("find").arg(&dest).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout.iter().filter(|&&b| b == b'\n').count()
+    };
+    assert_eq!(count(&["-type", "l"]), 100);
+    assert_eq!(count(&["-type", "d", "-name", "x"]), 1000);
+    // The one directory entry (the deepest), with its mode; the others were implied.
+    assert_eq!(count(&["-type", "d", "-name", "x", "-perm", "700"]), 1);
+}
+
+/// A directory replaced by a later symlink entry: the directory's recorded mode and time are not
+/// applied through the link to the directory it points at.
+#[test]
+fn directory_modes_are_never_applied_through_a_later_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    use tar::EntryType as T;
+    let work = tempfile::tempdir().unwrap();
+    let archive = hostile_tar(&[
+        ("c/", T::Directory, "", b""),
+        ("c/b/", T::Directory, "", b""),
+        ("a/", T::Directory, "", b""),
+        ("a/b/", T::Directory, "", b""),
+        ("a", T::Symlink, "c", b""),
+    ]);
+    // hostile_tar gives every entry 6755: make c/b's 0755 and a/b's 0700 by hand.
+    let mut archive = archive;
+    for (at, mode) in [(512usize, b"0000755\0"), (1536, b"0000700\0")] {
+        archive[at + 100..at + 108].copy_from_slice(mode);
+        archive[at + 148..at + 156].copy_from_slice(b"        ");
+        let sum: u32 = archive[at..at + 512].iter().map(|&b| u32::from(b)).sum();
+        archive[at + 148..at + 156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+    let (code, err) = attack(work.path(), &archive, &["--no-sync"]);
+    assert_eq!(code, Some(0), "{err}");
+    let dest = work.path().join("dest");
+    assert!(std::fs::symlink_metadata(dest.join("a"))
+        .unwrap()
+        .is_symlink());
+    let mode = std::fs::metadata(dest.join("c/b"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o755, "a/b's mode went through the link a -> c");
 }

@@ -211,7 +211,12 @@ fn eof(msg: impl Into<String>) -> io::Error {
 
 /// A name for messages.
 fn shown(name: &[u8]) -> String {
-    format!("'{}'", crate::list::display_name(name).escape_debug())
+    let (cut, len) = crate::list::cut_name(name);
+    let shown = format!("'{}'", crate::list::display_name(cut).escape_debug());
+    match len {
+        Some(n) => format!("{shown}... ({n} bytes in all)"),
+        None => shown,
+    }
 }
 
 /// pax records we use; `None` = not set. Global and local records are parsed into one of these

@@ -34,6 +34,9 @@ pub(crate) struct ZipEntry {
     /// When an Info-ZIP Unicode Path field (0x7075) of the central header gave `name`: the CRC-32
     /// of the name it replaced, which the local header's name must match.
     raw_name_crc: Option<u32>,
+    /// The central header's name is not UTF-8 and its Unicode Path field does not belong to it
+    /// (a CRC of another spelling): the local header names the entry, as libarchive reads it.
+    stale_unicode: bool,
     /// The MS-DOS attribute byte (0x10: directory), set by DOS and Windows tools and Info-ZIP.
     dos_attrs: u8,
     /// The "version made by" host system (0 MS-DOS, 3 Unix, 10 NTFS, 19 OS X, ...).
@@ -279,8 +282,17 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
     let extra = &cd[p + record::CENTRAL_LEN + n..p + record::CENTRAL_LEN + n + m];
     let mut mtime = None;
     let raw_crc = crc32fast::hash(&name);
+    let raw_utf8 = std::str::from_utf8(&name).is_ok();
+    let raw_len = name.len();
     let (name, unicode_field) = unicode_name(name, extra);
-    let raw_name_crc = unicode_field.then_some(raw_crc);
+    // The field was used when it changed the name (or spelled it the same, CRC and all).
+    let used = unicode_field
+        && (name.len() != raw_len
+            || crc32fast::hash(&name) != raw_crc
+            || extra_fields(extra)
+                .any(|(id, d)| id == 0x7075 && d.len() > 5 && u32le(d, 1) == raw_crc));
+    let raw_name_crc = used.then_some(raw_crc);
+    let stale_unicode = unicode_field && !used && !raw_utf8;
     for (id, data) in extra_fields(extra) {
         match id {
             0x0001 => {
@@ -322,6 +334,7 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
         unix_mode,
         mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
         raw_name_crc,
+        stale_unicode,
         dos_attrs: external as u8,
         host: (made_by >> 8) as u8,
     };
@@ -438,14 +451,24 @@ fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; record::LOCAL_LEN],
     read_at(file, &mut name, at + record::LOCAL_LEN as u64).map_err(Error::Input)?;
     let mut extra = vec![0u8; m];
     read_at(file, &mut extra, at + record::LOCAL_LEN as u64 + n as u64).map_err(Error::Input)?;
-    // The central directory names the entry (as unzip, 7-Zip and Python's zipfile read it); the
-    // local header's raw name must be the central header's raw name. A Unicode Path field in the
-    // local header alone is not read: it would let the local header rename what a reader of the
-    // central directory was shown.
-    let agrees = match e.raw_name_crc {
+    // The central directory names the entry (as unzip, 7-Zip and Python's zipfile read it). The
+    // local header must agree: the same raw name, or the same name through its own Unicode Path
+    // field (producers write the raw names in different code pages, the Unicode one in both).
+    // Never the local header's name instead: it would let the local header rename what a reader
+    // of the central directory was shown.
+    // One exception, where the central header has no usable name: a legacy (not UTF-8) name
+    // whose Unicode Path field was made for another spelling of it. Then the local header's name
+    // is taken (its own Unicode Path field when that checks out), as libarchive reads it.
+    if e.stale_unicode {
+        e.name = unicode_name(name.clone(), &extra).0;
+    }
+    let same_raw = match e.raw_name_crc {
         Some(crc) => crc32fast::hash(&name) == crc,
         None => name == e.name,
     };
+    let agrees = same_raw
+        || extra_fields(&extra)
+            .any(|(id, d)| id == 0x7075 && d.len() > 5 && d[0] == 1 && d[5..] == e.name[..]);
     if !agrees {
         return Err(Error::Entry {
             entry: e.name_lossy(),

@@ -797,12 +797,16 @@ impl Writer<'_> {
             },
             Payload::Skip { warning } => {
                 self.stats.skipped += 1;
-                self.warn(&entry, warning)?;
+                // Not written: not reported as an entry (`-v` lists what the archive holds).
+                return self.warn(&entry, warning).map_err(Stop::from);
             }
             Payload::Failed(e) => return Err(Stop::Error(e)),
         }
-        if let (Some(hook), false) = (self.on_entry, matches!(entry.kind, Kind::Warning { .. })) {
-            hook(&entry.path);
+        match (self.on_entry, &entry.kind) {
+            (None, _) | (_, Kind::Warning { .. }) => {}
+            // A directory as the archive names it (and as `tar cv` lists it): with a slash.
+            (Some(hook), Kind::Dir) => hook(&entry.path.join("")),
+            (Some(hook), _) => hook(&entry.path),
         }
         Ok(())
     }

@@ -143,19 +143,26 @@ pub(crate) fn plan_roots(paths: &[PathBuf]) -> Result<Vec<Root>> {
     let mut roots: Vec<Root> = Vec::with_capacity(paths.len());
     for given in paths {
         let mut stored = PathBuf::new();
-        let mut removed = None;
+        // What is removed, as GNU tar names it: `/`, or everything up to the last `..` (`app/../`).
+        let mut seen = PathBuf::new();
+        let mut removed: Option<PathBuf> = None;
         for c in given.components() {
+            seen.push(c);
             match c {
-                Component::Prefix(_) | Component::RootDir => removed = Some("/"),
+                Component::Prefix(_) | Component::RootDir => removed = Some(seen.clone()),
                 Component::CurDir => {}
                 Component::ParentDir => {
                     stored.clear();
-                    removed = Some("../");
+                    removed = Some(seen.clone());
                 }
                 Component::Normal(n) => stored.push(n),
             }
         }
         let note = removed.map(|what| {
+            let mut what = crate::list::escape_path(&what);
+            if !what.ends_with('/') {
+                what.push('/');
+            }
             format!(
                 "{}: removing leading '{what}' from member names",
                 crate::list::escape_path(given)
@@ -1168,10 +1175,26 @@ mod tests {
 
     #[test]
     fn leading_slash_and_dotdot_are_removed_with_a_note() {
-        let roots = plan_roots(&[PathBuf::from("/etc/hosts"), PathBuf::from("../x/y")]).unwrap();
+        let roots = plan_roots(&[
+            PathBuf::from("/etc/hosts"),
+            PathBuf::from("../x/y"),
+            PathBuf::from("app/../z"),
+        ])
+        .unwrap();
         let stored: Vec<_> = roots.iter().map(|r| r.stored.clone()).collect();
-        assert_eq!(stored, [PathBuf::from("etc/hosts"), PathBuf::from("x/y")]);
-        assert!(roots.iter().all(|r| r.note.is_some()));
+        assert_eq!(
+            stored,
+            [
+                PathBuf::from("etc/hosts"),
+                PathBuf::from("x/y"),
+                PathBuf::from("z")
+            ]
+        );
+        // What was removed, named as GNU tar names it.
+        let notes: Vec<_> = roots.iter().map(|r| r.note.clone().unwrap()).collect();
+        assert!(notes[0].ends_with("removing leading '/' from member names"));
+        assert!(notes[1].ends_with("removing leading '../' from member names"));
+        assert!(notes[2].ends_with("removing leading 'app/../' from member names"));
     }
 
     #[test]

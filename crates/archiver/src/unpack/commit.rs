@@ -292,6 +292,8 @@ impl Planner<'_> {
     /// final tree.
     fn check_symlinks(&mut self) {
         let tree = self.tree;
+        // The directory of the last staged lookup, kept open across links (see kind_of_near).
+        let last = std::cell::RefCell::new(None);
         for link in tree.symlinks() {
             let Some(crate::unpack::stage::Kind::Symlink(target)) = tree.kind_of(link) else {
                 continue; // replaced by a later entry
@@ -299,7 +301,8 @@ impl Planner<'_> {
             if self.kept(link) {
                 continue;
             }
-            if let Err(r) = policy::symlink_escape(link, &target, |here| self.lookup(here)) {
+            let lookup = |here: &Path| self.lookup(here, &mut last.borrow_mut());
+            if let Err(r) = policy::symlink_escape(link, &target, lookup) {
                 self.refuse(link, r);
             }
         }
@@ -313,9 +316,9 @@ impl Planner<'_> {
     /// What the final tree holds at `here`: the staging tree's entry, else what DEST holds (or
     /// DEST's, where `-k` keeps it). `Some(Some(target))` for a symlink, `Some(None)` for a
     /// directory, `None` for anything else that cannot be looked into or nothing at all.
-    fn lookup(&self, here: &Path) -> Lookup {
+    fn lookup(&self, here: &Path, last: &mut Option<(PathBuf, std::os::fd::OwnedFd)>) -> Lookup {
         if !self.kept(here) {
-            match self.tree.kind_of(here) {
+            match self.tree.kind_of_near(here, last) {
                 Some(crate::unpack::stage::Kind::Dir) => return Lookup::Dir,
                 Some(crate::unpack::stage::Kind::Symlink(t)) => return Lookup::Link(t),
                 Some(crate::unpack::stage::Kind::Other) => return Lookup::Opaque,
@@ -449,32 +452,67 @@ fn apply(
 }
 
 /// Directory modes and times, deepest first (after everything inside them was placed), on real
-/// directories only (never through a symlink; a later entry may have replaced the directory).
+/// directories only: each is entered from DEST a component at a time without following a link
+/// (a later entry may have replaced a directory on the way by a symlink, even one leading out
+/// of DEST with `--allow-outside-links`), which also reaches paths longer than `PATH_MAX`.
 fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
-    use std::os::unix::fs::OpenOptionsExt;
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let root = match rustix::fs::open(
+        dest,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            warnings.push(Warning {
+                path: dest.to_path_buf(),
+                message: format!(
+                    "could not apply the directories' modes and times: {}",
+                    io::Error::from(e)
+                ),
+            });
+            return;
+        }
+    };
     let mut order: Vec<u32> = (0..dirs.len() as u32).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(dirs.get(i as usize).0.components().count()));
     for i in order {
         let (rel, &(mode, mtime)) = dirs.get(i as usize);
-        let path = dest.join(rel);
-        let applied = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&path)
-            .and_then(|d| {
+        let opened = if rel.as_os_str().is_empty() {
+            root.try_clone().map(Some)
+        } else {
+            crate::unpack::stage::open_parent_beneath(&root, rel).and_then(|found| match found {
+                Some((parent, name)) => {
+                    match rustix::fs::openat(&parent, name, flags, Mode::empty()) {
+                        Ok(fd) => Ok(Some(fd)),
+                        // Replaced by a later entry that is not a directory: nothing to apply.
+                        Err(
+                            rustix::io::Errno::NOTDIR
+                            | rustix::io::Errno::LOOP
+                            | rustix::io::Errno::NOENT,
+                        ) => Ok(None),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                None => Ok(None),
+            })
+        };
+        let applied = opened.and_then(|fd| match fd {
+            Some(fd) => {
+                let d = fs::File::from(fd);
                 d.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
                     policy::safe_mode(mode),
                 ))?;
                 d.set_modified(mtime)
-            });
-        match applied {
-            Ok(()) => {}
-            // Replaced by a later entry that is not a directory: nothing to apply.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {}
-            Err(e) => warnings.push(Warning {
-                path,
+            }
+            None => Ok(()),
+        });
+        if let Err(e) = applied {
+            warnings.push(Warning {
+                path: dest.join(rel),
                 message: format!("could not apply the directory's mode and time: {e}"),
-            }),
+            });
         }
     }
 }

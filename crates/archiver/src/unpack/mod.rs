@@ -722,21 +722,15 @@ type Held = (
 /// the rest are counted in one last line.
 const MAX_REPORTED: usize = 1000;
 
-/// An entry's name as a report shows it: escaped, and cut after [`REPORTED_NAME`] bytes (a name
-/// that long is refused anyway, and a thousand escaped 64 KiB names would be a quarter gigabyte).
+/// An entry's name as a report shows it: escaped, and cut after
+/// [`REPORTED_NAME`](crate::list::REPORTED_NAME) bytes (a name that long is refused anyway, and a
+/// thousand escaped 64 KiB names would be a quarter gigabyte).
 pub(super) fn reported_name(raw: &[u8]) -> String {
-    if raw.len() <= REPORTED_NAME {
-        return escape_name(raw);
+    match crate::list::cut_name(raw) {
+        (name, None) => escape_name(name),
+        (cut, Some(n)) => format!("{}... ({n} bytes in all)", escape_name(cut)),
     }
-    format!(
-        "{}... ({} bytes in all)",
-        escape_name(&raw[..REPORTED_NAME]),
-        raw.len()
-    )
 }
-
-/// Bytes of a name shown in a report: PATH_MAX, past which no name can be created.
-const REPORTED_NAME: usize = 4096;
 
 /// A reason or message as a report keeps it: cut after [`REPORTED_TEXT`] bytes (it may quote a
 /// link target of 64 KiB, escaped to four times that).
@@ -753,7 +747,7 @@ pub(super) fn reported_text(mut text: String) -> String {
 }
 
 /// Bytes of a reason or message kept in a report.
-const REPORTED_TEXT: usize = 2 * REPORTED_NAME + 512;
+const REPORTED_TEXT: usize = 2 * crate::list::REPORTED_NAME + 512;
 
 /// What the reader collected, handed to the manifest check and the commit.
 struct ReadDone {
@@ -1761,7 +1755,7 @@ fn copy_to_spill(r: &mut impl Read, spill: &mut Spill) -> io::Result<()> {
 }
 
 fn damaged(after: u64, e: io::Error) -> Error {
-    Error::BadArchive(format!("damaged archive after {after} entries: {e}"))
+    crate::list::damaged(after, &e)
 }
 
 /// Reads a zip's directory and hands each file to the writers, which read their data themselves.

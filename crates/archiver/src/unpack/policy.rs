@@ -423,10 +423,10 @@ fn escape_reason(link: &Path, target: &[u8], lookup: impl Fn(&Path) -> Lookup) -
         }
         Some(out)
     }
-    let mut cur: Vec<OsString> = link
-        .parent()
-        .map(|p| p.iter().map(OsStr::to_owned).collect())
-        .unwrap_or_default();
+    // The path resolved so far, kept as one buffer (extended and cut by a component, never
+    // rebuilt: a link deep in a tree with a long target would cost depth x length).
+    let mut cur: PathBuf = link.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut depth = cur.components().count();
     let Some(first) = segs(os_path_of(target)) else {
         return Some("symlink to an absolute path".into());
     };
@@ -435,32 +435,44 @@ fn escape_reason(link: &Path, target: &[u8], lookup: impl Fn(&Path) -> Lookup) -
     // After a regular file (or an unreadable link) nothing more can be looked up; the rest
     // of the path is still followed lexically, so `file/../..` cannot climb out either.
     let mut opaque = false;
+    // Below a name that does not exist nothing does: no lookups until a `..` climbs back
+    // above it (the depth of that name).
+    let mut missing: Option<usize> = None;
     while let Some(seg) = todo.pop_front() {
         let name = match seg {
             Seg::Up => {
-                if cur.pop().is_none() {
+                if depth == 0 {
                     return Some(if hops == 0 {
                         "symlink target leaves the destination".into()
                     } else {
                         "symlink resolves outside the destination through other links".into()
                     });
                 }
+                cur.pop();
+                depth -= 1;
+                if missing.is_some_and(|m| depth < m) {
+                    missing = None;
+                }
                 continue;
             }
             Seg::Name(n) => n,
         };
         cur.push(name);
-        if opaque {
+        depth += 1;
+        if opaque || missing.is_some() {
             continue;
         }
-        let here: PathBuf = cur.iter().collect();
-        let t = match lookup(&here) {
+        let t = match lookup(&cur) {
             Lookup::Link(t) => t,
             Lookup::Opaque => {
                 opaque = true;
                 continue;
             }
-            Lookup::Dir | Lookup::Nothing => continue,
+            Lookup::Nothing => {
+                missing = Some(depth);
+                continue;
+            }
+            Lookup::Dir => continue,
         };
         hops += 1;
         if hops > 40 {
@@ -469,10 +481,11 @@ fn escape_reason(link: &Path, target: &[u8], lookup: impl Fn(&Path) -> Lookup) -
         let Some(more) = segs(os_path_of(&t)) else {
             return Some(format!(
                 "symlink resolves outside the destination through {}, which points to an absolute path",
-                escape_name(&path_bytes(&here))
+                escape_name(&path_bytes(&cur))
             ));
         };
         cur.pop();
+        depth -= 1;
         for s in more.into_iter().rev() {
             todo.push_front(s);
         }

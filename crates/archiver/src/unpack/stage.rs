@@ -371,16 +371,34 @@ impl StageTree {
     /// What is staged at `rel` (entered without following links), `None` for nothing.
     pub fn kind_of(&self, rel: &Path) -> Option<Kind> {
         let (dir, name) = self.open_existing_parent(rel).ok()??;
-        let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        Some(match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory => Kind::Dir,
-            FileType::Symlink => Kind::Symlink(
-                rustix::fs::readlinkat(&dir, name, Vec::new())
-                    .ok()?
-                    .into_bytes(),
-            ),
-            _ => Kind::Other,
-        })
+        kind_at(&dir, name)
+    }
+
+    /// [`kind_of`](Self::kind_of) for many paths resolved a component at a time (symlink
+    /// checks): `last` keeps the directory the previous lookup found open, so a lookup just
+    /// below it is one `statat` (one `openat` more when it is a directory) instead of a walk
+    /// from the root, which for a link deep in the tree with a long target cost depth x length
+    /// system calls.
+    pub fn kind_of_near(&self, rel: &Path, last: &mut Option<(PathBuf, OwnedFd)>) -> Option<Kind> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name()?;
+        let fresh;
+        let dir = match last {
+            Some((p, fd)) if p.as_path() == parent => &*fd,
+            _ => {
+                let (d, n) = self.open_existing_parent(rel).ok()??;
+                debug_assert_eq!(n, name);
+                fresh = d;
+                &fresh
+            }
+        };
+        let kind = kind_at(dir, name)?;
+        if matches!(kind, Kind::Dir) {
+            if let Ok(fd) = rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+                *last = Some((rel.to_path_buf(), fd));
+            }
+        }
+        Some(kind)
     }
 
     /// The parent directory of an existing staged path, entered without following links;
@@ -388,6 +406,20 @@ impl StageTree {
     fn open_existing_parent<'a>(&self, rel: &'a Path) -> Staged<Option<(OwnedFd, &'a OsStr)>> {
         Ok(open_parent_beneath(&self.root, rel)?)
     }
+}
+
+/// What `dir` holds at `name`, not following a symlink.
+fn kind_at(dir: &OwnedFd, name: &OsStr) -> Option<Kind> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    Some(match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink(
+            rustix::fs::readlinkat(dir, name, Vec::new())
+                .ok()?
+                .into_bytes(),
+        ),
+        _ => Kind::Other,
+    })
 }
 
 /// Opens the directory that holds `rel` below `root`, entering every component with
