@@ -50,18 +50,18 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
     if cancel.is_cancelled() {
         return Err(archiver::Error::Cancelled.into());
     }
-    let (failed, warned) = print_results(&args.dir, &stems, &results);
+    let (failed, incomplete, warned) = print_results(&args.dir, &stems, &results);
     eprintln!(
         "{} stems: {} packed, {} incomplete, {} failed",
         stems.len(),
-        stems.len() - failed - warned,
-        warned,
+        stems.len() - failed - incomplete,
+        incomplete,
         failed
     );
     if failed > 0 {
         anyhow::bail!("{failed} of {} stems failed (see above)", stems.len());
     }
-    Ok(if warned > 0 {
+    Ok(if warned + incomplete > 0 {
         Outcome::Warnings
     } else {
         Outcome::Success
@@ -69,14 +69,16 @@ pub fn run(args: GroupArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::R
 }
 
 /// Prints one line per stem (its archive, or why it failed; a stem whose archive lacks a file it
-/// should hold is INCOMPLETE, naming the first such file); returns how many failed and how many
-/// were packed with warnings. Stems are names from disk: escaped like every name we print.
+/// should hold is INCOMPLETE, one packed with other warnings says WARNINGS, each naming the first
+/// warning); returns how many failed, were incomplete, and were packed with warnings. Stems are
+/// names from disk: escaped like every name we print.
 fn print_results(
     dir: &std::path::Path,
     stems: &[archiver::group::Stem],
     results: &[archiver::group::StemResult],
-) -> (usize, usize) {
+) -> (usize, usize, usize) {
     let mut failed = 0;
+    let mut incomplete = 0;
     let mut warned = 0;
     eprintln!("{:<32} {:>6} {:>12}  result", "stem", "files", "bytes in");
     for (stem, r) in stems.iter().zip(results) {
@@ -85,9 +87,15 @@ fn print_results(
             Ok((path, report)) => {
                 let mut result = terminal_safe(&path.display().to_string());
                 if let Some(first) = report.warnings.first() {
-                    warned += 1;
+                    let label = if report.stats.skipped > 0 {
+                        incomplete += 1;
+                        "INCOMPLETE"
+                    } else {
+                        warned += 1;
+                        "WARNINGS"
+                    };
                     result = format!(
-                        "INCOMPLETE: {} ({} warning{}; first: {}: {})",
+                        "{label}: {} ({} warning{}; first: {}: {})",
                         result,
                         report.warnings.len(),
                         if report.warnings.len() == 1 { "" } else { "s" },
@@ -112,7 +120,7 @@ fn print_results(
             }
         }
     }
-    (failed, warned)
+    (failed, incomplete, warned)
 }
 
 /// `: cause: deeper cause` for every source below `e`.

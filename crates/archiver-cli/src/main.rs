@@ -69,12 +69,19 @@ fn main() -> ExitCode {
         let signals = std::sync::atomic::AtomicUsize::new(0);
         let _ = ctrlc::set_handler(move || {
             let n = signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            if n >= 3 || (n == 2 && cancel.abandon()) {
+            if n >= 3 {
                 output::remove_temporaries();
                 std::process::exit(130);
             }
             if n == 2 {
-                std::thread::spawn(|| {
+                // On a thread of its own: removing a large staging directory takes a while, and
+                // this handler must stay free to take a third signal meanwhile.
+                let cancel = cancel.clone();
+                std::thread::spawn(move || {
+                    if cancel.abandon() {
+                        output::remove_temporaries();
+                        std::process::exit(130);
+                    }
                     say("archiver: still finishing (putting files in place or back as they were, removing the staging directory); interrupt again to stop at once and leave it half done");
                 });
                 return;

@@ -95,10 +95,7 @@ fn unpack_with(
 }
 
 fn is_zip(p: &Path) -> bool {
-    let mut head = [0u8; 4];
-    std::fs::File::open(p)
-        .and_then(|mut f| io::Read::read(&mut f, &mut head))
-        .is_ok_and(|n| archiver::detect(&head[..n]) == Some(archiver::Detected::Zip))
+    archiver::is_zip_file(p)
 }
 
 pub fn verify(args: VerifyArgs, quiet: bool, cancel: &archiver::Cancel) -> anyhow::Result<Outcome> {

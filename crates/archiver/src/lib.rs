@@ -72,7 +72,7 @@ pub use cancel::Cancel;
 pub use error::{Error, Refused, Result, Rule};
 pub use format::zip::ZipMethod;
 pub use format::{detect, Detected, Format};
-pub use list::{escape_name, list, list_from_file, list_path, EntryInfo, EntryKind};
+pub use list::{escape_name, is_zip_file, list, list_from_file, list_path, EntryInfo, EntryKind};
 pub use pack::stats::{StageStats, Stats};
 pub use packer::{default_jobs, PackOptions, Packer};
 pub use report::{EntryHook, FaultHook, PackReport, Progress, ProgressHook, Warning};

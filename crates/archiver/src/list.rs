@@ -133,6 +133,19 @@ pub fn list_path(
     list_from_file(io::BufReader::with_capacity(256 << 10, file), each)
 }
 
+/// Whether the archive file at `path` is a zip: by its first bytes, or (a self-extractor, a
+/// padded zip) by the end record [`zip_read`](crate::format::zip_read) finds when its first bytes
+/// are no format we know. `unpack`, `verify` and `list` read such a file as a zip, in place.
+pub fn is_zip_file(path: &std::path::Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(head) = read_head(&file) else {
+        return false;
+    };
+    detect(&head) == Some(Detected::Zip) || crate::format::zip_read::is_prefixed_zip(&file, &head)
+}
+
 /// Up to the first 512 bytes of an archive file, to tell its format.
 pub(crate) fn read_head(file: &std::fs::File) -> Result<Vec<u8>> {
     let mut head = vec![0u8; 512];

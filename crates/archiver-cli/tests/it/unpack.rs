@@ -1689,6 +1689,16 @@ fn the_local_header_cannot_rename_a_zip_entry() {
         std::fs::read_dir(work.path().join("dest")).unwrap().count(),
         0
     );
+
+    // Another raw name in the local header, vouched for by a local Unicode Path field whose CRC
+    // is of neither name: a streaming reader would see `evil/x`; refused.
+    let mut field = unicode_path_field(b"good.txt", b"good.txt");
+    field[5..9].copy_from_slice(&0xdead_beefu32.to_le_bytes());
+    let bogus = zip_two_names((b"evil/x", &field), (b"good.txt", b""), data);
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(work.path(), &bogus, &["--no-sync"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("disagree"), "{err}");
 }
 
 /// A zip of zstd (method 93) entries, each `data` compressed into the given frames.
@@ -2581,4 +2591,27 @@ fn directory_modes_are_never_applied_through_a_later_symlink() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o755, "a/b's mode went through the link a -> c");
+}
+
+/// With -k, DEST's directory stays where the archive has a symlink (`d -> e`): the final tree has
+/// DEST's `d`, so a link through `d/...` is resolved through DEST's directory and what it holds
+/// (`d/out -> /etc`), not through the staged link that is never placed: refused.
+#[test]
+fn keep_existing_resolves_links_through_the_kept_directory() {
+    use tar::EntryType as T;
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("dest");
+    std::fs::create_dir_all(dest.join("d")).unwrap();
+    std::os::unix::fs::symlink("/etc", dest.join("d/out")).unwrap();
+    let archive = hostile_tar(&[
+        ("e/", T::Directory, "", b""),
+        ("d", T::Symlink, "e", b""),
+        ("l", T::Symlink, "d/out/passwd", b""),
+    ]);
+    let (code, err) = attack(work.path(), &archive, &["--no-sync", "-k"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("archiver: l: "), "{err}");
+    assert!(err.contains("outside"), "{err}");
+    assert!(std::fs::symlink_metadata(dest.join("l")).is_err());
+    assert!(dest.join("d").is_dir(), "DEST's directory is untouched");
 }

@@ -31,9 +31,9 @@ pub(crate) struct ZipEntry {
     pub unix_mode: Option<u32>,
     /// mtime: the extended-timestamp field if present, else the DOS time read as UTC.
     pub mtime: i64,
-    /// When an Info-ZIP Unicode Path field (0x7075) of the central header gave `name`: the CRC-32
-    /// of the name it replaced, which the local header's name must match.
-    raw_name_crc: Option<u32>,
+    /// When an Info-ZIP Unicode Path field (0x7075) of the central header gave `name`: the raw
+    /// name it replaced, which the local header's raw name must be (byte for byte).
+    raw_name: Option<Box<[u8]>>,
     /// The central header's name is not UTF-8 and its Unicode Path field does not belong to it
     /// (a CRC of another spelling): the local header names the entry, as libarchive reads it.
     stale_unicode: bool,
@@ -281,17 +281,16 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
     let name = cd[p + record::CENTRAL_LEN..p + record::CENTRAL_LEN + n].to_vec();
     let extra = &cd[p + record::CENTRAL_LEN + n..p + record::CENTRAL_LEN + n + m];
     let mut mtime = None;
-    let raw_crc = crc32fast::hash(&name);
-    let raw_utf8 = std::str::from_utf8(&name).is_ok();
-    let raw_len = name.len();
+    let raw = name.clone();
+    let raw_crc = crc32fast::hash(&raw);
+    let raw_utf8 = std::str::from_utf8(&raw).is_ok();
     let (name, unicode_field) = unicode_name(name, extra);
-    // The field was used when it changed the name (or spelled it the same, CRC and all).
+    // The field was used when its CRC is of this raw name (as unicode_name checked it).
     let used = unicode_field
-        && (name.len() != raw_len
-            || crc32fast::hash(&name) != raw_crc
-            || extra_fields(extra)
-                .any(|(id, d)| id == 0x7075 && d.len() > 5 && u32le(d, 1) == raw_crc));
-    let raw_name_crc = used.then_some(raw_crc);
+        && extra_fields(extra)
+            .find(|(id, _)| *id == 0x7075)
+            .is_some_and(|(_, d)| d.len() > 5 && d[0] == 1 && u32le(d, 1) == raw_crc);
+    let raw_name = used.then(|| raw.into_boxed_slice());
     let stale_unicode = unicode_field && !used && !raw_utf8;
     for (id, data) in extra_fields(extra) {
         match id {
@@ -333,7 +332,7 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
         data_offset, // fixed up below, after the local header is read
         unix_mode,
         mtime: mtime.unwrap_or_else(|| dos_to_unix(dos_date, dos_time)),
-        raw_name_crc,
+        raw_name,
         stale_unicode,
         dos_attrs: external as u8,
         host: (made_by >> 8) as u8,
@@ -462,13 +461,18 @@ fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; record::LOCAL_LEN],
     if e.stale_unicode {
         e.name = unicode_name(name.clone(), &extra).0;
     }
-    let same_raw = match e.raw_name_crc {
-        Some(crc) => crc32fast::hash(&name) == crc,
-        None => name == e.name,
-    };
-    let agrees = same_raw
-        || extra_fields(&extra)
-            .any(|(id, d)| id == 0x7075 && d.len() > 5 && d[0] == 1 && d[5..] == e.name[..]);
+    let central_raw: &[u8] = e.raw_name.as_deref().unwrap_or(&e.name);
+    // A local Unicode Path field counts when it spells the central name and its CRC is of the
+    // local raw name or of the central one (libarchive's corpus has both).
+    let local_unicode = extra_fields(&extra)
+        .find(|(id, _)| *id == 0x7075)
+        .is_some_and(|(_, d)| {
+            d.len() > 5
+                && d[0] == 1
+                && d[5..] == e.name[..]
+                && [crc32fast::hash(&name), crc32fast::hash(central_raw)].contains(&u32le(d, 1))
+        });
+    let agrees = name == central_raw || local_unicode;
     if !agrees {
         return Err(Error::Entry {
             entry: e.name_lossy(),
@@ -616,7 +620,8 @@ type ZstdEntry<'a> = (
 );
 
 fn zstd_entry<'a>(file: &'a File, e: &ZipEntry, raw: RangeReader<'a>) -> Result<ZstdEntry<'a>> {
-    let mut head = [0u8; 14];
+    // The longest frame header: magic, descriptor, window, 4-byte dictionary id, 8-byte size.
+    let mut head = [0u8; 18];
     let n = head.len().min(e.csize as usize);
     let small = read_at(file, &mut head[..n], e.data_offset).is_ok()
         && zstd_window(&head[..n]).is_some_and(|w| w <= 1 << SHARED_WINDOW_LOG);

@@ -457,12 +457,8 @@ fn apply(
 /// of DEST with `--allow-outside-links`), which also reaches paths longer than `PATH_MAX`.
 fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
     use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let root = match rustix::fs::open(
-        dest,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = match rustix::fs::open(dest, search_flags(), Mode::empty()) {
         Ok(fd) => fd,
         Err(e) => {
             warnings.push(Warning {
@@ -480,23 +476,11 @@ fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
     for i in order {
         let (rel, &(mode, mtime)) = dirs.get(i as usize);
         let opened = if rel.as_os_str().is_empty() {
-            root.try_clone().map(Some)
+            rustix::fs::open(dest, dir_flags, Mode::empty())
+                .map(Some)
+                .map_err(io::Error::from)
         } else {
-            crate::unpack::stage::open_parent_beneath(&root, rel).and_then(|found| match found {
-                Some((parent, name)) => {
-                    match rustix::fs::openat(&parent, name, flags, Mode::empty()) {
-                        Ok(fd) => Ok(Some(fd)),
-                        // Replaced by a later entry that is not a directory: nothing to apply.
-                        Err(
-                            rustix::io::Errno::NOTDIR
-                            | rustix::io::Errno::LOOP
-                            | rustix::io::Errno::NOENT,
-                        ) => Ok(None),
-                        Err(e) => Err(e.into()),
-                    }
-                }
-                None => Ok(None),
-            })
+            open_dir_beneath(&root, rel)
         };
         let applied = opened.and_then(|fd| match fd {
             Some(fd) => {
@@ -515,6 +499,47 @@ fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
             });
         }
     }
+}
+
+/// Flags to open a directory only to go through it: `O_PATH` where Linux has it (search
+/// permission is enough), elsewhere a read-only open.
+fn search_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let how = OFlags::PATH;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let how = OFlags::RDONLY;
+    how | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
+/// Opens the directory `rel` below `root` to set its mode and time, entering every component
+/// without following a link; `None` when one is missing, a link or not a directory (a later entry
+/// replaced it). The directories on the way need only search permission, as for a path-based
+/// open: Linux enters them with `O_PATH`.
+fn open_dir_beneath(
+    root: &std::os::fd::OwnedFd,
+    rel: &Path,
+) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use rustix::fs::{Mode, OFlags};
+    let last = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let on_the_way = search_flags() | OFlags::NOFOLLOW;
+    let names: Vec<&OsStr> = rel.iter().collect();
+    let mut dir = root.try_clone()?;
+    for (i, name) in names.iter().enumerate() {
+        let flags = if i + 1 == names.len() {
+            last
+        } else {
+            on_the_way
+        };
+        match rustix::fs::openat(&dir, *name, flags, Mode::empty()) {
+            Ok(fd) => dir = fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(dir))
 }
 
 /// Makes every planned move, in parallel. Returns what was done and the first failure.

@@ -300,12 +300,13 @@ pub fn through_staged(shown: &str, is_link: bool) -> Refusal {
     )
 }
 
-/// With `-k`, is what DEST holds at a path (`held`: looked up only with `-k`) kept, so the final
-/// tree has it rather than the staged entry? Yes when it exists and is not a directory
-/// (directories are merged). The commit's symlink check resolves links through the final tree
-/// by this answer.
+/// With `-k`, is what DEST holds at a path (`held`: looked up only with `-k`) what the final tree
+/// has there? Yes whenever it exists: [`merge`] keeps it against any staged entry that is not a
+/// directory, a directory is merged with it (a directory either way), and a staged directory over
+/// anything else is refused. The commit's symlink check resolves links through the final tree by
+/// this answer: a staged `d -> e` over DEST's directory `d` must not hide DEST's `d/out -> /etc`.
 pub fn keeps(keep_existing: bool, held: impl FnOnce() -> Option<fs::Metadata>) -> bool {
-    keep_existing && held().is_some_and(|md| !md.is_dir())
+    keep_existing && held().is_some()
 }
 
 /// With `-k`, is a file of the archive left unstaged because DEST holds something (`held`: what
