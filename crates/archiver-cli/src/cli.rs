@@ -236,7 +236,7 @@ pub struct PackArgs {
     /// Print per-stage statistics to stderr at the end
     #[arg(long)]
     pub stats: bool,
-    /// Write the statistics as JSON to FILE
+    /// Write the statistics as JSON to FILE (`-`: stdout, when the archive goes to -o FILE)
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Show a progress bar (default: when stderr is a terminal)

@@ -14,6 +14,11 @@ pub fn run(
     cancel: &archiver::Cancel,
 ) -> anyhow::Result<Outcome> {
     let format = output_format(&args)?;
+    if stats_to_stdout(&args) && archive_to_stdout(&args) {
+        anyhow::bail!(
+            "--stats-json -: stdout carries the archive; give the statistics a file, or the archive one (-o FILE)"
+        );
+    }
     let reproducible = if args.reproducible {
         Some(source_date_epoch()?)
     } else {
@@ -80,10 +85,7 @@ pub fn run(
 /// The format to write: `-f`, checked against `-o PATH`'s extension (or taken from it); plain tar
 /// on stdout when neither says.
 fn output_format(args: &PackArgs) -> anyhow::Result<Format> {
-    let to_stdout = args
-        .output
-        .as_deref()
-        .is_none_or(|p| p == std::path::Path::new("-"));
+    let to_stdout = archive_to_stdout(args);
     let explicit = args
         .format
         .as_deref()
@@ -95,7 +97,21 @@ fn output_format(args: &PackArgs) -> anyhow::Result<Format> {
     })
 }
 
-/// `--stats` (a table on stderr) and `--stats-json FILE`.
+/// The archive goes to stdout (no `-o`, or `-o -`).
+fn archive_to_stdout(args: &PackArgs) -> bool {
+    args.output
+        .as_deref()
+        .is_none_or(|p| p == std::path::Path::new("-"))
+}
+
+/// `--stats-json -`: the statistics on stdout (only when the archive goes to a file).
+fn stats_to_stdout(args: &PackArgs) -> bool {
+    args.stats_json
+        .as_deref()
+        .is_some_and(|p| p == std::path::Path::new("-"))
+}
+
+/// `--stats` (a table on stderr) and `--stats-json FILE` (`-`: stdout).
 fn write_stats(args: &PackArgs, report: &PackReport) -> anyhow::Result<()> {
     if args.stats {
         eprint!("{}", crate::pack::render_stats(report));
@@ -103,9 +119,18 @@ fn write_stats(args: &PackArgs, report: &PackReport) -> anyhow::Result<()> {
     if let Some(path) = &args.stats_json {
         let mut value = serde_json::to_value(&report.stats)?;
         value["verdict"] = report.stats.verdict().into();
-        let json = serde_json::to_vec_pretty(&value)?;
-        std::fs::write(path, json)
-            .with_context(|| format!("{}: cannot write statistics", path.display()))?;
+        let mut json = serde_json::to_vec_pretty(&value)?;
+        if stats_to_stdout(args) {
+            use std::io::Write;
+            json.push(b'\n');
+            let mut out = std::io::stdout().lock();
+            out.write_all(&json)
+                .and_then(|()| out.flush())
+                .context("writing the statistics to stdout")?;
+        } else {
+            std::fs::write(path, json)
+                .with_context(|| format!("{}: cannot write statistics", path.display()))?;
+        }
     }
     Ok(())
 }

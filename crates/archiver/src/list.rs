@@ -134,8 +134,8 @@ pub fn list_path(
 }
 
 /// Whether the archive file at `path` is a zip: by its first bytes, or (a self-extractor, a
-/// padded zip) by the end record [`zip_read`](crate::format::zip_read) finds when its first bytes
-/// are no format we know. `unpack`, `verify` and `list` read such a file as a zip, in place.
+/// padded zip) by its end record when its first bytes are no format we know. `unpack`, `verify`
+/// and `list` read such a file as a zip, in place.
 pub fn is_zip_file(path: &std::path::Path) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;

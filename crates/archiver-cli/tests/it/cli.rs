@@ -727,3 +727,34 @@ fn pack_verbose_lists_entries_like_tar() {
     );
     assert!(out.stdout.len() >= 2048, "the archive on stdout");
 }
+
+/// `--stats-json -` writes the statistics to stdout when the archive goes to a file, and is
+/// refused up front (exit 2, nothing written) when stdout carries the archive.
+#[test]
+fn stats_json_dash_is_stdout_unless_the_archive_is_there() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    file(&src, "a.txt", b"a", 0o644);
+    let archive = work.path().join("a.tar");
+    let out = archiver()
+        .args(["pack", "--stats-json", "-", "-o"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["files"], 1);
+    assert!(!work.path().join("-").exists() && !std::path::Path::new("-").exists());
+    let out = archiver()
+        .args(["pack", "--stats-json", "-", "-C"])
+        .arg(&src)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(stderr_of(&out).contains("--stats-json -: stdout carries the archive"));
+}
