@@ -123,7 +123,7 @@ impl Inner {
 /// "directory not empty", so it is tried again, for up to a second, until the directory is gone.
 fn remove_soon(dir: &Path) {
     for _ in 0..50 {
-        match std::fs::remove_dir_all(dir) {
+        match crate::remove::remove_tree(dir) {
             Ok(()) => return,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error on a named file (a source file, an archive, a destination).
-    #[error("{}", path.display())]
+    #[error("{}", crate::list::shown_path(path))]
     Io {
         /// The file the operation was about.
         path: PathBuf,
@@ -40,7 +40,7 @@ pub enum Error {
         reason: String,
     },
     /// A path given to pack does not exist or cannot be read.
-    #[error("{}: {reason}", path.display())]
+    #[error("{}: {reason}", crate::list::shown_path(path))]
     Source {
         /// The path as the caller gave it.
         path: PathBuf,
@@ -73,7 +73,7 @@ pub enum Error {
     #[error("the archive carries no manifest (.archiver/MANIFEST.b3), so its files cannot be verified, and one is required")]
     NoManifest,
     /// Moving the verified entries into place failed part way; `what` says what was undone.
-    #[error("{}: {what}", path.display())]
+    #[error("{}: {what}", crate::list::shown_path(path))]
     Commit {
         /// The place that could not be written.
         path: PathBuf,
@@ -90,7 +90,7 @@ pub enum Error {
     #[error("interrupted")]
     Cancelled,
     /// `strict` mode turned a warning into an error.
-    #[error("{}: {message} (strict mode)", path.display())]
+    #[error("{}: {message} (strict mode)", crate::list::shown_path(path))]
     Strict {
         /// The file the warning was about.
         path: PathBuf,

@@ -53,6 +53,7 @@ pub mod manifest;
 mod owner;
 mod pack;
 mod packer;
+mod remove;
 // The reorder buffer (pack's writer and the parallel gzip writer); `internals` makes it reachable
 // at `archiver::reorder` for the benches.
 #[cfg(feature = "internals")]

@@ -1690,6 +1690,22 @@ fn the_local_header_cannot_rename_a_zip_entry() {
         0
     );
 
+    // A legacy (not UTF-8) central name with a Unicode Path field made for another spelling:
+    // only a local field giving the same name (and checking out) may name the entry; a local
+    // header that simply names something else is refused.
+    let stale = zip_two_names(
+        (b".ssh/authorized_keys", b""),
+        (
+            b"\xffnotes.txt",
+            &unicode_path_field(b"notes.txt", b"other"),
+        ),
+        data,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (code, err) = attack(work.path(), &stale, &["--no-sync"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("disagree"), "{err}");
+
     // Another raw name in the local header, vouched for by a local Unicode Path field whose CRC
     // is of neither name: a streaming reader would see `evil/x`; refused.
     let mut field = unicode_path_field(b"good.txt", b"good.txt");
@@ -2614,4 +2630,69 @@ fn keep_existing_resolves_links_through_the_kept_directory() {
     assert!(err.contains("outside"), "{err}");
     assert!(std::fs::symlink_metadata(dest.join("l")).is_err());
     assert!(dest.join("d").is_dir(), "DEST's directory is untouched");
+}
+
+/// An entry deeper than the process may hold directories open (the staging tree keeps one per
+/// level; `ulimit -n 256` here): a clear error, exit 2, the message cut to a readable length, and
+/// the staging directory removed although it is deeper than a removal holding one descriptor per
+/// level could go (it was left in DEST before).
+#[test]
+fn a_staging_tree_deeper_than_the_fd_limit_is_removed() {
+    let work = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(1);
+    let deep = format!("{}/f", vec!["a"; 1500].join("/"));
+    b.append_data(&mut h, &deep, &b"x"[..]).unwrap();
+    let archive = work.path().join("deep.tar");
+    std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+    let dest = work.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let out = output_within(
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"ulimit -n 256 && exec "$0" unpack --no-sync "$1" -C "$2""#)
+            .arg(env!("CARGO_BIN_EXE_archiver"))
+            .arg(&archive)
+            .arg(&dest),
+        60,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", &err[..err.len().min(500)]);
+    assert!(err.len() < 6000, "a {} byte message", err.len());
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
+    assert!(left.is_empty(), "left in DEST: {left:?}");
+}
+
+/// `-k` leaves the directories DEST already has as they are, DEST itself included (GNU tar and
+/// bsdtar with -k do): an archive's `./` and `d/` entries cannot open up `~` with -k. Without -k
+/// their modes are applied, as GNU tar applies them.
+#[test]
+fn keep_existing_leaves_existing_directories_modes_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    use tar::EntryType as T;
+    let archive = hostile_tar(&[
+        ("./", T::Directory, "", b""),
+        ("d/", T::Directory, "", b""),
+        ("d/f", T::Regular, "", b"x"),
+    ]);
+    for (extra, expected) in [
+        (&["--no-sync", "-k"][..], 0o700),
+        (&["--no-sync"][..], 0o755),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let dest = work.path().join("dest");
+        std::fs::create_dir_all(dest.join("d")).unwrap();
+        set_mode(&dest.join("d"), 0o700);
+        set_mode(&dest, 0o700);
+        let (code, err) = attack(work.path(), &archive, extra);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let (dest_mode, d_mode) = (mode(&dest), mode(&dest.join("d")));
+        set_mode(&dest, 0o755);
+        assert_eq!(code, Some(0), "{extra:?}: {err}");
+        assert_eq!(d_mode, expected, "{extra:?}: d");
+        assert_eq!(dest_mode, expected, "{extra:?}: DEST");
+        assert_eq!(std::fs::read(dest.join("d/f")).unwrap(), b"x");
+    }
 }

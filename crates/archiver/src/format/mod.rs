@@ -145,22 +145,10 @@ fn looks_like_tar(head: &[u8]) -> bool {
     if head[..512].iter().all(|&b| b == 0) {
         return true;
     }
-    let stored = std::str::from_utf8(&head[field::CHECKSUM])
-        .ok()
-        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
-        .and_then(|s| u32::from_str_radix(s, 8).ok());
-    let computed: u32 = head[..512]
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if field::CHECKSUM.contains(&i) {
-                u32::from(b' ')
-            } else {
-                u32::from(b)
-            }
-        })
-        .sum();
-    stored == Some(computed)
+    // The checksum as GNU tar checks it: the unsigned sum, or the signed one some old tars
+    // wrote (a v7 tar with high bytes in a name would otherwise be "no format we know").
+    let block: &[u8; 512] = head[..512].try_into().expect("512 bytes checked above");
+    tar_read::checksum_ok(block)
 }
 
 /// The compression layer under the tar stream.
@@ -305,5 +293,24 @@ mod tests {
         junk[0] ^= 1;
         assert_eq!(detect(&junk), None);
         assert_eq!(detect(b"hello"), None);
+        // A v7 header whose checksum is the signed sum (old tars; GNU tar accepts it): a name
+        // with high bytes makes the two sums differ.
+        let mut v7 = [0u8; 512];
+        v7[..8].copy_from_slice(b"caf\xe9.txt");
+        v7[100..108].copy_from_slice(b"0000644\0");
+        v7[124..136].copy_from_slice(b"00000000000\0");
+        let signed: i64 = v7
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    i64::from(b as i8)
+                }
+            })
+            .sum();
+        v7[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
+        assert_eq!(detect(&v7), Some(Detected::Tar));
     }
 }

@@ -886,7 +886,7 @@ fn trim_nul(v: &[u8]) -> Vec<u8> {
     }
 }
 
-fn checksum_ok(block: &[u8; 512]) -> bool {
+pub(crate) fn checksum_ok(block: &[u8; 512]) -> bool {
     let field = &block[field::CHECKSUM];
     let Ok(stored) = number(field) else {
         return false;

@@ -34,9 +34,10 @@ pub(crate) struct ZipEntry {
     /// When an Info-ZIP Unicode Path field (0x7075) of the central header gave `name`: the raw
     /// name it replaced, which the local header's raw name must be (byte for byte).
     raw_name: Option<Box<[u8]>>,
-    /// The central header's name is not UTF-8 and its Unicode Path field does not belong to it
-    /// (a CRC of another spelling): the local header names the entry, as libarchive reads it.
-    stale_unicode: bool,
+    /// The central header's name is not UTF-8 and its Unicode Path field (this name) does not
+    /// belong to it (a CRC of another spelling): the name is taken when the local header's own
+    /// Unicode Path field, checked against the local raw name, spells the same.
+    stale_unicode: Option<Box<[u8]>>,
     /// The MS-DOS attribute byte (0x10: directory), set by DOS and Windows tools and Info-ZIP.
     dos_attrs: u8,
     /// The "version made by" host system (0 MS-DOS, 3 Unix, 10 NTFS, 19 OS X, ...).
@@ -291,7 +292,10 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
             .find(|(id, _)| *id == 0x7075)
             .is_some_and(|(_, d)| d.len() > 5 && d[0] == 1 && u32le(d, 1) == raw_crc);
     let raw_name = used.then(|| raw.into_boxed_slice());
-    let stale_unicode = unicode_field && !used && !raw_utf8;
+    let stale_unicode = match unicode_path(extra) {
+        Some((_, n)) if !used && !raw_utf8 => Some(n.into()),
+        _ => None,
+    };
     for (id, data) in extra_fields(extra) {
         match id {
             0x0001 => {
@@ -342,6 +346,13 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
 
 /// The name to use: the Info-ZIP Unicode Path field's UTF-8 name when its CRC matches the header's
 /// own name, else the header's name. Also says whether such a field was present at all.
+/// The first Info-ZIP Unicode Path field (0x7075, version 1) of an extra field: the CRC-32 it
+/// gives of the raw name it belongs to, and the UTF-8 name.
+fn unicode_path(extra: &[u8]) -> Option<(u32, &[u8])> {
+    let (_, d) = extra_fields(extra).find(|(id, _)| *id == 0x7075)?;
+    (d.len() > 5 && d[0] == 1).then(|| (u32le(d, 1), &d[5..]))
+}
+
 fn unicode_name(raw: Vec<u8>, extra: &[u8]) -> (Vec<u8>, bool) {
     for (id, data) in extra_fields(extra) {
         if id == 0x7075 {
@@ -455,23 +466,24 @@ fn read_local(file: &File, e: &mut ZipEntry) -> Result<([u8; record::LOCAL_LEN],
     // field (producers write the raw names in different code pages, the Unicode one in both).
     // Never the local header's name instead: it would let the local header rename what a reader
     // of the central directory was shown.
-    // One exception, where the central header has no usable name: a legacy (not UTF-8) name
-    // whose Unicode Path field was made for another spelling of it. Then the local header's name
-    // is taken (its own Unicode Path field when that checks out), as libarchive reads it.
-    if e.stale_unicode {
-        e.name = unicode_name(name.clone(), &extra).0;
+    // One exception: a legacy (not UTF-8) central name whose Unicode Path field was made for
+    // another spelling of it. When the local header's own field gives the same name and checks
+    // out against the local raw name (libarchive's corpus has such archives), that name is the
+    // entry's, as libarchive and bsdtar read it; otherwise the central raw name stays.
+    if let Some(uname) = e.stale_unicode.take() {
+        if unicode_path(&extra)
+            .is_some_and(|(crc, n)| crc == crc32fast::hash(&name) && n == &uname[..])
+        {
+            let raw = std::mem::replace(&mut e.name, uname.into_vec());
+            e.raw_name = Some(raw.into_boxed_slice());
+        }
     }
     let central_raw: &[u8] = e.raw_name.as_deref().unwrap_or(&e.name);
     // A local Unicode Path field counts when it spells the central name and its CRC is of the
     // local raw name or of the central one (libarchive's corpus has both).
-    let local_unicode = extra_fields(&extra)
-        .find(|(id, _)| *id == 0x7075)
-        .is_some_and(|(_, d)| {
-            d.len() > 5
-                && d[0] == 1
-                && d[5..] == e.name[..]
-                && [crc32fast::hash(&name), crc32fast::hash(central_raw)].contains(&u32le(d, 1))
-        });
+    let local_unicode = unicode_path(&extra).is_some_and(|(crc, n)| {
+        n == &e.name[..] && [crc32fast::hash(&name), crc32fast::hash(central_raw)].contains(&crc)
+    });
     let agrees = name == central_raw || local_unicode;
     if !agrees {
         return Err(Error::Entry {

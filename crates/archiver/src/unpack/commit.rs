@@ -63,7 +63,9 @@ impl Drop for Staging {
         let finishing = self.finishing.take().or_else(|| self.cancel.finishing());
         self.cancel.not_disposable(&self.path);
         match finishing {
-            Some(_guard) => drop(self.dir.take()),
+            Some(_guard) => {
+                let _ = self.close();
+            }
             None => self.keep(),
         }
     }
@@ -120,7 +122,8 @@ impl Staging {
 
     fn close(&mut self) -> io::Result<()> {
         match self.dir.take() {
-            Some(d) => d.close(),
+            // However deep the tree is (tempfile's removal holds a descriptor per level).
+            Some(d) => crate::remove::remove_tree(&d.keep()),
             None => Ok(()),
         }
     }
@@ -211,6 +214,9 @@ struct Planner<'a> {
     more_refused: u64,
     ops: Ops,
     kept: u64,
+    /// `-k`: the directories DEST already had (merged with the archive's): their modes and times
+    /// are left as they are, as GNU tar and bsdtar leave them with -k.
+    existing_dirs: std::collections::HashSet<PathBuf>,
 }
 
 impl Planner<'_> {
@@ -275,7 +281,12 @@ impl Planner<'_> {
                     }
                 };
                 match policy::merge(&show(&child), staged_dir, md.file_type(), self.keep) {
-                    Ok(Merge::Descend) => todo.push(child),
+                    Ok(Merge::Descend) => {
+                        if self.keep {
+                            self.existing_dirs.insert(child.clone());
+                        }
+                        todo.push(child)
+                    }
                     Ok(Merge::Keep) => {
                         self.kept += 1;
                         tracing::info!("{}: exists; kept", show(&child));
@@ -347,7 +358,7 @@ pub(crate) fn commit(
     stats: &mut UnpackStats,
     warnings: &mut Vec<Warning>,
 ) -> Result<()> {
-    let (ops, kept) = plan(opts, dest, staging.dev, tree)?;
+    let (ops, kept, existing_dirs) = plan(opts, dest, staging.dev, tree)?;
     stats.kept_existing += kept;
     if opts.cancel.is_cancelled() {
         return Err(Error::Cancelled);
@@ -366,7 +377,7 @@ pub(crate) fn commit(
         });
     }
     staging.finishing = None;
-    apply_dir_metas(dest, dirs, warnings);
+    apply_dir_metas(dest, dirs, &existing_dirs, warnings);
     if opts.sync {
         sync_dir(dest).map_err(|e| Error::Io {
             path: dest.to_path_buf(),
@@ -377,8 +388,11 @@ pub(crate) fn commit(
 }
 
 /// Phase 1 (reads only): merges the staging tree with DEST and checks every symlink through the
-/// final tree. Returns the moves to make and how many files `-k` kept, or every refusal.
-fn plan(opts: &Options<'_>, dest: &Path, dev: Option<u64>, tree: &StageTree) -> Result<(Ops, u64)> {
+/// final tree. Returns the moves to make, how many files `-k` kept and (with `-k`) the
+/// directories DEST already had, or every refusal.
+type Plan = (Ops, u64, std::collections::HashSet<PathBuf>);
+
+fn plan(opts: &Options<'_>, dest: &Path, dev: Option<u64>, tree: &StageTree) -> Result<Plan> {
     let mut p = Planner {
         dest,
         tree,
@@ -389,7 +403,11 @@ fn plan(opts: &Options<'_>, dest: &Path, dev: Option<u64>, tree: &StageTree) -> 
         more_refused: 0,
         ops: Ops::default(),
         kept: 0,
+        existing_dirs: std::collections::HashSet::new(),
     };
+    if opts.keep_existing {
+        p.existing_dirs.insert(PathBuf::new()); // DEST itself
+    }
     p.merge(PathBuf::new()).map_err(|e| Error::Io {
         path: dest.to_path_buf(),
         source: io::Error::new(
@@ -414,7 +432,7 @@ fn plan(opts: &Options<'_>, dest: &Path, dev: Option<u64>, tree: &StageTree) -> 
         }
         return Err(Error::Refused(refused));
     }
-    Ok((std::mem::take(&mut p.ops), p.kept))
+    Ok((std::mem::take(&mut p.ops), p.kept, p.existing_dirs))
 }
 
 /// Phase 2: makes every move; on a failure takes them all back and says what became of them.
@@ -454,8 +472,14 @@ fn apply(
 /// Directory modes and times, deepest first (after everything inside them was placed), on real
 /// directories only: each is entered from DEST a component at a time without following a link
 /// (a later entry may have replaced a directory on the way by a symlink, even one leading out
-/// of DEST with `--allow-outside-links`), which also reaches paths longer than `PATH_MAX`.
-fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
+/// of DEST with `--allow-outside-links`), which also reaches paths longer than `PATH_MAX`. With
+/// `-k`, the directories DEST already had (`leave`, DEST itself among them) keep theirs.
+fn apply_dir_metas(
+    dest: &Path,
+    dirs: &DirMetas,
+    leave: &std::collections::HashSet<PathBuf>,
+    warnings: &mut Vec<Warning>,
+) {
     use rustix::fs::{Mode, OFlags};
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = match rustix::fs::open(dest, search_flags(), Mode::empty()) {
@@ -475,6 +499,9 @@ fn apply_dir_metas(dest: &Path, dirs: &DirMetas, warnings: &mut Vec<Warning>) {
     order.sort_by_key(|&i| std::cmp::Reverse(dirs.get(i as usize).0.components().count()));
     for i in order {
         let (rel, &(mode, mtime)) = dirs.get(i as usize);
+        if leave.contains(rel) {
+            continue;
+        }
         let opened = if rel.as_os_str().is_empty() {
             rustix::fs::open(dest, dir_flags, Mode::empty())
                 .map(Some)
