@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error on a named file (a source file, an archive, a destination).
-    #[error("{}", crate::list::shown_path(path))]
+    #[error("{}", shown(path))]
     Io {
         /// The file the operation was about.
         path: PathBuf,
@@ -40,7 +40,7 @@ pub enum Error {
         reason: String,
     },
     /// A path given to pack does not exist or cannot be read.
-    #[error("{}: {reason}", crate::list::shown_path(path))]
+    #[error("{}: {reason}", shown(path))]
     Source {
         /// The path as the caller gave it.
         path: PathBuf,
@@ -73,7 +73,7 @@ pub enum Error {
     #[error("the archive carries no manifest (.archiver/MANIFEST.b3), so its files cannot be verified, and one is required")]
     NoManifest,
     /// Moving the verified entries into place failed part way; `what` says what was undone.
-    #[error("{}: {what}", crate::list::shown_path(path))]
+    #[error("{}: {what}", shown(path))]
     Commit {
         /// The place that could not be written.
         path: PathBuf,
@@ -90,7 +90,7 @@ pub enum Error {
     #[error("interrupted")]
     Cancelled,
     /// `strict` mode turned a warning into an error.
-    #[error("{}: {message} (strict mode)", crate::list::shown_path(path))]
+    #[error("{}: {message} (strict mode)", shown(path))]
     Strict {
         /// The file the warning was about.
         path: PathBuf,
@@ -192,6 +192,22 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A path on disk for a message: as it displays, cut after 4096 bytes (PATH_MAX: a staging path
+/// 6,000 directories deep must not become a 12 KB line). Written here because this module
+/// depends on nothing else in the crate (list.rs cuts entry names the same way).
+fn shown(path: &std::path::Path) -> String {
+    const LIMIT: usize = 4096;
+    let s = path.display().to_string();
+    if s.len() <= LIMIT {
+        return s;
+    }
+    let mut cut = LIMIT;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} bytes in all)", &s[..cut], path.as_os_str().len())
+}
 
 #[cfg(test)]
 mod tests {

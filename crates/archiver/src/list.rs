@@ -266,16 +266,6 @@ pub(crate) fn cut_name(raw: &[u8]) -> (&[u8], Option<usize>) {
     }
 }
 
-/// A path on disk for an error message: as it displays, cut after [`REPORTED_NAME`] bytes (a
-/// staging path 6,000 directories deep must not become a 12 KB line).
-pub(crate) fn shown_path(p: &std::path::Path) -> String {
-    let bytes = crate::manifest::path_bytes(p);
-    match cut_name(&bytes) {
-        (_, None) => p.display().to_string(),
-        (cut, Some(n)) => format!("{}... ({n} bytes in all)", String::from_utf8_lossy(cut)),
-    }
-}
-
 /// A path for messages: [`escape_name`] of its bytes, never raw control characters.
 pub(crate) fn escape_path(p: &std::path::Path) -> String {
     escape_name(&crate::manifest::path_bytes(p))
