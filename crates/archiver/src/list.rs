@@ -123,10 +123,7 @@ pub fn list_path(
         path: path.to_path_buf(),
         source: e,
     })?;
-    let head = read_head(&file)?;
-    if detect(&head) == Some(Detected::Zip)
-        || crate::format::zip_read::is_prefixed_zip(&file, &head)
-    {
+    if crate::format::zip_read::is_zip(&file, &read_head(&file)?) {
         return list_zip(file, each);
     }
     let file = std::fs::File::open(path).map_err(Error::Input)?;
@@ -140,10 +137,7 @@ pub fn is_zip_file(path: &std::path::Path) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    let Ok(head) = read_head(&file) else {
-        return false;
-    };
-    detect(&head) == Some(Detected::Zip) || crate::format::zip_read::is_prefixed_zip(&file, &head)
+    read_head(&file).is_ok_and(|head| crate::format::zip_read::is_zip(&file, &head))
 }
 
 /// Up to the first 512 bytes of an archive file, to tell its format.
@@ -322,15 +316,15 @@ fn bad_tar(after: u64, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         return Error::Output(e);
     }
-    damaged(after, &e)
+    damaged(after, e)
 }
 
 /// A read of the archive that failed after `after` entries, with a hint where the decoder's own
 /// words need one.
-pub(crate) fn damaged(after: u64, e: &io::Error) -> Error {
+pub(crate) fn damaged(after: u64, e: io::Error) -> Error {
     Error::BadArchive(format!(
         "damaged archive after {after} entries: {e}{}",
-        decoder_hint(e)
+        decoder_hint(&e)
     ))
 }
 

@@ -134,19 +134,17 @@ impl Read for RangeReader<'_> {
     }
 }
 
-/// Whether `file` is a zip whose first bytes do not say so (`head`, up to its first 512 bytes,
-/// is no format we know, or an all-zero block): a self-extracting archive's program, padding or
-/// zeros before the entries, as unzip and bsdtar accept. True when an end record is found and
-/// the central directory it points at (offsets shifted by the prefix) starts with a central
-/// header, or holds no entries.
-pub(crate) fn is_prefixed_zip(file: &File, head: &[u8]) -> bool {
-    let unknown = match crate::detect(head) {
-        None => true,
-        Some(crate::Detected::Tar) => head.len() >= 512 && head[..512].iter().all(|&b| b == 0),
-        Some(_) => false,
-    };
-    if !unknown {
-        return false;
+/// Whether `file` (its first bytes `head`, up to 512) is a zip: by those bytes, or, when they are
+/// no format we know or an all-zero block, by its end record (a self-extracting archive's
+/// program, padding or zeros before the entries, as unzip and bsdtar accept): one must be found,
+/// and the central directory it points at (offsets shifted by the prefix) must start with a
+/// central header or hold no entries.
+pub(crate) fn is_zip(file: &File, head: &[u8]) -> bool {
+    match crate::detect(head) {
+        Some(crate::Detected::Zip) => return true,
+        None => {}
+        Some(crate::Detected::Tar) if head.len() >= 512 && head[..512].iter().all(|&b| b == 0) => {}
+        Some(_) => return false,
     }
     let Ok(dir) = locate_directory(file) else {
         return false;
@@ -279,22 +277,17 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
     if rec_end > cd.len() {
         return Err(bad(format!("central directory entry {index} is truncated")));
     }
-    let name = cd[p + record::CENTRAL_LEN..p + record::CENTRAL_LEN + n].to_vec();
+    let raw = cd[p + record::CENTRAL_LEN..p + record::CENTRAL_LEN + n].to_vec();
     let extra = &cd[p + record::CENTRAL_LEN + n..p + record::CENTRAL_LEN + n + m];
     let mut mtime = None;
-    let raw = name.clone();
-    let raw_crc = crc32fast::hash(&raw);
-    let raw_utf8 = std::str::from_utf8(&raw).is_ok();
-    let (name, unicode_field) = unicode_name(name, extra);
-    // The field was used when its CRC is of this raw name (as unicode_name checked it).
-    let used = unicode_field
-        && extra_fields(extra)
-            .find(|(id, _)| *id == 0x7075)
-            .is_some_and(|(_, d)| d.len() > 5 && d[0] == 1 && u32le(d, 1) == raw_crc);
-    let raw_name = used.then(|| raw.into_boxed_slice());
-    let stale_unicode = match unicode_path(extra) {
-        Some((_, n)) if !used && !raw_utf8 => Some(n.into()),
-        _ => None,
+    // An Info-ZIP Unicode Path field names the entry when its CRC is of this raw name; one made
+    // for another spelling of a legacy (not UTF-8) name is kept for the local header to confirm.
+    let (name, raw_name, stale_unicode) = match unicode_path(extra) {
+        Some((crc, u)) if crc == crc32fast::hash(&raw) => {
+            (u.to_vec(), Some(raw.into_boxed_slice()), None)
+        }
+        Some((_, u)) if std::str::from_utf8(&raw).is_err() => (raw, None, Some(u.into())),
+        _ => (raw, None, None),
     };
     for (id, data) in extra_fields(extra) {
         match id {
@@ -344,25 +337,11 @@ fn central_record(cd: &[u8], p: usize, shift: u64, index: usize) -> Result<(ZipE
     Ok((entry, rec_end))
 }
 
-/// The name to use: the Info-ZIP Unicode Path field's UTF-8 name when its CRC matches the header's
-/// own name, else the header's name. Also says whether such a field was present at all.
 /// The first Info-ZIP Unicode Path field (0x7075, version 1) of an extra field: the CRC-32 it
 /// gives of the raw name it belongs to, and the UTF-8 name.
 fn unicode_path(extra: &[u8]) -> Option<(u32, &[u8])> {
     let (_, d) = extra_fields(extra).find(|(id, _)| *id == 0x7075)?;
     (d.len() > 5 && d[0] == 1).then(|| (u32le(d, 1), &d[5..]))
-}
-
-fn unicode_name(raw: Vec<u8>, extra: &[u8]) -> (Vec<u8>, bool) {
-    for (id, data) in extra_fields(extra) {
-        if id == 0x7075 {
-            if data.len() > 5 && data[0] == 1 && u32le(data, 1) == crc32fast::hash(&raw) {
-                return (data[5..].to_vec(), true);
-            }
-            return (raw, true);
-        }
-    }
-    (raw, false)
 }
 
 /// Every block of an extra field fits inside it (a few trailing padding bytes are tolerated).

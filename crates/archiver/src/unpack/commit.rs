@@ -33,7 +33,7 @@ use std::time::SystemTime;
 use crate::error::{Error, Refused, Result};
 use crate::manifest::path_bytes;
 use crate::unpack::policy::{self, Lookup, Merge, Refusal};
-use crate::unpack::stage::StageTree;
+use crate::unpack::stage::{self, StageTree};
 use crate::unpack::UnpackStats;
 use crate::{Cancel, Warning};
 
@@ -547,26 +547,13 @@ fn open_dir_beneath(
     root: &std::os::fd::OwnedFd,
     rel: &Path,
 ) -> io::Result<Option<std::os::fd::OwnedFd>> {
-    use rustix::fs::{Mode, OFlags};
-    let last = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    use rustix::fs::OFlags;
     let on_the_way = search_flags() | OFlags::NOFOLLOW;
-    let names: Vec<&OsStr> = rel.iter().collect();
-    let mut dir = root.try_clone()?;
-    for (i, name) in names.iter().enumerate() {
-        let flags = if i + 1 == names.len() {
-            last
-        } else {
-            on_the_way
-        };
-        match rustix::fs::openat(&dir, *name, flags, Mode::empty()) {
-            Ok(fd) => dir = fd,
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(Some(dir))
+    let Some((parent, name)) = stage::open_parent_beneath_via(root, rel, on_the_way)? else {
+        return Ok(None);
+    };
+    let last = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    stage::enter(&parent, name, last)
 }
 
 /// Makes every planned move, in parallel. Returns what was done and the first failure.

@@ -34,7 +34,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use crate::error::{Error, Refused, Result, Rule};
 use crate::format::tar_read::TarReader;
 use crate::format::zip_read::{self, ZipEntry};
-use crate::list::{escape_name, open_tar, read_head, DecodeThreads, Opened};
+use crate::list::{damaged, escape_name, open_tar, read_head, DecodeThreads, Opened};
 use crate::manifest;
 use crate::pack::budget::Budget;
 use crate::pack::stats::{StageClock, StageStats};
@@ -334,10 +334,7 @@ impl Unpacker {
             path: path.to_path_buf(),
             source: e,
         })?;
-        let head = read_head(&file)?;
-        if crate::detect(&head) == Some(crate::Detected::Zip)
-            || zip_read::is_prefixed_zip(&file, &head)
-        {
+        if zip_read::is_zip(&file, &read_head(&file)?) {
             return self
                 .run(Source::Zip(&file))
                 .map_err(|e| self.or_cancelled(e));
@@ -1754,10 +1751,6 @@ fn copy_to_spill(r: &mut impl Read, spill: &mut Spill) -> io::Result<()> {
     }
 }
 
-fn damaged(after: u64, e: io::Error) -> Error {
-    crate::list::damaged(after, &e)
-}
-
 /// Reads a zip's directory and hands each file to the writers, which read their data themselves.
 fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
     let entries = zip_read::read_directory(file)?;
@@ -2002,22 +1995,23 @@ impl<W: Write> Write for HashingWriter<W> {
 fn write_skipping_zeros(f: &File, chunk: &[u8], at: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     const BLOCK: usize = 4096;
-    let mut start = 0;
-    while start < chunk.len() {
-        let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
-        let mut end = start;
-        while end < chunk.len() && !zeros(&chunk[end..(end + BLOCK).min(chunk.len())]) {
-            end = (end + BLOCK).min(chunk.len());
+    // Where the run of blocks with data that is not written yet starts.
+    let mut data_from = None;
+    for (i, block) in chunk.chunks(BLOCK).enumerate() {
+        let here = i * BLOCK;
+        match (block.iter().all(|&b| b == 0), data_from) {
+            (true, Some(from)) => {
+                f.write_all_at(&chunk[from..here], at + from as u64)?;
+                data_from = None;
+            }
+            (false, None) => data_from = Some(here),
+            _ => {}
         }
-        if end > start {
-            f.write_all_at(&chunk[start..end], at + start as u64)?;
-        }
-        while end < chunk.len() && zeros(&chunk[end..(end + BLOCK).min(chunk.len())]) {
-            end = (end + BLOCK).min(chunk.len());
-        }
-        start = end;
     }
-    Ok(())
+    match data_from {
+        Some(from) => f.write_all_at(&chunk[from..], at + from as u64),
+        None => Ok(()),
+    }
 }
 
 fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> {
@@ -2054,16 +2048,12 @@ fn write_one(dest: Option<&Path>, job: WriteJob) -> Result<(blake3::Hash, u64)> 
     match job.data {
         JobData::Whole(data) => out.write_all(&data).map_err(io_err)?,
         JobData::Chunks {
-            rx,
-            size,
-            recycle,
-            sparse,
+            rx, size, recycle, ..
         } => {
             // Hashed by the reader: written straight to the file. A sparse entry's holes come
             // as zeros: blocks of them are skipped and the file's length set at the end, so they
             // are holes again (as GNU tar and bsdtar extract them), and a map declaring terabytes
             // of holes costs no disk.
-            debug_assert!(sparse || holes.is_none());
             for piece in rx {
                 match piece {
                     Piece::Data(chunk) => {

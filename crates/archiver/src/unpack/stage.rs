@@ -429,21 +429,40 @@ pub(crate) fn open_parent_beneath<'a>(
     root: &OwnedFd,
     rel: &'a Path,
 ) -> io::Result<Option<(OwnedFd, &'a OsStr)>> {
+    open_parent_beneath_via(root, rel, DIR_FLAGS)
+}
+
+/// [`open_parent_beneath`], entering the directories on the way with `flags` (which must hold
+/// `O_DIRECTORY | O_NOFOLLOW`; `O_PATH` where only search permission may be had).
+pub(crate) fn open_parent_beneath_via<'a>(
+    root: &OwnedFd,
+    rel: &'a Path,
+    flags: OFlags,
+) -> io::Result<Option<(OwnedFd, &'a OsStr)>> {
     let mut names: Vec<&OsStr> = rel.iter().collect();
     let Some(last) = names.pop() else {
         return Ok(None);
     };
     let mut dir = root.try_clone()?;
     for name in names {
-        match rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty()) {
-            Ok(fd) => dir = fd,
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e.into()),
+        match enter(&dir, name, flags)? {
+            Some(fd) => dir = fd,
+            None => return Ok(None),
         }
     }
     Ok(Some((dir, last)))
+}
+
+/// Opens the directory `name` in `dir` with `flags` (`O_DIRECTORY | O_NOFOLLOW` among them):
+/// `None` when it is missing, a symlink or not a directory.
+pub(crate) fn enter(dir: &OwnedFd, name: &OsStr, flags: OFlags) -> io::Result<Option<OwnedFd>> {
+    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A regular file entry in the staging tree: created by the reader (`file`), or to be created by
