@@ -10,6 +10,7 @@ mod numbers;
 mod stress;
 mod tarparity;
 mod truncated;
+mod trust;
 mod unpack;
 mod util;
 mod zip;

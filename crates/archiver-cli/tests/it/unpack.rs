@@ -1192,11 +1192,7 @@ fn the_later_entry_wins_whatever_the_types() {
             "dir",
         ),
         (
-            vec![
-                ("p", T::Directory, "", b""),
-                ("p/child", T::Regular, "", b"c"),
-                ("p", T::Regular, "", b"file"),
-            ],
+            vec![("p", T::Directory, "", b""), ("p", T::Regular, "", b"file")],
             "p",
             "file",
         ),
@@ -1851,12 +1847,12 @@ fn overlapping_zip_entries_are_refused() {
     }
 }
 
-/// Compression methods we do not read (bzip2 12, deflate64 9, LZMA 14, an unknown 99) are refused
+/// Compression methods we do not read (shrink 1, implode 6, PPMd 98, an unknown 99) are refused
 /// by unpack and verify naming the entry and the method, not skipped and not misread, whatever
 /// the bytes say; nothing is extracted.
 #[test]
 fn zip_methods_we_do_not_read_are_refused_by_name() {
-    for method in [12u16, 9, 14, 99] {
+    for method in [1u16, 6, 98, 99] {
         let data = b"not really compressed".to_vec();
         let mut local = zip_local(b"packed.bin", &data);
         local[8..10].copy_from_slice(&method.to_le_bytes());

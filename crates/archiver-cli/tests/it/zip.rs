@@ -542,3 +542,97 @@ fn zips_after_a_prefix_are_read_from_their_end_record() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{name}");
     }
 }
+
+/// What other producers write besides stored, deflate and zstd: deflate64 (7-Zip, Windows'
+/// compressed folders for large files; a 7-Zip fixture with matches 40,000 bytes back, past
+/// deflate's window), bzip2 and LZMA (Python's zipfile, as 7-Zip and Info-ZIP write them: LZMA
+/// with its end marker). Each extracts to the right bytes, a damaged one is refused naming the
+/// entry, and an LZMA dictionary over the limit is refused before anything is allocated.
+#[test]
+fn deflate64_bzip2_and_lzma_entries_extract() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/deflate64.zip");
+    let dest = tempfile::tempdir().unwrap();
+    ok(archiver()
+        .args(["unpack", "--no-sync"])
+        .arg(&fixture)
+        .arg("-C")
+        .arg(dest.path()));
+    assert_eq!(
+        blake3_hex(&std::fs::read(dest.path().join("far.txt")).unwrap()),
+        "adc174d58bdb0977-100000"
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("small.txt")).unwrap(),
+        b"deflate64 from 7-Zip\n"
+    );
+
+    let python = require("python3");
+    let work = tempfile::tempdir().unwrap();
+    let data = noise(300_000, 7)
+        .iter()
+        .map(|b| b"abcdefgh"[usize::from(b % 8)])
+        .collect::<Vec<u8>>();
+    std::fs::write(work.path().join("data"), &data).unwrap();
+    for (method, name) in [("ZIP_BZIP2", "bz"), ("ZIP_LZMA", "lzma")] {
+        let zip = work.path().join(format!("{name}.zip"));
+        let status = Command::new(&python)
+            .arg("-c")
+            .arg(format!(
+                "import sys, zipfile\n\
+                 with zipfile.ZipFile(sys.argv[1], 'w', zipfile.{method}) as z:\n    \
+                 z.write(sys.argv[2], 'data')\n    z.writestr('empty', b'')"
+            ))
+            .arg(&zip)
+            .arg(work.path().join("data"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let dest = tempfile::tempdir().unwrap();
+        ok(archiver()
+            .args(["unpack", "--no-sync"])
+            .arg(&zip)
+            .arg("-C")
+            .arg(dest.path()));
+        assert!(
+            std::fs::read(dest.path().join("data")).unwrap() == data,
+            "{name}"
+        );
+        assert_eq!(std::fs::read(dest.path().join("empty")).unwrap(), b"");
+        // One byte changed in the middle of the compressed data.
+        let mut bytes = std::fs::read(&zip).unwrap();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x10;
+        let bad = work.path().join(format!("{name}-bad.zip"));
+        std::fs::write(&bad, &bytes).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        assert_refused(&bad, dest.path(), "data", "data");
+    }
+
+    // An LZMA entry declaring 1 GiB with a 4 GiB dictionary: refused by its header.
+    let zip = work.path().join("huge-dict.zip");
+    let status = Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import sys, struct, zipfile\n\
+             with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_LZMA) as z:\n    \
+             z.writestr('big', b'x' * 1000)\n\
+             b = bytearray(open(sys.argv[1], 'rb').read())\n\
+             n = struct.unpack('<H', b[26:28])[0]\n\
+             b[30 + n + 5:30 + n + 9] = b'\\xff\\xff\\xff\\xff'\n\
+             b[22:26] = struct.pack('<I', 1 << 30)\n\
+             c = b.find(b'PK\\x01\\x02')\n\
+             b[c + 24:c + 28] = struct.pack('<I', 1 << 30)\n\
+             open(sys.argv[1], 'wb').write(b)",
+        )
+        .arg(&zip)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dest = tempfile::tempdir().unwrap();
+    assert_refused(
+        &zip,
+        dest.path(),
+        "big",
+        "MiB LZMA dictionary, more than the 256 MiB",
+    );
+}

@@ -605,12 +605,16 @@ fn check_descriptor(
 const SHARED_WINDOW_LOG: u32 = 23;
 static BIG_WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-type ZstdEntry<'a> = (
+type GuardedDecoder<'a> = (
     Box<dyn Read + 'a>,
     Option<std::sync::MutexGuard<'static, ()>>,
 );
 
-fn zstd_entry<'a>(file: &'a File, e: &ZipEntry, raw: RangeReader<'a>) -> Result<ZstdEntry<'a>> {
+fn zstd_entry<'a>(
+    file: &'a File,
+    e: &ZipEntry,
+    raw: RangeReader<'a>,
+) -> Result<GuardedDecoder<'a>> {
     // The longest frame header: magic, descriptor, window, 4-byte dictionary id, 8-byte size.
     let mut head = [0u8; 18];
     let n = head.len().min(e.csize as usize);
@@ -623,6 +627,54 @@ fn zstd_entry<'a>(file: &'a File, e: &ZipEntry, raw: RangeReader<'a>) -> Result<
             .map_err(Error::Input)?;
     }
     Ok((Box::new(dec), guard))
+}
+
+/// The largest LZMA dictionary decoded at all (after the cut to the entry's size): 7-Zip's
+/// largest zip preset (-mx9) asks for 256 MiB, cut to the file's size; its default is 32 MiB.
+const MAX_LZMA_DICT: u64 = 256 << 20;
+
+/// An LZMA entry (APPNOTE 5.8.8: a 4-byte header of version and properties size, the 5-byte
+/// properties, then the raw LZMA stream, ended by its size or an end marker) read through
+/// liblzma's `.lzma` decoder, whose 13-byte header (properties, then the uncompressed size) is
+/// made from the zip's. The dictionary never needs to be larger than the data, so it is cut to
+/// the declared size first; one still over [`SHARED_WINDOW_LOG`] is decoded holding
+/// [`BIG_WINDOW`], one over [`MAX_LZMA_DICT`] refused.
+fn lzma_entry<'a>(e: &ZipEntry, mut raw: RangeReader<'a>) -> Result<GuardedDecoder<'a>> {
+    let refuse = |reason: String| Error::Entry {
+        entry: e.name_lossy(),
+        reason,
+    };
+    let mut head = [0u8; 9];
+    raw.read_exact(&mut head)
+        .map_err(|_| refuse("its LZMA header is cut short; the archive is damaged".into()))?;
+    if u16::from_le_bytes([head[2], head[3]]) != 5 {
+        return Err(refuse(
+            "its LZMA properties are not 5 bytes long; the archive is damaged".into(),
+        ));
+    }
+    let declared = u64::from(u32::from_le_bytes([head[5], head[6], head[7], head[8]]));
+    let dict = declared.min(e.usize.max(4096));
+    if dict > MAX_LZMA_DICT {
+        return Err(refuse(format!(
+            "asks for a {} MiB LZMA dictionary, more than the {} MiB this tool decodes",
+            dict >> 20,
+            MAX_LZMA_DICT >> 20
+        )));
+    }
+    let mut alone = [0u8; 13];
+    alone[0] = head[4];
+    alone[1..5].copy_from_slice(&(dict as u32).to_le_bytes());
+    alone[5..].copy_from_slice(&e.usize.to_le_bytes());
+    let guard = (dict > 1 << SHARED_WINDOW_LOG)
+        .then(|| BIG_WINDOW.lock().unwrap_or_else(|p| p.into_inner()));
+    // The limit covers the dictionary and liblzma's own state (about 30 KiB).
+    let stream = liblzma::stream::Stream::new_lzma_decoder(dict + (1 << 20))
+        .map_err(|err| refuse(format!("cannot start the LZMA decoder: {err}")))?;
+    let input = io::Read::chain(io::Cursor::new(alone), raw);
+    Ok((
+        Box::new(liblzma::read::XzDecoder::new_stream(input, stream)),
+        guard,
+    ))
 }
 
 /// The window a zstd frame header declares (RFC 8878 3.1.1.1): from the window descriptor, or
@@ -682,6 +734,16 @@ pub(crate) fn open_entry<'a>(file: &'a File, e: &ZipEntry) -> Result<EntryReader
         }
         93 => {
             let (dec, guard) = zstd_entry(file, e, raw)?;
+            big_window = guard;
+            dec
+        }
+        // What other producers write: deflate64 (Windows' compressed folders for large files,
+        // 7-Zip), bzip2 (Info-ZIP's -Z bzip2, 7-Zip), LZMA (7-Zip). Deflate64's window is 64 KiB,
+        // bzip2's blocks at most 900 kB: bounded. LZMA's dictionary is the header's choice.
+        9 => Box::new(deflate64::Deflate64Decoder::new(raw)),
+        12 => Box::new(bzip2::read::BzDecoder::new(raw)),
+        14 => {
+            let (dec, guard) = lzma_entry(e, raw)?;
             big_window = guard;
             dec
         }

@@ -868,6 +868,8 @@ struct Ctx<'a> {
     last_progress: Option<Instant>,
     /// The manifest entry: ours, not a user file, so not in the counts (as in pack's).
     manifest_seq: Option<u64>,
+    /// An entry (of any type) named as the manifest was read: a second one is refused.
+    manifest_named: bool,
     /// The reader's time waiting for the writers (busy is the rest).
     clock: StageClock,
     /// Streamed chunks the writers have written, back for the next one (no allocation and no
@@ -925,6 +927,7 @@ impl<'a> Ctx<'a> {
             progress: crate::Progress::default(),
             last_progress: None,
             manifest_seq: None,
+            manifest_named: false,
             clock: StageClock::default(),
             spare: bounded(SPARE_CHUNKS),
         }
@@ -1038,6 +1041,23 @@ impl Ctx<'_> {
         while let Ok(done) = self.results.try_recv() {
             self.absorb_batch(done);
         }
+    }
+
+    /// Whether `raw` names the manifest a second time (whatever the two entries' types): refused,
+    /// since which one is checked and which one lands would depend on the order and on
+    /// `--strip-components` (an appended manifest could vouch for one file while another lands).
+    fn second_manifest(&mut self, raw: &[u8], backslash_sep: bool) -> bool {
+        if !is_manifest_name(raw, backslash_sep)
+            || !std::mem::replace(&mut self.manifest_named, true)
+        {
+            return false;
+        }
+        self.refuse(
+            raw,
+            Rule::Manifest,
+            format!("a second entry named {MANIFEST_PATH}: an archive carries one manifest (this one was altered or appended to)"),
+        );
+        true
     }
 
     fn refuse(&mut self, entry: &[u8], rule: Rule, reason: impl Into<String>) {
@@ -1508,6 +1528,9 @@ fn read_tar(ctx: &mut Ctx<'_>, tar: Box<dyn Read + '_>) -> Result<()> {
         if entry.typeflag == b'V' {
             continue; // a volume label names the archive, not a file: GNU tar skips it too
         }
+        if ctx.second_manifest(&raw, false) {
+            continue;
+        }
         // The manifest is recognised by its stored name, whatever --strip-components does to it.
         let is_manifest = entry.is_file() && is_manifest_name(&raw, false);
         if is_manifest {
@@ -1723,7 +1746,9 @@ const MANIFEST_LIMIT: u64 = 1 << 30;
 
 /// Whether a stored name is our manifest's (`.archiver/MANIFEST.b3`, `./` and the like allowed).
 fn is_manifest_name(raw: &[u8], backslash_sep: bool) -> bool {
-    policy::entry_path(raw, backslash_sep).is_ok_and(|p| p == Path::new(MANIFEST_PATH))
+    // Most names are not: no path is built for them.
+    memchr::memmem::find(raw, b"MANIFEST.b3").is_some()
+        && policy::entry_path(raw, backslash_sep).is_ok_and(|p| p == Path::new(MANIFEST_PATH))
 }
 
 /// How many leading components the manifest's stored name has before `.archiver` (`./`: one).
@@ -1764,6 +1789,9 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
         ctx.advance(1, 0);
         let seq = ctx.next_seq();
         let sep = e.backslash_is_separator();
+        if ctx.second_manifest(&e.name, sep) {
+            continue;
+        }
         let is_manifest =
             !e.is_dir() && !e.is_symlink() && is_manifest_name(&e.name, sep) && !e.encrypted();
         ctx.absorb_ready();
@@ -1783,6 +1811,16 @@ fn read_zip(ctx: &mut Ctx<'_>, file: &File) -> Result<()> {
             .unix_mode
             .unwrap_or(if e.is_dir() { 0o755 } else { 0o644 });
         if e.is_dir() {
+            if e.usize > 0 {
+                // Marked a directory by its attributes alone, holding data: Info-ZIP and
+                // Python extract it as a file, bsdtar as a directory. Neither is safe to guess.
+                ctx.refuse(
+                    &e.name,
+                    Rule::Unsupported,
+                    format!("is marked as a directory but holds {} bytes of data; zip readers disagree on what it is (refused)", e.usize),
+                );
+                continue;
+            }
             ctx.dir(&e.name, rel, mode, time_of(e.mtime), seq)?;
             continue;
         }

@@ -3,7 +3,8 @@
 //!
 //! Written here rather than taken from a crate because no crate offers what it must guarantee:
 //! - **The filesystem is the model.** Later entries replace earlier ones at the same path (tar's
-//!   rule, whatever the two types), a directory replaced by a file takes its subtree with it, and
+//!   rule, whatever the two types; a directory holding entries is not replaced, as GNU tar and
+//!   bsdtar refuse it), and
 //!   nothing about the entries is kept in memory: unpacking a million files costs no more memory
 //!   than unpacking ten.
 //! - **Nothing is written through a link.** Every directory is entered with
@@ -207,8 +208,21 @@ impl StageTree {
             if self.pending_any {
                 return Err(StageError::Barrier); // a writer may be creating a file inside
             }
-            // Only ever below our own staging tree, whose directories are all real ones.
-            Ok(std::fs::remove_dir_all(self.path.join(rel))?)
+            // An empty one goes; one that holds earlier entries stays and the later entry is
+            // refused, as GNU tar and bsdtar refuse it: dropping them would leave files the
+            // manifest lists (and the check counted) out of DEST.
+            match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+                Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST) => {
+                    Err(StageError::Refuse(
+                        Rule::Conflict,
+                        format!(
+                            "would replace the directory {}, which holds earlier entries of this archive; refusing (GNU tar and bsdtar refuse it too)",
+                            escape_name(&path_bytes(rel))
+                        ),
+                    ))
+                }
+                other => Ok(other?),
+            }
         } else {
             Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
         }
