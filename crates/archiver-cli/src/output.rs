@@ -98,7 +98,9 @@ impl Output {
         match self {
             Output::File(f) => vec![f.temp_path().to_path_buf(), f.target().to_path_buf()],
             Output::Special { path, .. } => vec![path.clone()],
-            Output::Stdout(_) => Vec::new(),
+            // `> tree/backup.tar`: the file stdout is, when it is one (the walk compares
+            // device and inode of regular files only).
+            Output::Stdout(_) => vec![PathBuf::from("/dev/stdout")],
         }
     }
 

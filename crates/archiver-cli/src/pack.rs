@@ -19,6 +19,14 @@ pub fn run(
             "--stats-json -: stdout carries the archive; give the statistics a file, or the archive one (-o FILE)"
         );
     }
+    if let (Some(stats), Some(out)) = (&args.stats_json, &args.output) {
+        if !stats_to_stdout(&args) && !archive_to_stdout(&args) && same_file(stats, out) {
+            anyhow::bail!(
+                "--stats-json {}: that is the archive's own file (-o); give the statistics another",
+                stats.display()
+            );
+        }
+    }
     let reproducible = if args.reproducible {
         Some(source_date_epoch()?)
     } else {
@@ -102,6 +110,24 @@ fn archive_to_stdout(args: &PackArgs) -> bool {
     args.output
         .as_deref()
         .is_none_or(|p| p == std::path::Path::new("-"))
+}
+
+/// Whether two paths name one file: the same file if both exist, else the same name in the
+/// same directory.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    if let (Some(x), Some(y)) = (id(a), id(b)) {
+        return x == y;
+    }
+    let place = |p: &std::path::Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+    };
+    place(a).is_some_and(|x| Some(x) == place(b))
 }
 
 /// `--stats-json -`: the statistics on stdout (only when the archive goes to a file).

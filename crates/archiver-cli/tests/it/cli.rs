@@ -1,5 +1,6 @@
 //! The command line's promises: exit codes, messages naming the path, atomic output, pipes.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::util::*;
@@ -193,6 +194,167 @@ fn repacking_an_extracted_tree_keeps_one_manifest() {
     let names =
         String::from_utf8(ok(archiver().args(["list", "-"]).stdin_bytes(&out)).stdout).unwrap();
     assert_eq!(names, ".archiver/\nx\n.archiver/MANIFEST.b3\n");
+}
+
+/// What would collide with the manifest pack writes is not stored, with a warning naming it
+/// (exit 1): `.archiver/MANIFEST.b3` given as an input (two entries of that name; unpack refuses
+/// such an archive), `.archiver` as a file or a symlink (GNU tar would write our manifest
+/// through the symlink, over the user's file), a directory named `MANIFEST.b3` (dropped silently
+/// before). Each archive then verifies and extracts with GNU tar.
+#[test]
+fn entries_in_the_manifests_way_are_left_out_with_a_warning() {
+    let gnu = require("tar");
+    let work = tempfile::tempdir().unwrap();
+    type Case<'a> = (&'a str, &'a dyn Fn(&Path), &'a [&'a str], &'a str);
+    let cases: [Case<'_>; 4] = [
+        (
+            "input",
+            &|d| file(d, ".archiver/MANIFEST.b3", b"old\n", 0o644),
+            &[".archiver/MANIFEST.b3", "f"],
+            ".archiver/MANIFEST.b3: the name of the manifest pack writes; not stored",
+        ),
+        (
+            "file",
+            &|d| file(d, ".archiver", b"user data\n", 0o644),
+            &["."],
+            ".archiver: not a directory",
+        ),
+        (
+            "symlink",
+            &|d| {
+                file(d, "sub/MANIFEST.b3", b"USER DATA\n", 0o644);
+                std::os::unix::fs::symlink("sub", d.join(".archiver")).unwrap();
+            },
+            &["."],
+            ".archiver: not a directory",
+        ),
+        (
+            "dir",
+            &|d| file(d, ".archiver/MANIFEST.b3/z", b"z\n", 0o644),
+            &["."],
+            ".archiver/MANIFEST.b3: the name of the manifest pack writes; not stored",
+        ),
+    ];
+    for (name, make, inputs, warning) in cases {
+        let src = work.path().join(name);
+        file(&src, "f", b"f\n", 0o644);
+        make(&src);
+        let archive = work.path().join(format!("{name}.tar"));
+        let out = archiver()
+            .args(["pack", "-o"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&src)
+            .args(inputs)
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(warning), "{name}: {err}");
+        ok(archiver().arg("verify").arg(&archive));
+        let dest = work.path().join(format!("{name}-gnu"));
+        std::fs::create_dir(&dest).unwrap();
+        ok(Command::new(&gnu)
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest));
+        assert!(dest.join(".archiver/MANIFEST.b3").is_file(), "{name}");
+        if name == "symlink" {
+            assert_eq!(
+                std::fs::read(src.join("sub/MANIFEST.b3")).unwrap(),
+                b"USER DATA\n"
+            );
+        }
+    }
+}
+
+/// A name longer than zip's 16-bit length field (a deep tree, ~70 KB) is skipped with a warning
+/// in every format: the zip's length wrapped (a corrupt archive, exit 0) and the tar's exceeded
+/// our own reader's 64 KiB cap.
+#[test]
+fn names_longer_than_readers_take_are_skipped_with_a_warning() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("deep");
+    std::fs::create_dir(&src).unwrap();
+    // Built through directory handles: the path is far past PATH_MAX.
+    let mut dir = std::fs::File::open(&src).unwrap();
+    for i in 0..280 {
+        use std::os::fd::AsRawFd;
+        let name = std::ffi::CString::new(format!("{i:03}{}", "q".repeat(247))).unwrap();
+        assert_eq!(
+            unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) },
+            0
+        );
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            )
+        };
+        assert!(fd >= 0);
+        dir = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    }
+    file(&src, "top.txt", b"top\n", 0o644);
+    for ext in ["zip", "tar"] {
+        let archive = work.path().join(format!("deep.{ext}"));
+        let out = archiver()
+            .args(["pack", "-o"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(work.path())
+            .arg("deep")
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{ext}: {err}");
+        assert!(
+            err.contains("longer than archive readers take"),
+            "{ext}: {err}"
+        );
+        let listed = String::from_utf8(ok(archiver().arg("list").arg(&archive)).stdout).unwrap();
+        assert!(listed.contains("deep/top.txt\n"), "{ext}: {listed}");
+        ok(archiver().arg("verify").arg(&archive));
+    }
+    // Removed through handles too (tempdir's removal would fail past PATH_MAX).
+    let _ = Command::new("rm").arg("-rf").arg(&src).status();
+}
+
+/// `> tree/backup.tar` with the tree being packed: the archive is not packed into itself (it was
+/// stored empty or cut, with a "file grew" warning); `--stats-json` naming the archive's own file
+/// is refused before anything is written (the statistics replaced the archive).
+#[test]
+fn the_archive_is_never_packed_into_itself_or_overwritten_by_statistics() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    file(&tree, "f", b"data", 0o644);
+    let target = tree.join("backup.tar");
+    let out = archiver()
+        .args(["pack", "-C"])
+        .arg(&tree)
+        .arg(".")
+        .stdout(std::fs::File::create(&target).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let names = String::from_utf8(ok(archiver().arg("list").arg(&target)).stdout).unwrap();
+    assert_eq!(names, "f\n.archiver/MANIFEST.b3\n");
+
+    let archive = work.path().join("s.tar");
+    let out = archiver()
+        .args(["pack", "-o"])
+        .arg(&archive)
+        .arg("--stats-json")
+        .arg(work.path().join(".").join("s.tar"))
+        .arg("-C")
+        .arg(&tree)
+        .arg("f")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("that is the archive's own file"));
+    assert!(!archive.exists());
 }
 
 #[test]

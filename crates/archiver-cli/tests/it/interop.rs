@@ -374,3 +374,80 @@ fn multi_piece_tar_gz_reads_everywhere() {
     );
     assert_same_tree(&expected, &snapshot_extracted(&dest));
 }
+
+/// mtimes before 1970 and after 2038: tar keeps them exactly (base-256 before 1970, as GNU tar
+/// writes them; they were stored as 1970 before), read the same by GNU tar, bsdtar and our
+/// unpack; zip keeps them within its fields' reach (1960 exactly through the signed extended
+/// timestamp, 2040 by the DOS time in two-second steps; 2040 came back as 1903 before).
+#[test]
+fn times_before_1970_and_after_2038_round_trip() {
+    let gnu = require("tar");
+    let bsd = require("bsdtar");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let times: [(&str, i64); 4] = [
+        ("y1960", -315_619_200),
+        ("minus-one", -1),
+        ("y2040", 2_208_988_802),
+        ("y2200", 7_258_118_400),
+    ];
+    for (name, t) in times {
+        file(&src, name, name.as_bytes(), 0o644);
+        let f = std::fs::File::options()
+            .write(true)
+            .open(src.join(name))
+            .unwrap();
+        let when = if t >= 0 {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t as u64)
+        } else {
+            std::time::UNIX_EPOCH - std::time::Duration::from_secs(t.unsigned_abs())
+        };
+        f.set_modified(when).unwrap();
+    }
+    let mtime = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p).unwrap().mtime()
+    };
+    let tar = work.path().join("t.tar");
+    pack(&src, &tar, "tar", "2");
+    for (tool, args) in [
+        (archiver().get_program().to_owned(), &["unpack"][..]),
+        (gnu.into_os_string(), &["-xf"][..]),
+        (bsd.into_os_string(), &["-xf"][..]),
+    ] {
+        let dest = tempfile::tempdir().unwrap();
+        ok(Command::new(&tool)
+            .args(args)
+            .arg(&tar)
+            .arg("-C")
+            .arg(dest.path()));
+        for (name, t) in times {
+            assert_eq!(mtime(&dest.path().join(name)), t, "{tool:?}: {name}");
+        }
+    }
+    let zip = work.path().join("t.zip");
+    clean(
+        archiver()
+            .args(["pack", "-o"])
+            .arg(&zip)
+            .arg("-C")
+            .arg(&src)
+            .arg("."),
+    );
+    let dest = tempfile::tempdir().unwrap();
+    clean(
+        archiver()
+            .arg("unpack")
+            .arg(&zip)
+            .arg("-C")
+            .arg(dest.path()),
+    );
+    for (name, t) in times {
+        let got = mtime(&dest.path().join(name));
+        let want = t.min(4_354_819_198); // the DOS time's last second, 2107-12-31 23:59:58
+        assert!(
+            (got - want).abs() <= 1,
+            "zip: {name}: {got}, expected {want}"
+        );
+    }
+}

@@ -52,12 +52,12 @@ impl<W: Write> TarSink<W> {
             Some(t) => {
                 // Clamped (reproducible-builds.org, GNU tar's --clamp-mtime): newer times become
                 // SOURCE_DATE_EPOCH, older ones stay.
-                h.set_mtime(u64::try_from(meta.mtime).unwrap_or(0).min(t));
+                set_mtime(&mut h, meta.mtime.min(i64::try_from(t).unwrap_or(i64::MAX)));
                 h.set_uid(0);
                 h.set_gid(0);
             }
             None => {
-                h.set_mtime(u64::try_from(meta.mtime).unwrap_or(0));
+                set_mtime(&mut h, meta.mtime);
                 h.set_uid(u64::from(meta.uid));
                 h.set_gid(u64::from(meta.gid));
                 // A name that does not fit the 32-byte field is left out; the numeric id remains.
@@ -103,5 +103,35 @@ impl<W: Write> TarSink<W> {
         let buffered = self.builder.into_inner()?;
         let codec = buffered.into_inner().map_err(|e| e.into_error())?;
         codec.finish()
+    }
+}
+
+/// Sets the header's mtime, before 1970 too: the tar crate takes only `u64`, so a negative time
+/// is written as GNU tar writes it, in base-256 (the field's first byte 0xff, then the two's
+/// complement, big-endian), which GNU tar, bsdtar, Python's tarfile and our reader read.
+fn set_mtime(h: &mut Header, t: i64) {
+    match u64::try_from(t) {
+        Ok(t) => h.set_mtime(t),
+        Err(_) => {
+            let field = &mut h.as_old_mut().mtime;
+            field[..4].fill(0xff);
+            field[4..].copy_from_slice(&t.to_be_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtimes_before_1970_are_written_in_base_256() {
+        for t in [-1i64, -315_619_200, -8_589_934_593, 0, 1_700_000_000] {
+            let mut h = Header::new_gnu();
+            set_mtime(&mut h, t);
+            h.set_cksum();
+            let read = crate::format::tar_read::signed_number(&h.as_old().mtime).unwrap();
+            assert_eq!(read, t, "{t}");
+        }
     }
 }

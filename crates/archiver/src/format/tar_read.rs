@@ -954,7 +954,7 @@ fn number(field: &[u8]) -> io::Result<u64> {
 }
 
 /// Like [`number`], also accepting negative base-256 values (mtimes before 1970).
-fn signed_number(field: &[u8]) -> io::Result<i64> {
+pub(crate) fn signed_number(field: &[u8]) -> io::Result<i64> {
     if field.first() == Some(&0xff) {
         let mut v: i64 = -1;
         for &b in &field[1..] {

@@ -349,7 +349,7 @@ struct Pending {
     name: Vec<u8>,
     kind: Kind,
     mode: u32,
-    mtime: u32,
+    mtime: i64,
     method: ZipMethod,
     flags: u16,
     crc: u32,
@@ -407,8 +407,7 @@ impl<W: Write> ZipSink<W> {
         let utf8 = std::str::from_utf8(&name).is_ok();
         let mtime = self
             .reproducible
-            .map_or(meta.mtime, |t| meta.mtime.min(t as i64))
-            .clamp(0, i64::from(u32::MAX)) as u32;
+            .map_or(meta.mtime, |t| meta.mtime.min(t as i64));
         Pending {
             name,
             kind,
@@ -425,7 +424,8 @@ impl<W: Write> ZipSink<W> {
 
     /// Writes a local header. `known`: real CRC and sizes; otherwise a data descriptor follows.
     fn local_header(&mut self, p: &Pending, known: bool, zip64: bool) -> io::Result<()> {
-        let (time, date) = dos_time(i64::from(p.mtime));
+        let (time, date) = dos_time(p.mtime);
+        let ut = extended_time(p.mtime);
         let mut h = Vec::with_capacity(record::LOCAL_LEN + p.name.len() + 29);
         h.extend_from_slice(&record::LOCAL.to_le_bytes());
         h.extend_from_slice(&version_needed(p.method, zip64).to_le_bytes());
@@ -442,14 +442,10 @@ impl<W: Write> ZipSink<W> {
         h.extend_from_slice(&csize.to_le_bytes());
         h.extend_from_slice(&usize.to_le_bytes());
         h.extend_from_slice(&(p.name.len() as u16).to_le_bytes());
-        let extra_len: u16 = 9 + if zip64 { 20 } else { 0 };
+        let extra_len = ut.as_ref().map_or(0, |u| u.len() as u16) + if zip64 { 20 } else { 0 };
         h.extend_from_slice(&extra_len.to_le_bytes());
         h.extend_from_slice(&p.name);
-        // Extended timestamp (UT): the exact mtime in UTC; unzip prefers it to the DOS time.
-        h.extend_from_slice(&0x5455u16.to_le_bytes());
-        h.extend_from_slice(&5u16.to_le_bytes());
-        h.push(1);
-        h.extend_from_slice(&p.mtime.to_le_bytes());
+        h.extend_from_slice(ut.as_ref().map_or(&[][..], |u| &u[..]));
         if zip64 {
             h.extend_from_slice(&1u16.to_le_bytes());
             h.extend_from_slice(&16u16.to_le_bytes());
@@ -461,14 +457,13 @@ impl<W: Write> ZipSink<W> {
     }
 
     fn central_record(&mut self, p: &Pending, descriptor: bool) {
-        let (time, date) = dos_time(i64::from(p.mtime));
+        let (time, date) = dos_time(p.mtime);
         let zip64_sizes = p.usize >= self.zip64_at || p.csize >= self.zip64_at;
         let zip64_offset = p.offset >= self.zip64_at;
         let mut extra = Vec::new();
-        extra.extend_from_slice(&0x5455u16.to_le_bytes());
-        extra.extend_from_slice(&5u16.to_le_bytes());
-        extra.push(1);
-        extra.extend_from_slice(&p.mtime.to_le_bytes());
+        if let Some(ut) = extended_time(p.mtime) {
+            extra.extend_from_slice(&ut);
+        }
         if zip64_sizes || zip64_offset {
             let mut z = Vec::new();
             if zip64_sizes {
@@ -673,6 +668,20 @@ fn version_needed(method: ZipMethod, zip64: bool) -> u16 {
 }
 
 /// MS-DOS time and date of a Unix time, in UTC, clamped to what DOS dates can hold (1980-2107).
+/// The extended timestamp field (0x5455, "UT"): the exact mtime in UTC, which unzip prefers to
+/// the DOS time. It holds a signed 32-bit time (1901-2038, as Info-ZIP writes and we read it);
+/// a time outside that range is left to the DOS time alone (1980-2107, two-second steps), not
+/// wrapped into another date.
+fn extended_time(mtime: i64) -> Option<[u8; 9]> {
+    let t = i32::try_from(mtime).ok()?;
+    let mut f = [0u8; 9];
+    f[..2].copy_from_slice(&0x5455u16.to_le_bytes());
+    f[2..4].copy_from_slice(&5u16.to_le_bytes());
+    f[4] = 1;
+    f[5..].copy_from_slice(&t.to_le_bytes());
+    Some(f)
+}
+
 pub(crate) fn dos_time(t: i64) -> (u16, u16) {
     const FIRST: (u16, u16) = (0, (1 << 5) | 1); // 1980-01-01 00:00:00
     const LAST: (u16, u16) = ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31);

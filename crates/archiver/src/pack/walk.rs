@@ -499,9 +499,17 @@ fn left_out(
         && !ctx.excludes.is_empty()
         && matches!(ctx.excludes.matched(stored, is_dir), Match::Ignore(_)))
         || (ctx.opts.ignore_files && ignored(ignores, child_rel, is_dir))
-        || (ctx.opts.skip_manifest && stored == Path::new(MANIFEST_PATH))
+        || (ctx.opts.skip_manifest
+            && st.ft == FileType::RegularFile
+            && stored == Path::new(MANIFEST_PATH))
         || (st.ft == FileType::RegularFile && ctx.opts.skip_files.contains(&(st.dev, st.ino)))
 }
+
+/// The longest name stored (a directory's with its `/`): zip's 16-bit name length. Our tar
+/// reader takes up to 64 KiB (tar_read's `MAX_NAME`), so both formats read back what is written.
+const MAX_STORED_NAME: usize = u16::MAX as usize;
+
+const LOOP: &str = "symbolic link loop back to a directory above it; skipped";
 
 /// One directory on the sequencer's depth-first stack.
 struct Frame {
@@ -655,6 +663,10 @@ impl Sequencer<'_> {
             {
                 continue;
             }
+            if let Some(why) = self.withheld(&r.stored, Some(st.ft)) {
+                self.warn_at(r, Path::new(""), why)?;
+                continue;
+            }
             if !r.stored.as_os_str().is_empty() {
                 let entry = Listed {
                     name: OsString::new(),
@@ -721,7 +733,12 @@ impl Sequencer<'_> {
                 _ => false,
             };
             if looped {
-                self.skip_loop(root, &rel, pending)?;
+                self.skip_loop(root, &rel, pending, LOOP.into())?;
+                continue;
+            }
+            let ft = child.stat.as_ref().ok().map(|st| st.ft);
+            if let Some(why) = self.withheld(&stored_path(root, &rel), ft) {
+                self.skip_loop(root, &rel, pending, why)?;
                 continue;
             }
             self.emit(root, &rel, &child, Source::At(Arc::clone(&dir)))?;
@@ -759,19 +776,42 @@ impl Sequencer<'_> {
         Ok(())
     }
 
-    /// A directory that is one of its own ancestors (reached through a followed symlink): warned
-    /// about and skipped, its prefetched listing (if any) taken in and released.
+    /// Why an entry cannot be stored under `stored` (its type `ft` when known), if it cannot: a
+    /// name longer than archive readers take, or a name our manifest needs (pack writes
+    /// `.archiver/MANIFEST.b3` itself; an old one, a regular file, is left out silently by the
+    /// listing). Such an entry is skipped with a warning, and a directory with all it holds.
+    fn withheld(&self, stored: &Path, ft: Option<FileType>) -> Option<String> {
+        let len = stored.as_os_str().len() + usize::from(ft == Some(FileType::Directory));
+        if len > MAX_STORED_NAME {
+            return Some(format!(
+                "its stored name is {len} bytes, longer than archive readers take ({MAX_STORED_NAME}, zip's limit); skipped"
+            ));
+        }
+        if !self.opts.skip_manifest {
+            return None;
+        }
+        if stored == Path::new(MANIFEST_PATH) {
+            return Some("the name of the manifest pack writes; not stored".into());
+        }
+        let top = Path::new(MANIFEST_PATH).parent().expect("a directory");
+        (stored == top && ft != Some(FileType::Directory)).then(|| {
+            format!(
+                "not a directory, and the archive's manifest goes in {MANIFEST_PATH}; not stored"
+            )
+        })
+    }
+
+    /// An entry the walk does not store (a directory that is one of its own ancestors, reached
+    /// through a followed symlink; see also [`Self::withheld`]): warned about and skipped, its
+    /// prefetched listing (if any) taken in and released.
     fn skip_loop(
         &mut self,
         root: &Root,
         rel: &Path,
         pending: Option<Receiver<Listing>>,
+        why: String,
     ) -> Result<()> {
-        self.warn_at(
-            root,
-            rel,
-            "symbolic link loop back to a directory above it; skipped".into(),
-        )?;
+        self.warn_at(root, rel, why)?;
         if let Some(rx) = pending {
             self.outstanding -= 1;
             let listing = self.wait(&rx)?;
