@@ -74,11 +74,29 @@ impl Output {
                 }
                 let file = archiver::AtomicFile::create(p).map_err(|e| {
                     // The path once, then what the system said (not the temporary name).
-                    let why = match &e {
-                        archiver::Error::Io { source, .. } => source.to_string(),
-                        other => other.to_string(),
+                    let (why, denied) = match &e {
+                        archiver::Error::Io { source, .. } => (
+                            source.to_string(),
+                            source.kind() == std::io::ErrorKind::PermissionDenied,
+                        ),
+                        other => (other.to_string(), false),
                     };
-                    anyhow::anyhow!("{}: cannot create the output file: {why}", p.display())
+                    // An existing archive may be writable in a directory that is not: say
+                    // where the new one is made.
+                    let dir = match p.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d,
+                        _ => std::path::Path::new("."),
+                    };
+                    let place = if denied {
+                        format!(
+                            " (the archive is written to a temporary file in {}, then renamed over it; write to stdout to avoid that: > {})",
+                            dir.display(),
+                            p.display()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    anyhow::anyhow!("{}: cannot create the output file: {why}{place}", p.display())
                 })?;
                 register(file.temp_path());
                 Ok(Output::File(file))

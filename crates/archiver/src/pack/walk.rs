@@ -541,28 +541,33 @@ pub(crate) fn run(
     let mut clock = StageClock::default();
     let started = Instant::now();
     let result = std::thread::scope(|s| {
-        for _ in 0..threads {
-            let req_rx = req_rx.clone();
-            let ctx = ListCtx {
-                opts,
-                excludes: &excludes,
-                held: &held,
-            };
-            crate::threads::spawn(s, "list", move || {
-                for (req, prefix) in req_rx {
-                    if stopped() {
-                        break;
+        // The listers start with the first directory below a root: a tree without one (a few
+        // files) never pays for their threads.
+        let (excludes, held) = (&excludes, &held);
+        let listers = move || -> Result<()> {
+            for _ in 0..threads {
+                let req_rx = req_rx.clone();
+                let ctx = ListCtx {
+                    opts,
+                    excludes,
+                    held,
+                };
+                crate::threads::spawn(s, "list", move || {
+                    for (req, prefix) in req_rx {
+                        if stopped() {
+                            break;
+                        }
+                        let listing = list(&req, &ctx, &prefix);
+                        let _ = req.reply.send(listing);
                     }
-                    let listing = list(&req, &ctx, &prefix);
-                    let _ = req.reply.send(listing);
-                }
-            })?;
-        }
-        drop(req_rx);
+                })?;
+            }
+            Ok(())
+        };
         let ctx = ListCtx {
             opts,
-            excludes: &excludes,
-            held: &held,
+            excludes,
+            held,
         };
         let mut seq = Sequencer {
             opts,
@@ -570,6 +575,7 @@ pub(crate) fn run(
             totals,
             stopped,
             req_tx,
+            listers: Some(Box::new(listers)),
             ctx: &ctx,
             chunk: Vec::with_capacity(CHUNK_ENTRIES),
             outstanding: 0,
@@ -632,6 +638,8 @@ struct Sequencer<'a> {
     totals: &'a WalkTotals,
     stopped: &'a (dyn Fn() -> bool + Sync),
     req_tx: Sender<(ListRequest, PathBuf)>,
+    /// Starts the lister threads (taken by the first request).
+    listers: Option<Box<dyn FnOnce() -> Result<()> + 'a>>,
     ctx: &'a ListCtx<'a>,
     chunk: Vec<Entry>,
     /// Listings requested and not yet consumed.
@@ -876,6 +884,9 @@ impl Sequencer<'_> {
         reply: Sender<Listing>,
         root: &Root,
     ) -> Result<()> {
+        if let Some(start) = self.listers.take() {
+            start()?;
+        }
         let req = ListRequest {
             parent,
             name: name.to_os_string(),

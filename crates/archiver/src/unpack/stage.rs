@@ -717,11 +717,19 @@ mod tests {
         assert_eq!(std::fs::read(t.path().join("a/b/f")).unwrap(), b"2");
         t.dir(Path::new("a/b/f")).unwrap();
         assert!(t.path().join("a/b/f").is_dir());
-        t.file(Path::new("a"), 0o600).unwrap().open().unwrap();
-        assert!(t.path().join("a").is_file());
-        t.symlink(Path::new("a"), Path::new("x"), None).unwrap();
-        t.dir(Path::new("a")).unwrap();
-        assert!(t.path().join("a").is_dir());
+        // A directory holding entries stays (GNU tar and bsdtar refuse too); an empty one goes.
+        assert!(matches!(
+            t.file(Path::new("a"), 0o600),
+            Err(StageError::Refuse(Rule::Conflict, _))
+        ));
+        assert!(t.path().join("a/b/f").is_dir());
+        t.dir(Path::new("e")).unwrap();
+        t.file(Path::new("e"), 0o600).unwrap().open().unwrap();
+        assert!(t.path().join("e").is_file());
+        let a = Path::new("e");
+        t.symlink(a, Path::new("x"), None).unwrap();
+        t.dir(a).unwrap();
+        assert!(t.path().join(a).is_dir());
         assert_eq!(t.symlinks().count(), 1);
     }
 
